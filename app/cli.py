@@ -1,0 +1,215 @@
+"""The ``banditq`` command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from app.config import ENV_VARS, Settings
+
+ENV_HELP = "Environment variables (read at start-up):\n\n" + "\n\n".join(
+    f"  {k}: {h}" for k, (_n, h) in ENV_VARS.items()
+)
+
+cli = typer.Typer(
+    help="banditq: learn the best solver or inference setting per instance, online.\n\n" + ENV_HELP,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_cli = typer.Typer(help="Database schema commands.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.secho(f"error: {msg}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@db_cli.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="target revision")] = "head") -> None:
+    """Apply migrations in place (existing data is kept). URL: BANDITQ_DATABASE_URL."""
+    from app import db
+
+    s = _settings()
+    db.upgrade(s.database_url, revision)
+    typer.echo(f"database {s.redacted()['database_url']} at revision {revision}")
+
+
+@db_cli.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument(help="target revision, e.g. base")]) -> None:
+    """Revert migrations down to REVISION."""
+    from app import db
+
+    db.downgrade(_settings().database_url, revision)
+    typer.echo(f"database at revision {revision}")
+
+
+@cli.command()
+def scheduler(
+    loglevel: Annotated[str, typer.Option(help="log level")] = "INFO",
+    idle_exit: Annotated[float | None, typer.Option(help="exit after this many idle seconds")] = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        help="serve Prometheus metrics on this port (env BANDITQ_METRICS_PORT)")] = None,
+) -> None:
+    """Run the scheduler: decides arms, publishes trials, records results, updates policies."""
+    from app import db
+    from app.scheduler import Scheduler
+
+    _logging(loglevel)
+    s = _settings()
+    if s.database_url.startswith("sqlite"):
+        db.upgrade(s.database_url)
+    sch = Scheduler(s)
+    port = metrics_port if metrics_port is not None else s.metrics_port
+    if port:
+        sch.metrics.serve(port)
+    signal.signal(signal.SIGTERM, lambda *_: sch.stop())
+    signal.signal(signal.SIGINT, lambda *_: sch.stop())
+    try:
+        sch.run(idle_exit=idle_exit)
+    finally:
+        sch.snapshot_all()
+
+
+@cli.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option(
+        "--concurrency", "-c", help="pool processes (default: one per GPU, else per CPU)")] = None,
+    name: Annotated[str | None, typer.Option(help="worker name (Celery hostname)")] = None,
+    loglevel: Annotated[str, typer.Option(help="log level")] = "INFO",
+) -> None:
+    """Run a worker daemon consuming trials (Celery prefork; JSON only; late ack)."""
+    from workers.daemon import run_worker
+
+    _logging(loglevel)
+    run_worker(_settings(), concurrency=concurrency, name=name, loglevel=loglevel)
+
+
+def _client() -> Any:
+    from app.client import Client
+    from app.errors import SchemaMissingError
+
+    try:
+        return Client()
+    except SchemaMissingError as exc:
+        _fail(str(exc))
+
+
+@cli.command()
+def status(
+    campaign: Annotated[str | None, typer.Argument(help="campaign name (omit to list)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object on stdout")] = False,
+) -> None:
+    """Show a campaign's progress, trials per second, queue depth and per-arm costs."""
+    from app.errors import NotFoundError
+
+    client = _client()
+    if campaign is None:
+        names = client.campaigns()
+        typer.echo(json.dumps(names) if as_json else "\n".join(names) or "no campaigns")
+        return
+    try:
+        st = client.campaign(campaign).status()
+    except NotFoundError as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(st))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    con.print(f"[bold]{st['campaign']}[/] kind={st['kind']} policy={st['policy']} "
+              f"updates={st['policy_updates']} trials/s(1 min)={st['trials_per_s_last_minute']} "
+              f"queue depth={st['queue_depth']}")
+    con.print(f"instances: {st['instances']}  trials: {st['trials']}")
+    t = Table("arm", "trials", "mean cost")
+    for a in st["arms"]:
+        t.add_row(a["arm"], str(a["count"]),
+                  f"{a['mean_cost']:.1f}" if a["mean_cost"] is not None else "-")
+    con.print(t)
+
+
+@cli.command()
+def results(
+    campaign: Annotated[str, typer.Argument(help="campaign name")],
+    fmt: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="file (default stdout)")] = None,
+) -> None:
+    """Export the campaign's rows of the trial_results view."""
+    from app.errors import NotFoundError
+
+    if fmt not in ("csv", "json"):
+        _fail(f"--format must be csv or json, got {fmt!r}")
+    try:
+        rows = _client().campaign(campaign).results()
+    except NotFoundError as exc:
+        _fail(str(exc))
+    out = open(output, "w", newline="") if output else sys.stdout  # noqa: SIM115
+    try:
+        if fmt == "json":
+            json.dump(rows, out, default=str)
+            out.write("\n")
+        else:
+            cols = list(rows[0]) if rows else ["campaign", "instance_id", "trial_id"]
+            w = csv.DictWriter(out, fieldnames=cols)
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: json.dumps(v) if isinstance(v, dict | list) else v
+                            for k, v in r.items()})
+    finally:
+        if output:
+            out.close()
+
+
+@cli.command()
+def demo(
+    instances: Annotated[int, typer.Option(help="number of linear systems")] = 200,
+    workers: Annotated[int, typer.Option(help="worker processes")] = 2,
+    policy: Annotated[str, typer.Option(help="policy name")] = "default",
+    seed: Annotated[int, typer.Option(help="seed of the instance stream")] = 0,
+    timeout: Annotated[float, typer.Option(help="seconds before giving up")] = 900,
+) -> None:
+    """Tune SOR's omega over a stream of shifted 2-D Laplacians, end to end (scheduler and
+    workers as separate processes), then print a summary against omega = 1."""
+    from app.demo import run_demo
+
+    _logging("WARNING")
+    code = run_demo(_settings(), instances=instances, workers=workers, policy=policy, seed=seed,
+                    timeout=timeout)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    try:
+        cli()
+    except Exception as exc:  # errors that say what to do, not a traceback
+        from app.errors import BanditqError
+
+        if isinstance(exc, BanditqError):
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()
+    time.sleep(0)

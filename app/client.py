@@ -1,0 +1,431 @@
+"""The Python client: create campaigns, submit instances, wait, read results.
+
+``Client`` is cheap to create and safe to use from one thread at a time; it owns one engine and
+(lazily) one broker connection, closed by :meth:`Client.close` or a ``with`` block.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import kombu
+import numpy as np
+from sqlalchemy import func, inspect, select, text, update
+
+from app import db
+from app.config import Settings
+from app.contexts import validate_context
+from app.errors import InputError, NotFoundError, SchemaMissingError
+from app.linsys import LinearSystem
+from app.policies.registry import POLICIES, make_policy, policy_names, resolve_name
+from app.runtime import arm_positions
+from models import Arm, Instance, PolicySnapshot
+from models import Campaign as CampaignRow
+from tasks.kinds import get_kind
+from tasks.messages import PROTOCOL, events_queue
+
+log = logging.getLogger("banditq.client")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+FEATURE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+FINAL = ("done", "failed")
+
+
+def expand_arms(arms: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``{"omega": [1.0, 1.5]}`` (a grid over keys) or a list of arm dicts -> list of dicts."""
+    if isinstance(arms, Mapping):
+        if not arms:
+            raise InputError("arms", "must name at least one parameter")
+        keys = list(arms)
+        for k in keys:
+            vals = arms[k]
+            if isinstance(vals, str | bytes) or not isinstance(vals, Sequence | np.ndarray):
+                raise InputError(f"arms.{k}", "must be a list of values")
+            if len(vals) == 0:
+                raise InputError(f"arms.{k}", "must list at least one value")
+        out = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*arms.values())]
+    elif isinstance(arms, Sequence) and not isinstance(arms, str | bytes):
+        out = []
+        for i, a in enumerate(arms):
+            if not isinstance(a, Mapping) or not a:
+                raise InputError(f"arms[{i}]", "must be a non-empty mapping of parameters")
+            out.append(dict(a))
+    else:
+        raise InputError("arms", "must be a mapping of parameter -> values, or a list of mappings")
+    if not out:
+        raise InputError("arms", "must define at least one arm")
+    clean: list[dict[str, Any]] = []
+    for i, a in enumerate(out):
+        try:
+            clean.append(json.loads(json.dumps(a, allow_nan=False, default=_np_default)))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"arms[{i}]", f"values must be JSON numbers/strings: {exc}") from exc
+    names = [arm_name(a) for a in clean]
+    if len(set(names)) != len(names):
+        raise InputError("arms", "contains duplicate arms")
+    return clean
+
+
+def _np_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
+def arm_name(arm: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in arm.items())[:200]
+
+
+@dataclass
+class Solution:
+    """What :meth:`Campaign.solve` returns: the solution and the trial's stats."""
+
+    x: np.ndarray
+    iterations: int | None
+    converged: bool | None
+    residual: float | None
+    latency_ms: float | None
+    arm: dict[str, Any]
+    trial_id: int
+    status: str
+
+
+class Client:
+    """Entry point. URLs default to ``BANDITQ_DATABASE_URL``/``BANDITQ_BROKER_URL``; with
+    neither set, the embedded default (SQLite file and a filesystem broker under
+    ``BANDITQ_HOME``, default ``./.banditq``), whose schema is created on first use."""
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        broker_url: str | None = None,
+        *,
+        settings: Settings | None = None,
+    ) -> None:
+        self.settings = settings or Settings.from_env(
+            database_url=database_url, broker_url=broker_url
+        )
+        self.engine = db.make_engine(self.settings.database_url)
+        self.Session = db.session_factory(self.engine)
+        self._conn: kombu.Connection | None = None
+        if self.engine.dialect.name == "sqlite" and not db.is_current(self.engine):
+            db.upgrade(self.settings.database_url)
+        elif not inspect(self.engine).has_table("campaigns"):
+            raise SchemaMissingError(
+                f"database {self.settings.redacted()['database_url']} has no banditq schema; "
+                "run `banditq db upgrade` first"
+            )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.release()
+            self._conn = None
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ campaigns
+    def create_campaign(
+        self,
+        name: str,
+        kind: str,
+        arms: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]],
+        policy: str = "default",
+        context_features: Sequence[str] = (),
+        *,
+        policy_config: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        max_in_flight: int = 4,
+        max_attempts: int = 3,
+        exist_ok: bool = False,
+        warm_start_from: Sequence[str] | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> Campaign:
+        """Create a campaign (validated in full before anything is written)."""
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise InputError(
+                "name",
+                "must be 1-200 characters of letters, digits and . _ : - (starting with a "
+                f"letter or digit), got {name!r}",
+            )
+        kind_impl = get_kind(kind)
+        arm_list = expand_arms(arms)
+        kind_impl.validate_arms(arm_list)
+        if not isinstance(policy, str) or resolve_name(policy) not in POLICIES:
+            raise InputError("policy", f"unknown policy {policy!r}; choose one of "
+                             f"{', '.join(policy_names())}")
+        features = list(context_features)
+        for i, f in enumerate(features):
+            if not isinstance(f, str) or not FEATURE_RE.match(f):
+                raise InputError(f"context_features[{i}]", f"must be an identifier, got {f!r}")
+        if len(set(features)) != len(features):
+            raise InputError("context_features", "contains duplicates")
+        for fld, v, lo in (("max_in_flight", max_in_flight, 1), ("max_attempts", max_attempts, 1),
+                           ("seed", seed, 0)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise InputError(fld, f"must be an integer >= {lo}, got {v!r}")
+        config = dict(policy_config or {})
+        try:  # build once now so a bad config fails here, not in the scheduler
+            probe = make_policy(policy, len(arm_list), len(features),
+                                arms=arm_positions(arm_list), seed=seed, config=config)
+        except ValueError as exc:
+            raise InputError("policy_config", str(exc)) from exc
+        with self.Session() as s, s.begin():
+            existing = s.scalar(select(CampaignRow).where(CampaignRow.name == name))
+            if existing is not None:
+                if exist_ok:
+                    return Campaign(self, existing.id, name)
+                raise InputError("name", f"campaign {name!r} already exists (exist_ok=True reuses)")
+            row = CampaignRow(
+                name=name, kind=kind, policy=resolve_name(policy), policy_config=config,
+                context_features=features, seed=seed, max_in_flight=max_in_flight,
+                max_attempts=max_attempts, settings=dict(settings or {}),
+            )
+            s.add(row)
+            s.flush()
+            for i, a in enumerate(arm_list):
+                s.add(Arm(campaign_id=row.id, index=i, name=arm_name(a), value=a))
+            if warm_start_from:
+                self._warm_start(s, row, probe, list(warm_start_from))
+            cid = row.id
+        return Campaign(self, cid, name)
+
+    def _warm_start(self, s: Any, row: CampaignRow, policy: Any, sources: list[str]) -> None:
+        """Seed the new policy with earlier campaigns' results (same kind, same arms)."""
+        from app.warmstart import warm_state
+
+        state = warm_state(s, row, policy, sources)
+        s.add(PolicySnapshot(campaign_id=row.id, policy_name=policy.name,
+                             policy_version=policy.version, n_updates=policy.n_updates,
+                             last_result_id=0, state=state))
+
+    def campaign(self, name: str) -> Campaign:
+        with self.Session() as s:
+            cid = s.scalar(select(CampaignRow.id).where(CampaignRow.name == name))
+        if cid is None:
+            raise NotFoundError(f"no campaign named {name!r}; `banditq status` lists them")
+        return Campaign(self, cid, name)
+
+    def campaigns(self) -> list[str]:
+        with self.Session() as s:
+            return list(s.scalars(select(CampaignRow.name).order_by(CampaignRow.id)))
+
+    # ------------------------------------------------------------------ broker
+    def _wake(self, name: str) -> None:
+        """Tell the scheduler there is work; if the broker is down its sweep finds it anyway."""
+        try:
+            if self._conn is None:
+                self._conn = kombu.Connection(
+                    self.settings.broker_url,
+                    transport_options=self.settings.broker_transport_options(),
+                )
+            q = events_queue()
+            with self._conn.Producer() as producer:
+                producer.publish(
+                    {"v": PROTOCOL, "type": "wake", "campaign": name},
+                    exchange=q.exchange, routing_key=q.routing_key, declare=[q],
+                    serializer="json", retry=True, retry_policy={"max_retries": 2},
+                )
+        except Exception as exc:
+            log.warning("could not notify the scheduler (%s); its sweep will pick it up", exc)
+
+
+class Campaign:
+    """A handle on one campaign; holds no state beyond its id (reads go to the database)."""
+
+    def __init__(self, client: Client, campaign_id: int, name: str) -> None:
+        self.client = client
+        self.id = campaign_id
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Campaign({self.name!r})"
+
+    def _row(self, s: Any) -> CampaignRow:
+        row = s.get(CampaignRow, self.id)
+        if row is None:
+            raise NotFoundError(f"campaign {self.name!r} was deleted")
+        return row
+
+    def _spec(self, row: CampaignRow, system: Any, spec: dict[str, Any], field: str) -> dict[str, Any]:
+        kind = get_kind(row.kind)
+        full = dict(spec)
+        if system is not None:
+            if not isinstance(system, LinearSystem):
+                raise InputError(f"{field}system", "must be an app.LinearSystem")
+            full["system"] = system.to_spec()
+        try:
+            out = kind.validate_spec(full)
+        except InputError as exc:
+            raise InputError(f"{field}{exc.field}", exc.message) from exc
+        size = len(json.dumps(out))
+        if size > self.client.settings.max_payload_bytes:
+            raise InputError(
+                f"{field}system",
+                f"payload of {size} bytes exceeds BANDITQ_MAX_PAYLOAD_BYTES="
+                f"{self.client.settings.max_payload_bytes}",
+            )
+        return out
+
+    def submit(self, system: Any = None, context: Mapping[str, Any] | None = None,
+               **spec: Any) -> int:
+        """Queue one instance; returns its id. Extra keywords (``tol``, ``max_iters``) go to
+        the trial kind. Everything is validated before anything is written."""
+        return self.submit_many([(system, context or {})], **spec)[0]
+
+    def submit_many(self, items: Iterable[tuple[Any, Mapping[str, Any]]], **spec: Any) -> list[int]:
+        """Queue many instances in one transaction (all or none)."""
+        with self.client.Session() as s, s.begin():
+            row = self._row(s)
+            if row.status != "active":
+                raise InputError("campaign", f"campaign {self.name!r} is {row.status}")
+            features = list(row.context_features)
+            prepared = []
+            for i, (system, context) in enumerate(items):
+                where = f"items[{i}]." if i else ""
+                ctx = validate_context(context, features, f"{where}context")
+                prepared.append((ctx, self._spec(row, system, spec, where)))
+            if not prepared:
+                return []
+            # Lock the campaign row so concurrent submitters get distinct sequence numbers.
+            base = s.scalar(
+                select(CampaignRow.n_instances).where(CampaignRow.id == self.id).with_for_update()
+            ) or 0
+            rows = [
+                {"campaign_id": self.id, "seq": base + j, "context": ctx, "spec": sp,
+                 "status": "pending"}
+                for j, (ctx, sp) in enumerate(prepared)
+            ]
+            ids = list(s.scalars(
+                Instance.__table__.insert().returning(  # type: ignore[attr-defined]
+                    Instance.id, sort_by_parameter_order=True
+                ),
+                rows,
+            ))
+            s.execute(update(CampaignRow).where(CampaignRow.id == self.id)
+                      .values(n_instances=base + len(rows)))
+        self.client._wake(self.name)
+        return ids
+
+    def counts(self) -> dict[str, int]:
+        with self.client.Session() as s:
+            rows = s.execute(
+                select(Instance.status, func.count()).where(Instance.campaign_id == self.id)
+                .group_by(Instance.status)
+            ).all()
+        return {str(k): int(v) for k, v in rows}
+
+    def wait(self, timeout: float | None = None, progress: bool = False,
+             instance_ids: Sequence[int] | None = None) -> dict[str, int]:
+        """Block until every instance (or those given) is done or failed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = None
+        delay = 0.02
+        try:
+            while True:
+                if instance_ids is None:
+                    counts = self.counts()
+                    total = sum(counts.values())
+                    final = sum(counts.get(k, 0) for k in FINAL)
+                else:
+                    with self.client.Session() as s:
+                        final = s.scalar(select(func.count()).select_from(Instance).where(
+                            Instance.id.in_(list(instance_ids)), Instance.status.in_(FINAL))) or 0
+                    total, counts = len(instance_ids), {}
+                if progress:
+                    bar = bar or _Bar(self.name, total)
+                    bar.update(final, total)
+                if final >= total:
+                    return counts
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"campaign {self.name!r}: {final}/{total} finished after {timeout} s; is "
+                        "a scheduler (`banditq scheduler`) and a worker (`banditq worker`) running?"
+                    )
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.5)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def results(self, as_frame: bool = False) -> Any:
+        """Rows of the ``trial_results`` view for this campaign, in submission order."""
+        with self.client.engine.connect() as conn:
+            res = conn.execute(
+                text("SELECT * FROM trial_results WHERE campaign = :c "
+                     "ORDER BY instance_seq, trial_id"),
+                {"c": self.name},
+            )
+            rows = [_decode_row(dict(r._mapping)) for r in res]
+        if as_frame:
+            import pandas as pd
+
+            return pd.DataFrame(rows)
+        return rows
+
+    def solve(self, system: LinearSystem, context: Mapping[str, Any] | None = None,
+              timeout: float | None = 600, **spec: Any) -> Solution:
+        """Submit, wait for this one instance, return its solution (for a simulation loop)."""
+        iid = self.submit(system, context, return_solution=True, **spec)
+        self.wait(timeout=timeout, instance_ids=[iid])
+        with self.client.engine.connect() as conn:
+            row = conn.execute(text(
+                "SELECT t.id, t.state, r.iterations, r.converged, r.residual, r.latency_ms, "
+                "r.outputs, a.value, r.error FROM trials t JOIN arms a ON a.id = t.arm_id "
+                "LEFT JOIN results r ON r.trial_id = t.id AND r.attempt = t.attempt "
+                "WHERE t.instance_id = :i ORDER BY t.id DESC"), {"i": iid}).first()
+        if row is None:
+            raise RuntimeError(f"instance {iid} finished without a trial")
+        outputs, arm = _json(row[6]) or {}, _json(row[7])
+        if row[1] != "succeeded":
+            raise RuntimeError(f"trial {row[0]} {row[1]}: {row[8]}")
+        return Solution(np.asarray(outputs.get("x", []), dtype=float), row[2], row[3], row[4],
+                        row[5], arm, int(row[0]), str(row[1]))
+
+    def status(self) -> dict[str, Any]:
+        from app.status import campaign_status
+
+        return campaign_status(self.client, self.name)
+
+
+def _json(v: Any) -> Any:
+    return json.loads(v) if isinstance(v, str | bytes) else v
+
+
+def _decode_row(row: dict[str, Any]) -> dict[str, Any]:
+    for key in ("context", "arm"):
+        row[key] = _json(row.get(key))
+    if row.get("converged") is not None:
+        row["converged"] = bool(row["converged"])
+    return row
+
+
+class _Bar:
+    """A rich progress bar on stderr."""
+
+    def __init__(self, name: str, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self.p = Progress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), transient=False)
+        self.p.start()
+        self.task = self.p.add_task(name, total=total)
+
+    def update(self, done: int, total: int) -> None:
+        self.p.update(self.task, completed=done, total=total)
+
+    def close(self) -> None:
+        self.p.stop()
+
+
+__all__ = ["Campaign", "Client", "Solution"]

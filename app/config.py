@@ -1,0 +1,127 @@
+"""Configuration read from ``BANDITQ_*`` environment variables at start-up.
+
+Nothing is read at import time: :func:`Settings.from_env` is called by the client, the CLI and
+the worker when they start, so tests and embedding programs can set the environment first.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+#: Environment variable -> (setting name, help text). The CLI prints this table in ``--help``.
+ENV_VARS: dict[str, tuple[str, str]] = {
+    "BANDITQ_DATABASE_URL": (
+        "database_url",
+        "SQLAlchemy URL of the database (default: SQLite file under BANDITQ_HOME)",
+    ),
+    "BANDITQ_BROKER_URL": (
+        "broker_url",
+        "kombu/Celery broker URL (default: a filesystem transport under BANDITQ_HOME)",
+    ),
+    "BANDITQ_HOME": ("home", "folder of the embedded default (default: ./.banditq)"),
+    "BANDITQ_QUEUE": ("queue", "Celery queue that carries trials (default: banditq.trials)"),
+    "BANDITQ_MAX_PAYLOAD_BYTES": ("max_payload_bytes", "largest instance payload accepted"),
+    "BANDITQ_SNAPSHOT_EVERY": ("snapshot_every", "policy snapshot every N results"),
+    "BANDITQ_SWEEP_SECONDS": ("sweep_seconds", "scheduler safety sweep interval (seconds)"),
+    "BANDITQ_LEASE_SECONDS": ("lease_seconds", "lease on a published or running trial"),
+    "BANDITQ_METRICS_PORT": ("metrics_port", "Prometheus metrics HTTP port (0 = off)"),
+}
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("BANDITQ_HOME", ".banditq")).resolve()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Immutable run-time settings; build with :meth:`from_env` or pass values explicitly."""
+
+    home: Path = field(default_factory=_default_home)
+    database_url: str = ""
+    broker_url: str = ""
+    queue: str = "banditq.trials"
+    max_payload_bytes: int = 16 * 1024 * 1024
+    snapshot_every: int = 200
+    sweep_seconds: float = 5.0
+    lease_seconds: float = 300.0
+    metrics_port: int = 0
+
+    def __post_init__(self) -> None:
+        # Fill the embedded defaults from ``home`` so that one variable moves everything.
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{self.home / 'banditq.db'}")
+        if not self.broker_url:
+            object.__setattr__(self, "broker_url", "filesystem://")
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Settings from ``BANDITQ_*`` variables; explicit non-None ``overrides`` win."""
+        kwargs: dict[str, object] = {}
+        types = {f.name: f.type for f in fields(cls)}
+        for env, (name, _help) in ENV_VARS.items():
+            raw = os.environ.get(env)
+            if raw is None or raw == "":
+                continue
+            kwargs[name] = _coerce(env, raw, str(types[name]))
+        kwargs.update({k: v for k, v in overrides.items() if v is not None})
+        if "home" in kwargs:
+            kwargs["home"] = Path(str(kwargs["home"])).resolve()
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url.startswith("filesystem://")
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.home / "broker"
+
+    def broker_transport_options(self) -> dict[str, object]:
+        """Transport options; the filesystem transport needs its folders, AMQP needs confirms."""
+        if self.embedded_broker:
+            folder = self.broker_folder
+            for sub in ("queue", "control", "processed"):
+                (folder / sub).mkdir(parents=True, exist_ok=True)
+            return {
+                "data_folder_in": str(folder / "queue"),
+                "data_folder_out": str(folder / "queue"),
+                "control_folder": str(folder / "control"),
+                "processed_folder": str(folder / "processed"),
+                # Virtual transports poll their store; keep the wake-up latency low.
+                "polling_interval": 0.02,
+            }
+        if self.broker_url.startswith(("amqp", "pyamqp")):
+            return {"confirm_publish": True}
+        return {}
+
+    def redacted(self) -> dict[str, str]:
+        """Settings for logs and ``status``: credentials in URLs are masked."""
+        return {
+            "database_url": redact_url(self.database_url),
+            "broker_url": redact_url(self.broker_url),
+            "queue": self.queue,
+            "home": str(self.home),
+        }
+
+
+def _coerce(env: str, raw: str, typ: str) -> object:
+    try:
+        if "int" in typ:
+            return int(raw)
+        if "float" in typ:
+            return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{env}={raw!r} is not a valid {typ}") from exc
+    return raw
+
+
+def redact_url(url: str) -> str:
+    """``scheme://user:secret@host`` -> ``scheme://user:***@host``."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"

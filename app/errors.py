@@ -1,0 +1,24 @@
+"""Errors that name the bad field and what is allowed."""
+
+from __future__ import annotations
+
+
+class BanditqError(Exception):
+    """Base of banditq's own errors."""
+
+
+class InputError(BanditqError, ValueError):
+    """Bad user input. ``field`` names the offending field (dotted path)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class NotFoundError(BanditqError, LookupError):
+    """A campaign (or other named object) does not exist."""
+
+
+class SchemaMissingError(BanditqError, RuntimeError):
+    """The database has no banditq tables yet."""

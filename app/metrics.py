@@ -1,0 +1,73 @@
+"""Counters and a latency histogram, rendered in Prometheus text format on request.
+
+Thread-safe: the scheduler thread writes, an HTTP thread reads.
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+BUCKETS_MS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 100.0, 1000.0)
+
+
+class Metrics:
+    def __init__(self, prefix: str = "banditq") -> None:
+        self.prefix = prefix
+        self._lock = threading.Lock()
+        self.counters: dict[str, float] = {}
+        self.gauges: dict[str, float] = {}
+        self.hist: dict[str, list[float]] = {}
+
+    def inc(self, name: str, n: float = 1.0) -> None:
+        with self._lock:
+            self.counters[name] = self.counters.get(name, 0.0) + n
+
+    def set(self, name: str, value: float) -> None:
+        with self._lock:
+            self.gauges[name] = value
+
+    def observe(self, name: str, value: float) -> None:
+        with self._lock:
+            h = self.hist.setdefault(name, [0.0] * (len(BUCKETS_MS) + 2))
+            for i, b in enumerate(BUCKETS_MS):
+                if value <= b:
+                    h[i] += 1
+            h[-2] += 1  # count
+            h[-1] += value  # sum
+
+    def render(self) -> str:
+        p = self.prefix
+        lines: list[str] = []
+        with self._lock:
+            for k, v in sorted(self.counters.items()):
+                lines += [f"# TYPE {p}_{k}_total counter", f"{p}_{k}_total {v:g}"]
+            for k, v in sorted(self.gauges.items()):
+                lines += [f"# TYPE {p}_{k} gauge", f"{p}_{k} {v:g}"]
+            for k, h in sorted(self.hist.items()):
+                lines.append(f"# TYPE {p}_{k} histogram")
+                for b, c in zip(BUCKETS_MS, h, strict=False):
+                    lines.append(f'{p}_{k}_bucket{{le="{b:g}"}} {c:g}')
+                lines.append(f'{p}_{k}_bucket{{le="+Inf"}} {h[-2]:g}')
+                lines += [f"{p}_{k}_count {h[-2]:g}", f"{p}_{k}_sum {h[-1]:g}"]
+        return "\n".join(lines) + "\n"
+
+    def serve(self, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+        """Serve ``/metrics`` on a daemon thread; returns the server (``.shutdown()`` stops)."""
+        metrics = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                body = metrics.render().encode()
+                self.send_response(200 if self.path.startswith("/metrics") else 404)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        server = ThreadingHTTPServer((host, port), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server

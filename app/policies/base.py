@@ -1,0 +1,106 @@
+"""The policy interface: choose an arm for a context, learn from the cost it produced.
+
+Contract shared by every policy:
+
+* Not thread-safe: one scheduler owns a policy object and calls it from one thread.
+* ``choose`` does not change the state. Its randomness comes only from ``key`` (the instance's
+  sequence number) and the policy seed, so a restored policy makes the same choices.
+* ``update`` costs time independent of the number of past updates (or bounded by a constant).
+* ``get_state``/``set_state`` round-trip the whole learnt state through JSON-able values.
+* Costs are minimized; they must be finite and >= 0 (the scheduler validates them).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The chosen arm, the probability the policy gave it, and why it was chosen."""
+
+    arm: int
+    propensity: float
+    reason: str = "policy"
+
+
+class Policy(ABC):
+    """Base class; subclasses list their learnt attributes in ``state_fields``."""
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    #: attributes (numpy arrays or JSON scalars) that make up the learnt state
+    state_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        n_arms: int,
+        n_features: int,
+        *,
+        arms: np.ndarray | None = None,
+        seed: int = 0,
+    ) -> None:
+        if n_arms < 1:
+            raise ValueError("a policy needs at least one arm")
+        self.n_arms = int(n_arms)
+        self.n_features = int(n_features)
+        # Arm positions (K x p): ordered points of a continuum for policies that exploit it.
+        pos = np.arange(n_arms, dtype=float)[:, None] if arms is None else np.asarray(arms, float)
+        self.arm_positions = pos.reshape(n_arms, -1)
+        self.seed = int(seed)
+        self.n_updates = 0
+
+    def rng(self, key: int) -> np.random.Generator:
+        """A generator that depends only on (seed, key): choices are reproducible."""
+        return np.random.default_rng([self.seed & 0xFFFFFFFF, int(key) & 0xFFFFFFFF, 7])
+
+    @abstractmethod
+    def choose(self, context: np.ndarray, key: int) -> Decision:
+        """Pick an arm for ``context`` (1-D float array of length ``n_features``)."""
+
+    @abstractmethod
+    def _update(self, context: np.ndarray, arm: int, cost: float) -> None: ...
+
+    def update(self, context: np.ndarray, arm: int, cost: float) -> None:
+        """Learn that ``arm`` cost ``cost`` on ``context``."""
+        self._update(np.asarray(context, dtype=float), int(arm), float(cost))
+        self.n_updates += 1
+
+    def get_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"n_updates": self.n_updates}
+        for name in self.state_fields:
+            state[name] = _encode(getattr(self, name))
+        return state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.n_updates = int(state.get("n_updates", 0))
+        for name in self.state_fields:
+            if name in state:
+                setattr(self, name, _decode(state[name]))
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return {"__nd__": value.tolist(), "dtype": str(value.dtype), "shape": list(value.shape)}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict) and "__nd__" in value:
+        return np.asarray(value["__nd__"], dtype=value["dtype"]).reshape(value["shape"])
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def softmin_argmin(values: np.ndarray) -> int:
+    """Lowest value, ties to the lowest index (deterministic)."""
+    return int(np.flatnonzero(values == values.min())[0])

@@ -1,0 +1,45 @@
+"""Name -> policy class. ``default`` is the best policy we have measured."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from app.policies.base import Policy
+from app.policies.epsilon_greedy import EpsilonGreedyPolicy
+from app.policies.fixed import FixedPolicy
+from app.policies.random_policy import RandomPolicy
+
+POLICIES: dict[str, type[Policy]] = {
+    cls.name: cls for cls in (FixedPolicy, RandomPolicy, EpsilonGreedyPolicy)
+}
+DEFAULT_POLICY = "epsilon-greedy"
+
+
+def resolve_name(name: str) -> str:
+    return DEFAULT_POLICY if name == "default" else name
+
+
+def policy_names() -> list[str]:
+    return sorted([*POLICIES, "default"])
+
+
+def make_policy(
+    name: str,
+    n_arms: int,
+    n_features: int,
+    *,
+    arms: np.ndarray | None = None,
+    seed: int = 0,
+    config: dict[str, Any] | None = None,
+) -> Policy:
+    """Build a policy by name; unknown names and bad config raise ``ValueError``."""
+    real = resolve_name(name)
+    cls = POLICIES.get(real)
+    if cls is None:
+        raise ValueError(f"policy={name!r} is unknown; choose one of {', '.join(policy_names())}")
+    try:
+        return cls(n_arms, n_features, arms=arms, seed=seed, **(config or {}))
+    except TypeError as exc:
+        raise ValueError(f"policy_config for {real!r} is invalid: {exc}") from exc

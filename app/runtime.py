@@ -1,0 +1,119 @@
+"""In-memory state of one campaign inside the scheduler: policy, arms, in-flight count."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.contexts import context_vector
+from app.policies.base import Policy
+from app.policies.registry import make_policy
+from models import Arm, Campaign, Instance, PolicySnapshot, Result, Trial
+
+OPEN_STATES = ("queued", "running")
+
+
+def arm_positions(values: list[dict[str, Any]]) -> np.ndarray | None:
+    """K x p numeric positions when every arm is numeric in the same keys (e.g. omega)."""
+    if not values:
+        return None
+    keys = sorted(values[0])
+    rows = []
+    for v in values:
+        if sorted(v) != keys:
+            return None
+        row = []
+        for k in keys:
+            x = v[k]
+            if isinstance(x, bool) or not isinstance(x, int | float):
+                return None
+            row.append(float(x))
+        rows.append(row)
+    return np.asarray(rows, dtype=float)
+
+
+@dataclass
+class CampaignRuntime:
+    """Owned by the scheduler thread; rebuilt from the database whenever in doubt."""
+
+    id: int
+    name: str
+    kind: str
+    features: list[str]
+    arm_ids: list[int]
+    arm_values: list[dict[str, Any]]
+    policy: Policy
+    policy_name: str
+    max_in_flight: int
+    max_attempts: int
+    settings: dict[str, Any]
+    in_flight: int = 0
+    last_result_id: int = 0
+    since_snapshot: int = 0
+    maybe_pending: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def vector(self, context: dict[str, Any]) -> np.ndarray:
+        return context_vector(context, self.features)
+
+
+def build_policy(camp: Campaign, arms: list[Arm]) -> Policy:
+    values = [a.value for a in arms]
+    return make_policy(
+        camp.policy,
+        len(arms),
+        len(camp.context_features),
+        arms=arm_positions(values),
+        seed=camp.seed,
+        config=camp.policy_config,
+    )
+
+
+def load_runtime(session: Session, campaign_id: int) -> CampaignRuntime:
+    """Policy from its latest snapshot plus every applied result recorded after it."""
+    camp = session.get(Campaign, campaign_id)
+    if camp is None:
+        raise LookupError(f"campaign {campaign_id} vanished")
+    arms = list(session.scalars(select(Arm).where(Arm.campaign_id == camp.id).order_by(Arm.index)))
+    policy = build_policy(camp, arms)
+    rt = CampaignRuntime(
+        id=camp.id, name=camp.name, kind=camp.kind, features=list(camp.context_features),
+        arm_ids=[a.id for a in arms], arm_values=[a.value for a in arms], policy=policy,
+        policy_name=camp.policy, max_in_flight=camp.max_in_flight,
+        max_attempts=camp.max_attempts, settings=dict(camp.settings or {}),
+    )
+    snap = session.scalars(
+        select(PolicySnapshot)
+        .where(PolicySnapshot.campaign_id == camp.id)
+        .order_by(PolicySnapshot.id.desc())
+        .limit(1)
+    ).first()
+    if snap is not None and snap.policy_version == policy.version:
+        policy.set_state(snap.state)
+        rt.last_result_id = snap.last_result_id
+    replay_results(session, rt, after=rt.last_result_id)
+    rt.in_flight = session.scalar(
+        select(func.count()).select_from(Trial).where(
+            Trial.campaign_id == camp.id, Trial.state.in_(OPEN_STATES)
+        )
+    ) or 0
+    return rt
+
+
+def replay_results(session: Session, rt: CampaignRuntime, after: int) -> int:
+    """Apply the applied results with id > ``after`` in id order (the live update order)."""
+    rows = session.execute(
+        select(Result.id, Result.cost, Trial.arm_index, Instance.context)
+        .join(Trial, Trial.id == Result.trial_id)
+        .join(Instance, Instance.id == Trial.instance_id)
+        .where(Result.campaign_id == rt.id, Result.applied.is_(True), Result.id > after)
+        .order_by(Result.id)
+    ).all()
+    for rid, cost, arm_index, context in rows:
+        rt.policy.update(rt.vector(context), arm_index, float(cost))
+        rt.last_result_id = rid
+    return len(rows)

@@ -1,0 +1,415 @@
+"""The scheduler: decide an arm per pending instance, publish trials, learn from results.
+
+Event-driven: it blocks on the broker for result messages (from workers) and wake-up
+messages (from clients), and handles each burst in one database transaction. A slow safety
+sweep (``sweep_seconds``) catches what a missed message would leave behind: instances submitted
+while the broker was down and decisions committed but never published (the outbox).
+
+Ownership and ordering: only the scheduler writes trials, results and snapshots. A decision is
+committed before its Celery message is published; a result and its policy update are committed
+in one transaction, so the policy's state always equals snapshot + applied results after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import kombu
+from kombu.message import Message
+from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.db import make_engine, session_factory
+from app.locks import SchedulerLock
+from app.metrics import Metrics
+from app.runtime import OPEN_STATES, CampaignRuntime, load_runtime
+from models import Campaign, Instance, PolicySnapshot, Result, Trial
+from tasks.celery_app import make_celery
+from tasks.messages import (
+    PROTOCOL,
+    RUN_TRIAL_TASK,
+    events_queue,
+    parse_time,
+    results_queue,
+    trial_payload,
+)
+
+log = logging.getLogger("banditq.scheduler")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Scheduler:
+    """One per deployment (guarded by a lock). Not thread-safe: ``run`` owns everything."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        batch_size: int = 500,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine or make_engine(settings.database_url)
+        self.Session = session_factory(self.engine)
+        self.celery = make_celery(settings)
+        self.batch_size = batch_size
+        self.metrics = metrics or Metrics()
+        self.runtimes: dict[int, CampaignRuntime] = {}
+        self._buffer: list[tuple[dict[str, Any], Message]] = []
+        self._stop = threading.Event()
+        self._last_sweep = 0.0
+        self.decision_latencies: deque[float] = deque(maxlen=200_000)
+
+    # ------------------------------------------------------------------ lifecycle
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, *, idle_exit: float | None = None, on_step: Callable[[], None] | None = None) -> None:
+        """Serve until :meth:`stop` (or ``idle_exit`` seconds with nothing to do)."""
+        with SchedulerLock(self.settings, self.engine):
+            log.info("scheduler started: %s", self.settings.redacted())
+            self.sweep()
+            last_work = time.monotonic()
+            while not self._stop.is_set():
+                try:
+                    self._serve(idle_exit, last_work, on_step)
+                    return
+                except (OSError, kombu.exceptions.OperationalError) as exc:
+                    log.warning("broker connection lost (%s); reconnecting in 2 s", exc)
+                    self._buffer.clear()
+                    self._stop.wait(2.0)
+
+    def _serve(
+        self, idle_exit: float | None, last_work: float, on_step: Callable[[], None] | None
+    ) -> None:
+        with kombu.Connection(
+            self.settings.broker_url,
+            transport_options=self.settings.broker_transport_options(),
+        ) as conn:
+            conn.ensure_connection(max_retries=30, interval_start=0.5, interval_max=5)
+            channel = conn.channel()
+            consumer = kombu.Consumer(
+                channel,
+                queues=[results_queue(), events_queue()],
+                callbacks=[self._on_message],
+                accept=["json"],
+                prefetch_count=self.batch_size * 2,
+            )
+            consumer.consume()
+            while not self._stop.is_set():
+                timeout = min(self.settings.sweep_seconds, 0.5)
+                try:
+                    conn.drain_events(timeout=timeout)
+                    # Gather the burst: drain without blocking up to the batch size.
+                    while len(self._buffer) < self.batch_size:
+                        conn.drain_events(timeout=0.001)
+                except TimeoutError:
+                    pass
+                did = self.step()
+                if did:
+                    last_work = time.monotonic()
+                if time.monotonic() - self._last_sweep >= self.settings.sweep_seconds:
+                    if self.sweep():
+                        last_work = time.monotonic()
+                if on_step is not None:
+                    on_step()
+                if idle_exit is not None and time.monotonic() - last_work > idle_exit:
+                    log.info("idle for %.1f s; exiting", idle_exit)
+                    return
+            self.step()
+
+    def _on_message(self, body: Any, message: Message) -> None:
+        if not isinstance(body, dict) or body.get("v") != PROTOCOL:
+            log.warning("refusing malformed message (not a protocol-%d object): %.200r",
+                        PROTOCOL, body)
+            message.ack()
+            self.metrics.inc("malformed_messages")
+            return
+        self._buffer.append((body, message))
+
+    # ------------------------------------------------------------------ the work
+    def step(self) -> int:
+        """Handle buffered messages, decide for woken campaigns, publish. Returns work done."""
+        buffered, self._buffer = self._buffer, []
+        results = [b for b, _ in buffered if b.get("type") == "result"]
+        for b, _ in buffered:
+            if b.get("type") == "wake":
+                self._wake(b.get("campaign"))
+        done = 0
+        try:
+            with self.Session() as session, session.begin():
+                done += self._record_results(session, results)
+                decided = self._decide(session)
+                t_commit = time.perf_counter()
+            committed = time.perf_counter()
+        except Exception as exc:
+            # The database is the truth: forget in-memory state, hand the messages back, and
+            # retry after a pause (a restarting PostgreSQL comes back within seconds).
+            log.warning("database transaction failed (%s); retrying in 1 s", exc)
+            self.runtimes.clear()
+            for _b, m in buffered:
+                try:
+                    m.requeue()
+                except Exception:
+                    log.warning("could not requeue a message; the broker will redeliver it")
+            self._stop.wait(1.0)
+            return 0
+        for _b, m in buffered:
+            m.ack()
+        if decided:
+            commit_ms = (committed - t_commit) * 1000.0
+            for _t, choose_ms in decided:
+                self.decision_latencies.append(choose_ms + commit_ms)
+                self.metrics.observe("decision_latency_ms", choose_ms + commit_ms)
+            self._publish([t for t, _ in decided])
+            done += len(decided)
+        return done
+
+    def _wake(self, name: Any) -> None:
+        if not isinstance(name, str):
+            return
+        for rt in self.runtimes.values():
+            if rt.name == name:
+                rt.maybe_pending = True
+                return
+        with self.Session() as session:
+            cid = session.scalar(select(Campaign.id).where(Campaign.name == name))
+            if cid is not None:
+                self.runtimes[cid] = load_runtime(session, cid)
+
+    def _record_results(self, session: Session, messages: list[dict[str, Any]]) -> int:
+        if not messages:
+            return 0
+        by_uuid: dict[str, dict[str, Any]] = {}
+        for m in messages:
+            if isinstance(m.get("trial"), str):
+                by_uuid.setdefault(m["trial"], m)  # a duplicate in one burst counts once
+        trials = session.execute(
+            select(Trial.id, Trial.uuid, Trial.campaign_id, Trial.instance_id, Trial.arm_index,
+                   Trial.attempt, Trial.state, Instance.context)
+            .join(Instance, Instance.id == Trial.instance_id)
+            .where(Trial.uuid.in_(list(by_uuid)))
+        ).all()
+        new_results: list[dict[str, Any]] = []
+        trial_updates: list[dict[str, Any]] = []
+        instance_updates: list[dict[str, Any]] = []
+        applied: list[tuple[CampaignRuntime, Any, int, float]] = []
+        for t in trials:
+            m = by_uuid[t.uuid]
+            if t.state not in OPEN_STATES or m.get("attempt") != t.attempt:
+                self.metrics.inc("duplicate_results")
+                continue  # redelivered or stale: the first result already counted
+            rt = self._runtime(session, t.campaign_id)
+            ok = m.get("status") == "succeeded"
+            cost = m.get("cost")
+            if ok and not _valid_cost(cost):
+                ok = False
+                m = {**m, "status": "failed", "error": f"invalid cost {cost!r} from worker"}
+            status = "succeeded" if ok else "failed"
+            new_results.append({
+                "trial_id": t.id, "campaign_id": t.campaign_id, "attempt": t.attempt,
+                "status": status, "cost": float(cost) if ok else None,
+                "iterations": _int_or_none(m.get("iterations")),
+                "converged": m.get("converged") if isinstance(m.get("converged"), bool) else None,
+                "residual": _float_or_none(m.get("residual")),
+                "latency_ms": _float_or_none(m.get("latency_ms")),
+                "quality": _float_or_none(m.get("quality")),
+                "device": _str_or_none(m.get("device"), 50),
+                "worker": _str_or_none(m.get("worker"), 200),
+                "error": _str_or_none(m.get("error"), 4000),
+                "metrics": m.get("metrics") if isinstance(m.get("metrics"), dict) else {},
+                "outputs": m.get("outputs") if isinstance(m.get("outputs"), dict) else None,
+                "applied": ok,
+                "started_at": parse_time(m.get("started_at")),
+                "finished_at": parse_time(m.get("finished_at")),
+                "recorded_at": _now(),
+            })
+            trial_updates.append({
+                "id": t.id, "state": status, "worker": _str_or_none(m.get("worker"), 200),
+                "started_at": parse_time(m.get("started_at")),
+                "finished_at": parse_time(m.get("finished_at")) or _now(),
+                "error": _str_or_none(m.get("error"), 4000),
+            })
+            instance_updates.append({"id": t.instance_id, "status": "done" if ok else "failed"})
+            rt.in_flight = max(0, rt.in_flight - 1)
+            rt.maybe_pending = True
+            if ok:
+                applied.append((rt, t.context, t.arm_index, float(cost)))
+        if not new_results:
+            return 0
+        # sort_by_parameter_order: ids come back in the order of the rows we passed.
+        result_ids = session.scalars(
+            insert(Result).returning(Result.id, sort_by_parameter_order=True), new_results
+        ).all()
+        session.execute(update(Trial), trial_updates)
+        session.execute(update(Instance), instance_updates)
+        # Apply in result-id order: the same order a restart replays them in.
+        ok_ids = [rid for rid, r in zip(result_ids, new_results, strict=True) if r["applied"]]
+        per_campaign: dict[int, int] = {}
+        for (rt, context, arm_index, cost), rid in zip(applied, ok_ids, strict=True):
+            rt.policy.update(rt.vector(context), arm_index, cost)
+            rt.last_result_id = rid
+            rt.since_snapshot += 1
+            per_campaign[rt.id] = per_campaign.get(rt.id, 0) + 1
+        for cid, n in per_campaign.items():
+            session.execute(
+                update(Campaign).where(Campaign.id == cid).values(n_updates=Campaign.n_updates + n)
+            )
+            rt = self.runtimes[cid]
+            if rt.since_snapshot >= self.settings.snapshot_every:
+                self._snapshot(session, rt)
+        self.metrics.inc("results", len(new_results))
+        self.metrics.inc("failures", sum(1 for r in new_results if r["status"] == "failed"))
+        return len(new_results)
+
+    def _snapshot(self, session: Session, rt: CampaignRuntime) -> None:
+        session.add(PolicySnapshot(
+            campaign_id=rt.id, policy_name=rt.policy.name, policy_version=rt.policy.version,
+            n_updates=rt.policy.n_updates, last_result_id=rt.last_result_id,
+            state=rt.policy.get_state(),
+        ))
+        rt.since_snapshot = 0
+
+    def _runtime(self, session: Session, campaign_id: int) -> CampaignRuntime:
+        rt = self.runtimes.get(campaign_id)
+        if rt is None:
+            rt = load_runtime(session, campaign_id)
+            self.runtimes[campaign_id] = rt
+        return rt
+
+    def _decide(self, session: Session) -> list[tuple[dict[str, Any], float]]:
+        """Decisions for every campaign with room in flight; rows added to ``session``."""
+        out: list[tuple[dict[str, Any], float]] = []
+        for rt in list(self.runtimes.values()):
+            room = rt.max_in_flight - rt.in_flight
+            if room <= 0 or not rt.maybe_pending:
+                continue
+            pending = session.execute(
+                select(Instance.id, Instance.seq, Instance.context, Instance.spec)
+                .where(Instance.campaign_id == rt.id, Instance.status == "pending")
+                .order_by(Instance.seq)
+                .limit(room)
+            ).all()
+            if len(pending) < room:
+                rt.maybe_pending = False
+            if not pending:
+                continue
+            trials, inst_updates = [], []
+            for inst in pending:
+                t0 = time.perf_counter()
+                d = rt.policy.choose(rt.vector(inst.context), key=inst.seq)
+                choose_ms = (time.perf_counter() - t0) * 1000.0
+                tid = str(uuid.uuid4())
+                trials.append({
+                    "uuid": tid, "campaign_id": rt.id, "instance_id": inst.id,
+                    "arm_id": rt.arm_ids[d.arm], "arm_index": d.arm,
+                    "propensity": float(d.propensity), "policy_name": rt.policy.name,
+                    "policy_version": rt.policy.version, "reason": d.reason, "state": "queued",
+                    "attempt": 1, "created_at": _now(),
+                })
+                inst_updates.append({"id": inst.id, "status": "decided"})
+                out.append((
+                    trial_payload(tid, 1, rt.name, rt.kind, inst.spec, rt.arm_values[d.arm],
+                                  rt.settings.get("limits", {})),
+                    choose_ms,
+                ))
+            session.execute(Trial.__table__.insert(), trials)  # type: ignore[attr-defined]
+            session.execute(update(Instance), inst_updates)
+            rt.in_flight += len(trials)
+            self.metrics.inc("decisions", len(trials))
+        return out
+
+    def _publish(self, payloads: list[dict[str, Any]]) -> None:
+        """Send trials, then mark them published (the outbox relay retries the rest)."""
+        sent: list[str] = []
+        try:
+            with self.celery.producer_or_acquire() as producer:
+                for p in payloads:
+                    self.celery.send_task(
+                        RUN_TRIAL_TASK, args=[p], task_id=p["trial"], queue=self.settings.queue,
+                        producer=producer, retry=True,
+                    )
+                    sent.append(p["trial"])
+        except Exception as exc:
+            log.warning("publish failed after %d of %d trials (%s); outbox will retry",
+                        len(sent), len(payloads), exc)
+        if sent:
+            with self.Session() as session, session.begin():
+                session.execute(
+                    update(Trial).where(Trial.uuid.in_(sent)).values(published_at=_now())
+                )
+
+    # ------------------------------------------------------------------ safety sweep
+    def sweep(self) -> int:
+        """Find pending work no message announced, and republish the unpublished outbox."""
+        self._last_sweep = time.monotonic()
+        with self.Session() as session:
+            cids = session.scalars(
+                select(Instance.campaign_id).where(Instance.status == "pending").distinct()
+            ).all()
+            for cid in cids:
+                self._runtime(session, cid).maybe_pending = True
+            stale = session.execute(
+                select(Trial.uuid, Trial.attempt, Trial.campaign_id, Trial.arm_index,
+                       Instance.spec)
+                .join(Instance, Instance.id == Trial.instance_id)
+                .where(Trial.state == "queued", Trial.published_at.is_(None))
+                .order_by(Trial.id)
+                .limit(self.batch_size * 4)
+            ).all()
+            payloads = []
+            for s in stale:
+                rt = self._runtime(session, s.campaign_id)
+                payloads.append(trial_payload(
+                    s.uuid, s.attempt, rt.name, rt.kind, s.spec, rt.arm_values[s.arm_index],
+                    rt.settings.get("limits", {}),
+                ))
+        if payloads:
+            log.info("outbox: publishing %d committed but unpublished trial(s)", len(payloads))
+            self._publish(payloads)
+        n = self.step() if cids else 0
+        return n + len(payloads)
+
+    def snapshot_all(self) -> None:
+        with self.Session() as session, session.begin():
+            for rt in self.runtimes.values():
+                if rt.since_snapshot:
+                    self._snapshot(session, rt)
+
+    def in_flight_total(self) -> int:
+        with self.Session() as session:
+            return session.scalar(
+                select(func.count()).select_from(Trial).where(Trial.state.in_(OPEN_STATES))
+            ) or 0
+
+
+def _valid_cost(v: Any) -> bool:
+    return (isinstance(v, int | float) and not isinstance(v, bool) and v == v
+            and 0 <= v < float("inf"))
+
+
+def _float_or_none(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    f = float(v)
+    return f if f == f and abs(f) != float("inf") else None
+
+
+def _int_or_none(v: Any) -> int | None:
+    return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _str_or_none(v: Any, limit: int) -> str | None:
+    return str(v)[:limit] if v is not None else None

@@ -1,0 +1,1 @@
+"""Alembic migrations of the banditq schema (``banditq db upgrade`` applies them)."""

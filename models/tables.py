@@ -1,0 +1,161 @@
+"""Tables: campaigns, arms, instances, trials (decision + execution), results, snapshots.
+
+Ownership: the client writes campaigns, arms and instances; only the scheduler writes trials,
+results and policy snapshots. Workers never touch the database.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from models.base import Base, utcnow
+
+TS = DateTime(timezone=True)
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(50))
+    policy: Mapped[str] = mapped_column(String(50))
+    policy_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    context_features: Mapped[list[Any]] = mapped_column(default=list)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    max_in_flight: Mapped[int] = mapped_column(Integer, default=4)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    n_instances: Mapped[int] = mapped_column(Integer, default=0)
+    n_updates: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+    arms: Mapped[list[Arm]] = relationship(back_populates="campaign", order_by="Arm.index")
+
+
+class Arm(Base):
+    __tablename__ = "arms"
+    __table_args__ = (UniqueConstraint("campaign_id", "index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200))
+    value: Mapped[dict[str, Any]] = mapped_column()
+
+    campaign: Mapped[Campaign] = relationship(back_populates="arms")
+
+
+class Instance(Base):
+    """One problem to solve. ``status``: pending -> decided -> done | failed."""
+
+    __tablename__ = "instances"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "seq"),
+        Index("ix_instances_pending", "campaign_id", "status", "seq"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    context: Mapped[dict[str, Any]] = mapped_column()
+    spec: Mapped[dict[str, Any]] = mapped_column()
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
+class Trial(Base):
+    """A decision (arm, propensity, policy) and its execution.
+
+    ``state``: queued (decided, outbox) -> running -> succeeded | failed. ``published_at`` is
+    null until the Celery message is out: the outbox relay republishes such rows on restart.
+    """
+
+    __tablename__ = "trials"
+    __table_args__ = (
+        Index("ix_trials_open", "campaign_id", "state"),
+        Index("ix_trials_outbox", "state", "published_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    instance_id: Mapped[int] = mapped_column(
+        ForeignKey("instances.id", ondelete="CASCADE"), index=True
+    )
+    arm_id: Mapped[int] = mapped_column(ForeignKey("arms.id", ondelete="CASCADE"))
+    arm_index: Mapped[int] = mapped_column(Integer)
+    propensity: Mapped[float] = mapped_column(Float)
+    policy_name: Mapped[str] = mapped_column(String(50))
+    policy_version: Mapped[str] = mapped_column(String(50))
+    reason: Mapped[str] = mapped_column(String(50), default="policy")
+    state: Mapped[str] = mapped_column(String(20), default="queued")
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(TS)
+    started_at: Mapped[datetime | None] = mapped_column(TS)
+    finished_at: Mapped[datetime | None] = mapped_column(TS)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(TS)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Result(Base):
+    """What a worker reported for one attempt of a trial; ``id`` orders policy updates."""
+
+    __tablename__ = "results"
+    __table_args__ = (UniqueConstraint("trial_id", "attempt"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))
+    cost: Mapped[float | None] = mapped_column(Float)
+    iterations: Mapped[int | None] = mapped_column(Integer)
+    converged: Mapped[bool | None] = mapped_column(Boolean)
+    residual: Mapped[float | None] = mapped_column(Float)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    quality: Mapped[float | None] = mapped_column(Float)
+    device: Mapped[str | None] = mapped_column(String(50))
+    worker: Mapped[str | None] = mapped_column(String(200))
+    error: Mapped[str | None] = mapped_column(Text)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    outputs: Mapped[dict[str, Any] | None] = mapped_column()
+    applied: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_at: Mapped[datetime | None] = mapped_column(TS)
+    finished_at: Mapped[datetime | None] = mapped_column(TS)
+    recorded_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
+class PolicySnapshot(Base):
+    """Serialized policy state after applying every result with ``id <= last_result_id``."""
+
+    __tablename__ = "policy_snapshots"
+    __table_args__ = (Index("ix_policy_snapshots_latest", "campaign_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    policy_name: Mapped[str] = mapped_column(String(50))
+    policy_version: Mapped[str] = mapped_column(String(50))
+    n_updates: Mapped[int] = mapped_column(Integer)
+    last_result_id: Mapped[int] = mapped_column(Integer)
+    state: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)

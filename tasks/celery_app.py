@@ -1,0 +1,46 @@
+"""The Celery application: JSON only, late acknowledgement, one reserved trial per process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from app.config import Settings
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app bound to ``settings``; the same configuration for scheduler and workers."""
+    app = Celery("banditq", broker=settings.broker_url, set_as_current=False)
+    trials = Queue(settings.queue, Exchange(settings.queue, type="direct"), settings.queue,
+                   durable=True)
+    conf: dict[str, Any] = {
+        # No pickle anywhere: a message in another format is refused by kombu and logged.
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "event_serializer": "json",
+        "task_ignore_result": True,
+        # The database records results; the broker only carries work (see shared/CELERY.md).
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": 100,
+        "broker_transport_options": settings.broker_transport_options(),
+        "task_queues": [trials],
+        "task_default_queue": settings.queue,
+        "task_default_exchange": settings.queue,
+        "task_default_routing_key": settings.queue,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "imports": ["tasks.run_trial"],
+    }
+    app.conf.update(conf)
+    app.conf["banditq_settings"] = settings
+    from tasks.run_trial import register
+
+    register(app)
+    return app

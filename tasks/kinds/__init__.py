@@ -1,0 +1,20 @@
+"""Registry of trial kinds by name."""
+
+from __future__ import annotations
+
+from app.errors import InputError
+from tasks.kinds.base import Outcome, TrialKind
+from tasks.kinds.sor import SorKind
+from tasks.kinds.synthetic import NoopKind, SleepKind
+
+KINDS: dict[str, TrialKind] = {k.name: k for k in (SorKind(), NoopKind(), SleepKind())}
+
+
+def get_kind(name: str) -> TrialKind:
+    kind = KINDS.get(name)
+    if kind is None:
+        raise InputError("kind", f"unknown trial kind {name!r}; allowed: {', '.join(sorted(KINDS))}")
+    return kind
+
+
+__all__ = ["KINDS", "Outcome", "TrialKind", "get_kind"]

@@ -1,0 +1,52 @@
+"""Trial kinds ``noop`` and ``sleep``: for measuring the control plane, not solving anything."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from app.errors import InputError
+from tasks.kinds.base import Outcome, TrialKind
+
+MAX_SLEEP = 3600.0
+
+
+def _number(spec: dict[str, Any], key: str, default: float, hi: float) -> float:
+    v = spec.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise InputError(key, f"must be a finite number, got {v!r}")
+    if not 0 <= v <= hi:
+        raise InputError(key, f"must be in 0..{hi}, got {v}")
+    return float(v)
+
+
+class NoopKind(TrialKind):
+    """Returns at once. Spec ``{"cost": float}`` (default 0); the arm's ``cost`` adds to it."""
+
+    name = "noop"
+
+    def validate_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return {"cost": _number(spec, "cost", 0.0, 1e300)}
+
+    def run(self, spec: dict[str, Any], arm: dict[str, Any]) -> Outcome:
+        extra = arm.get("cost", 0.0)
+        extra = float(extra) if isinstance(extra, int | float) else 0.0
+        return Outcome(cost=float(spec.get("cost", 0.0)) + extra, device="cpu")
+
+
+class SleepKind(TrialKind):
+    """Sleeps ``seconds`` (spec, else the arm's ``seconds``); cost = seconds slept."""
+
+    name = "sleep"
+
+    def validate_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if "seconds" in spec:
+            out["seconds"] = _number(spec, "seconds", 0.0, MAX_SLEEP)
+        return out
+
+    def run(self, spec: dict[str, Any], arm: dict[str, Any]) -> Outcome:
+        seconds = float(spec.get("seconds", arm.get("seconds", 0.0)))
+        time.sleep(min(seconds, MAX_SLEEP))
+        return Outcome(cost=seconds, device="cpu")

@@ -1,0 +1,90 @@
+"""The one Celery task: run a trial of some kind and publish its result as a JSON message.
+
+Workers never open database sessions: the result goes back over the broker to the scheduler,
+which writes it idempotently (keyed by trial and attempt).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import traceback
+from typing import Any
+
+from celery import Celery, Task
+
+from app.errors import InputError
+from tasks.kinds import get_kind
+from tasks.messages import PROTOCOL, RESULTS_QUEUE, RUN_TRIAL_TASK, now_iso, results_queue
+
+log = logging.getLogger("banditq.worker")
+
+
+def execute(payload: dict[str, Any], worker: str) -> dict[str, Any]:
+    """Run a trial payload; always returns a result message (failures are results too)."""
+    started = now_iso()
+    t0 = time.perf_counter()
+    base = {
+        "v": PROTOCOL,
+        "type": "result",
+        "trial": payload.get("trial") if isinstance(payload, dict) else None,
+        "attempt": payload.get("attempt") if isinstance(payload, dict) else None,
+        "worker": worker,
+        "started_at": started,
+    }
+    try:
+        if not isinstance(payload, dict) or payload.get("v") != PROTOCOL:
+            raise InputError("payload", f"expected a protocol-{PROTOCOL} trial object")
+        kind = get_kind(str(payload.get("kind")))
+        arm = payload.get("arm")
+        spec = payload.get("spec")
+        if not isinstance(arm, dict) or not isinstance(spec, dict):
+            raise InputError("payload", "arm and spec must be objects")
+        out = kind.run(spec, arm)
+        latency_ms = (time.perf_counter() - t0) * 1000.0
+        base.update(
+            status="succeeded",
+            cost=out.cost,
+            iterations=out.iterations,
+            converged=out.converged,
+            residual=out.residual,
+            quality=out.quality,
+            device=out.device,
+            metrics=out.metrics,
+            outputs=out.outputs,
+            latency_ms=latency_ms,
+        )
+    except InputError as exc:
+        base.update(status="failed", error=f"invalid input: {exc}")
+    except Exception as exc:  # a trial's crash is a result, not a lost message
+        log.warning("trial %s failed: %s", base["trial"], exc)
+        tb = traceback.format_exc(limit=5)
+        base.update(status="failed", error=f"{type(exc).__name__}: {exc}\n{tb}"[:4000])
+    base["finished_at"] = now_iso()
+    base.setdefault("latency_ms", (time.perf_counter() - t0) * 1000.0)
+    return base
+
+
+def register(app: Celery) -> None:
+    @app.task(name=RUN_TRIAL_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+    def run_trial(self: Task, payload: dict[str, Any]) -> None:
+        worker = self.request.hostname or f"{socket.gethostname()}:{os.getpid()}"
+        message = execute(payload, worker)
+        publish_result(app, message)
+
+
+def publish_result(app: Celery, message: dict[str, Any]) -> None:
+    with app.producer_or_acquire() as producer:
+        producer.publish(
+            message,
+            exchange=RESULTS_QUEUE,
+            routing_key=RESULTS_QUEUE,
+            serializer="json",
+            declare=[results_queue()],
+            delivery_mode=2,
+            retry=True,
+            retry_policy={"max_retries": 30, "interval_start": 0.5, "interval_step": 1.0,
+                          "interval_max": 5.0},
+        )
