@@ -39,8 +39,11 @@ def _fail(msg: str, code: int = 2) -> None:
 
 
 def _logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 @db_cli.command("upgrade")
@@ -54,7 +57,9 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="target revision")] 
 
 
 @db_cli.command("downgrade")
-def db_downgrade(revision: Annotated[str, typer.Argument(help="target revision, e.g. base")]) -> None:
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="target revision, e.g. base")],
+) -> None:
     """Revert migrations down to REVISION."""
     from app import db
 
@@ -65,9 +70,13 @@ def db_downgrade(revision: Annotated[str, typer.Argument(help="target revision, 
 @cli.command()
 def scheduler(
     loglevel: Annotated[str, typer.Option(help="log level")] = "INFO",
-    idle_exit: Annotated[float | None, typer.Option(help="exit after this many idle seconds")] = None,
-    metrics_port: Annotated[int | None, typer.Option(
-        help="serve Prometheus metrics on this port (env BANDITQ_METRICS_PORT)")] = None,
+    idle_exit: Annotated[
+        float | None, typer.Option(help="exit after this many idle seconds")
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="serve Prometheus metrics on this port (env BANDITQ_METRICS_PORT)"),
+    ] = None,
 ) -> None:
     """Run the scheduler: decides arms, publishes trials, records results, updates policies."""
     from app import db
@@ -91,8 +100,12 @@ def scheduler(
 
 @cli.command()
 def worker(
-    concurrency: Annotated[int | None, typer.Option(
-        "--concurrency", "-c", help="pool processes (default: one per GPU, else per CPU)")] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            "--concurrency", "-c", help="pool processes (default: one per GPU, else per CPU)"
+        ),
+    ] = None,
     name: Annotated[str | None, typer.Option(help="worker name (Celery hostname)")] = None,
     loglevel: Annotated[str, typer.Option(help="log level")] = "INFO",
 ) -> None:
@@ -137,14 +150,19 @@ def status(
     from rich.table import Table
 
     con = Console()
-    con.print(f"[bold]{st['campaign']}[/] kind={st['kind']} policy={st['policy']} "
-              f"updates={st['policy_updates']} trials/s(1 min)={st['trials_per_s_last_minute']} "
-              f"queue depth={st['queue_depth']}")
+    con.print(
+        f"[bold]{st['campaign']}[/] kind={st['kind']} policy={st['policy']} "
+        f"updates={st['policy_updates']} trials/s(1 min)={st['trials_per_s_last_minute']} "
+        f"queue depth={st['queue_depth']}"
+    )
     con.print(f"instances: {st['instances']}  trials: {st['trials']}")
     t = Table("arm", "trials", "mean cost")
     for a in st["arms"]:
-        t.add_row(a["arm"], str(a["count"]),
-                  f"{a['mean_cost']:.1f}" if a["mean_cost"] is not None else "-")
+        t.add_row(
+            a["arm"],
+            str(a["count"]),
+            f"{a['mean_cost']:.1f}" if a["mean_cost"] is not None else "-",
+        )
     con.print(t)
 
 
@@ -152,7 +170,9 @@ def status(
 def results(
     campaign: Annotated[str, typer.Argument(help="campaign name")],
     fmt: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="file (default stdout)")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="file (default stdout)")
+    ] = None,
 ) -> None:
     """Export the campaign's rows of the trial_results view."""
     from app.errors import NotFoundError
@@ -173,8 +193,9 @@ def results(
             w = csv.DictWriter(out, fieldnames=cols)
             w.writeheader()
             for r in rows:
-                w.writerow({k: json.dumps(v) if isinstance(v, dict | list) else v
-                            for k, v in r.items()})
+                w.writerow(
+                    {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in r.items()}
+                )
     finally:
         if output:
             out.close()
@@ -193,8 +214,9 @@ def demo(
     from app.demo import run_demo
 
     _logging("WARNING")
-    code = run_demo(_settings(), instances=instances, workers=workers, policy=policy, seed=seed,
-                    timeout=timeout)
+    code = run_demo(
+        _settings(), instances=instances, workers=workers, policy=policy, seed=seed, timeout=timeout
+    )
     raise typer.Exit(code)
 
 

@@ -37,7 +37,9 @@ FEATURE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 FINAL = ("done", "failed")
 
 
-def expand_arms(arms: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def expand_arms(
+    arms: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]],
+) -> list[dict[str, Any]]:
     """``{"omega": [1.0, 1.5]}`` (a grid over keys) or a list of arm dicts -> list of dicts."""
     if isinstance(arms, Mapping):
         if not arms:
@@ -162,22 +164,32 @@ class Client:
         arm_list = expand_arms(arms)
         kind_impl.validate_arms(arm_list)
         if not isinstance(policy, str) or resolve_name(policy) not in POLICIES:
-            raise InputError("policy", f"unknown policy {policy!r}; choose one of "
-                             f"{', '.join(policy_names())}")
+            raise InputError(
+                "policy", f"unknown policy {policy!r}; choose one of {', '.join(policy_names())}"
+            )
         features = list(context_features)
         for i, f in enumerate(features):
             if not isinstance(f, str) or not FEATURE_RE.match(f):
                 raise InputError(f"context_features[{i}]", f"must be an identifier, got {f!r}")
         if len(set(features)) != len(features):
             raise InputError("context_features", "contains duplicates")
-        for fld, v, lo in (("max_in_flight", max_in_flight, 1), ("max_attempts", max_attempts, 1),
-                           ("seed", seed, 0)):
+        for fld, v, lo in (
+            ("max_in_flight", max_in_flight, 1),
+            ("max_attempts", max_attempts, 1),
+            ("seed", seed, 0),
+        ):
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise InputError(fld, f"must be an integer >= {lo}, got {v!r}")
         config = dict(policy_config or {})
         try:  # build once now so a bad config fails here, not in the scheduler
-            probe = make_policy(policy, len(arm_list), len(features),
-                                arms=arm_positions(arm_list), seed=seed, config=config)
+            probe = make_policy(
+                policy,
+                len(arm_list),
+                len(features),
+                arms=arm_positions(arm_list),
+                seed=seed,
+                config=config,
+            )
         except ValueError as exc:
             raise InputError("policy_config", str(exc)) from exc
         with self.Session() as s, s.begin():
@@ -187,9 +199,15 @@ class Client:
                     return Campaign(self, existing.id, name)
                 raise InputError("name", f"campaign {name!r} already exists (exist_ok=True reuses)")
             row = CampaignRow(
-                name=name, kind=kind, policy=resolve_name(policy), policy_config=config,
-                context_features=features, seed=seed, max_in_flight=max_in_flight,
-                max_attempts=max_attempts, settings=dict(settings or {}),
+                name=name,
+                kind=kind,
+                policy=resolve_name(policy),
+                policy_config=config,
+                context_features=features,
+                seed=seed,
+                max_in_flight=max_in_flight,
+                max_attempts=max_attempts,
+                settings=dict(settings or {}),
             )
             s.add(row)
             s.flush()
@@ -205,9 +223,16 @@ class Client:
         from app.warmstart import warm_state
 
         state = warm_state(s, row, policy, sources)
-        s.add(PolicySnapshot(campaign_id=row.id, policy_name=policy.name,
-                             policy_version=policy.version, n_updates=policy.n_updates,
-                             last_result_id=0, state=state))
+        s.add(
+            PolicySnapshot(
+                campaign_id=row.id,
+                policy_name=policy.name,
+                policy_version=policy.version,
+                n_updates=policy.n_updates,
+                last_result_id=0,
+                state=state,
+            )
+        )
 
     def campaign(self, name: str) -> Campaign:
         with self.Session() as s:
@@ -229,12 +254,16 @@ class Client:
                     self.settings.broker_url,
                     transport_options=self.settings.broker_transport_options(),
                 )
-            q = events_queue()
+            q = events_queue(self.settings.queue)
             with self._conn.Producer() as producer:
                 producer.publish(
                     {"v": PROTOCOL, "type": "wake", "campaign": name},
-                    exchange=q.exchange, routing_key=q.routing_key, declare=[q],
-                    serializer="json", retry=True, retry_policy={"max_retries": 2},
+                    exchange=q.exchange,
+                    routing_key=q.routing_key,
+                    declare=[q],
+                    serializer="json",
+                    retry=True,
+                    retry_policy={"max_retries": 2},
                 )
         except Exception as exc:
             log.warning("could not notify the scheduler (%s); its sweep will pick it up", exc)
@@ -257,7 +286,9 @@ class Campaign:
             raise NotFoundError(f"campaign {self.name!r} was deleted")
         return row
 
-    def _spec(self, row: CampaignRow, system: Any, spec: dict[str, Any], field: str) -> dict[str, Any]:
+    def _spec(
+        self, row: CampaignRow, system: Any, spec: dict[str, Any], field: str
+    ) -> dict[str, Any]:
         kind = get_kind(row.kind)
         full = dict(spec)
         if system is not None:
@@ -277,8 +308,9 @@ class Campaign:
             )
         return out
 
-    def submit(self, system: Any = None, context: Mapping[str, Any] | None = None,
-               **spec: Any) -> int:
+    def submit(
+        self, system: Any = None, context: Mapping[str, Any] | None = None, **spec: Any
+    ) -> int:
         """Queue one instance; returns its id. Extra keywords (``tol``, ``max_iters``) go to
         the trial kind. Everything is validated before anything is written."""
         return self.submit_many([(system, context or {})], **spec)[0]
@@ -298,35 +330,55 @@ class Campaign:
             if not prepared:
                 return []
             # Lock the campaign row so concurrent submitters get distinct sequence numbers.
-            base = s.scalar(
-                select(CampaignRow.n_instances).where(CampaignRow.id == self.id).with_for_update()
-            ) or 0
+            base = (
+                s.scalar(
+                    select(CampaignRow.n_instances)
+                    .where(CampaignRow.id == self.id)
+                    .with_for_update()
+                )
+                or 0
+            )
             rows = [
-                {"campaign_id": self.id, "seq": base + j, "context": ctx, "spec": sp,
-                 "status": "pending"}
+                {
+                    "campaign_id": self.id,
+                    "seq": base + j,
+                    "context": ctx,
+                    "spec": sp,
+                    "status": "pending",
+                }
                 for j, (ctx, sp) in enumerate(prepared)
             ]
-            ids = list(s.scalars(
-                Instance.__table__.insert().returning(  # type: ignore[attr-defined]
-                    Instance.id, sort_by_parameter_order=True
-                ),
-                rows,
-            ))
-            s.execute(update(CampaignRow).where(CampaignRow.id == self.id)
-                      .values(n_instances=base + len(rows)))
+            ids = list(
+                s.scalars(
+                    Instance.__table__.insert().returning(  # type: ignore[attr-defined]
+                        Instance.id, sort_by_parameter_order=True
+                    ),
+                    rows,
+                )
+            )
+            s.execute(
+                update(CampaignRow)
+                .where(CampaignRow.id == self.id)
+                .values(n_instances=base + len(rows))
+            )
         self.client._wake(self.name)
         return ids
 
     def counts(self) -> dict[str, int]:
         with self.client.Session() as s:
             rows = s.execute(
-                select(Instance.status, func.count()).where(Instance.campaign_id == self.id)
+                select(Instance.status, func.count())
+                .where(Instance.campaign_id == self.id)
                 .group_by(Instance.status)
             ).all()
         return {str(k): int(v) for k, v in rows}
 
-    def wait(self, timeout: float | None = None, progress: bool = False,
-             instance_ids: Sequence[int] | None = None) -> dict[str, int]:
+    def wait(
+        self,
+        timeout: float | None = None,
+        progress: bool = False,
+        instance_ids: Sequence[int] | None = None,
+    ) -> dict[str, int]:
         """Block until every instance (or those given) is done or failed."""
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = None
@@ -339,8 +391,16 @@ class Campaign:
                     final = sum(counts.get(k, 0) for k in FINAL)
                 else:
                     with self.client.Session() as s:
-                        final = s.scalar(select(func.count()).select_from(Instance).where(
-                            Instance.id.in_(list(instance_ids)), Instance.status.in_(FINAL))) or 0
+                        final = (
+                            s.scalar(
+                                select(func.count())
+                                .select_from(Instance)
+                                .where(
+                                    Instance.id.in_(list(instance_ids)), Instance.status.in_(FINAL)
+                                )
+                            )
+                            or 0
+                        )
                     total, counts = len(instance_ids), {}
                 if progress:
                     bar = bar or _Bar(self.name, total)
@@ -362,8 +422,10 @@ class Campaign:
         """Rows of the ``trial_results`` view for this campaign, in submission order."""
         with self.client.engine.connect() as conn:
             res = conn.execute(
-                text("SELECT * FROM trial_results WHERE campaign = :c "
-                     "ORDER BY instance_seq, trial_id"),
+                text(
+                    "SELECT * FROM trial_results WHERE campaign = :c "
+                    "ORDER BY instance_seq, trial_id"
+                ),
                 {"c": self.name},
             )
             rows = [_decode_row(dict(r._mapping)) for r in res]
@@ -373,24 +435,41 @@ class Campaign:
             return pd.DataFrame(rows)
         return rows
 
-    def solve(self, system: LinearSystem, context: Mapping[str, Any] | None = None,
-              timeout: float | None = 600, **spec: Any) -> Solution:
+    def solve(
+        self,
+        system: LinearSystem,
+        context: Mapping[str, Any] | None = None,
+        timeout: float | None = 600,
+        **spec: Any,
+    ) -> Solution:
         """Submit, wait for this one instance, return its solution (for a simulation loop)."""
         iid = self.submit(system, context, return_solution=True, **spec)
         self.wait(timeout=timeout, instance_ids=[iid])
         with self.client.engine.connect() as conn:
-            row = conn.execute(text(
-                "SELECT t.id, t.state, r.iterations, r.converged, r.residual, r.latency_ms, "
-                "r.outputs, a.value, r.error FROM trials t JOIN arms a ON a.id = t.arm_id "
-                "LEFT JOIN results r ON r.trial_id = t.id AND r.attempt = t.attempt "
-                "WHERE t.instance_id = :i ORDER BY t.id DESC"), {"i": iid}).first()
+            row = conn.execute(
+                text(
+                    "SELECT t.id, t.state, r.iterations, r.converged, r.residual, r.latency_ms, "
+                    "r.outputs, a.value, r.error FROM trials t JOIN arms a ON a.id = t.arm_id "
+                    "LEFT JOIN results r ON r.trial_id = t.id AND r.attempt = t.attempt "
+                    "WHERE t.instance_id = :i ORDER BY t.id DESC"
+                ),
+                {"i": iid},
+            ).first()
         if row is None:
             raise RuntimeError(f"instance {iid} finished without a trial")
         outputs, arm = _json(row[6]) or {}, _json(row[7])
         if row[1] != "succeeded":
             raise RuntimeError(f"trial {row[0]} {row[1]}: {row[8]}")
-        return Solution(np.asarray(outputs.get("x", []), dtype=float), row[2], row[3], row[4],
-                        row[5], arm, int(row[0]), str(row[1]))
+        return Solution(
+            np.asarray(outputs.get("x", []), dtype=float),
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            arm,
+            int(row[0]),
+            str(row[1]),
+        )
 
     def status(self) -> dict[str, Any]:
         from app.status import campaign_status
@@ -416,8 +495,13 @@ class _Bar:
     def __init__(self, name: str, total: int) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-        self.p = Progress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), transient=False)
+        self.p = Progress(
+            "[bold]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            transient=False,
+        )
         self.p.start()
         self.task = self.p.add_task(name, total=total)
 

@@ -26,9 +26,9 @@ def _real_array(field: str, values: Any, *, integer: bool = False) -> np.ndarray
     if arr.ndim != 1:
         raise InputError(field, f"must be 1-D, got shape {arr.shape}")
     if integer:
-        if arr.size and arr.dtype.kind not in "iu":
-            if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-                raise InputError(field, "must hold integers")
+        whole = arr.size == 0 or arr.dtype.kind in "iu"
+        if not whole and not (np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
+            raise InputError(field, "must hold integers")
         return arr.astype(np.int64)
     arr = arr.astype(np.float64)
     if not np.all(np.isfinite(arr)):
@@ -62,6 +62,8 @@ def validate_csr(
         raise InputError(f"{field}.b", f"must have length n={n}, got {rhs.size}")
     A = sp.csr_matrix((vals, ix, ip), shape=(n, n))
     A.sum_duplicates()
+    A.eliminate_zeros()
+    A.sort_indices()
     diag = A.diagonal()
     bad = np.flatnonzero(diag <= 0)
     if bad.size:
@@ -78,7 +80,9 @@ def laplace2d(m: int, shift: float = 0.0) -> sp.csr_matrix:
     """5-point Laplacian on an m-by-m interior grid (diagonal 4, no h^2 scaling) + shift*I."""
     one = sp.identity(m, format="csr")
     t = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(m, m), format="csr")
-    return (sp.kron(one, t) + sp.kron(t, one) + shift * sp.identity(m * m)).tocsr()
+    A = (sp.kron(one, t) + sp.kron(t, one) + shift * sp.identity(m * m)).tocsr()
+    A.eliminate_zeros()
+    return A
 
 
 def paper_rhs(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -117,7 +121,11 @@ def build_system(spec: dict[str, Any], field: str = "system") -> tuple[sp.csr_ma
         b = paper_rhs(A.shape[0], np.random.default_rng(g["seed"]))
         return A, b
     return validate_csr(
-        spec.get("n"), spec.get("indptr"), spec.get("indices"), spec.get("data"), spec.get("b"),
+        spec.get("n"),
+        spec.get("indptr"),
+        spec.get("indices"),
+        spec.get("data"),
+        spec.get("b"),
         field,
     )
 

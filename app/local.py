@@ -21,8 +21,13 @@ class LocalCluster:
     """Context manager: starts on enter, SIGTERMs (then SIGKILLs) on exit. Logs go to
     ``<home>/logs``."""
 
-    def __init__(self, settings: Settings, workers: int = 2, scheduler: bool = True,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        workers: int = 2,
+        scheduler: bool = True,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.settings = settings
         self.n_workers = workers
         self.with_scheduler = scheduler
@@ -32,21 +37,28 @@ class LocalCluster:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update({
-            "BANDITQ_DATABASE_URL": self.settings.database_url,
-            "BANDITQ_BROKER_URL": self.settings.broker_url,
-            "BANDITQ_HOME": str(self.settings.home),
-            "BANDITQ_QUEUE": self.settings.queue,
-            "BANDITQ_SWEEP_SECONDS": str(self.settings.sweep_seconds),
-        })
+        env.update(
+            {
+                "BANDITQ_DATABASE_URL": self.settings.database_url,
+                "BANDITQ_BROKER_URL": self.settings.broker_url,
+                "BANDITQ_HOME": str(self.settings.home),
+                "BANDITQ_QUEUE": self.settings.queue,
+                "BANDITQ_SWEEP_SECONDS": str(self.settings.sweep_seconds),
+            }
+        )
         env.update(self.extra_env)
         return env
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(Path(self.log_dir) / f"{name}.log", "ab")  # noqa: SIM115 - child owns it
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=self.env(),
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", *args],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         self.procs.append(proc)
         return proc
@@ -55,8 +67,10 @@ class LocalCluster:
         return self._spawn("scheduler", ["scheduler"])
 
     def start_worker(self, i: int) -> subprocess.Popen[bytes]:
-        return self._spawn(f"worker{i}", ["worker", "--concurrency", "1",
-                                          "--name", f"worker{i}@%h", "--loglevel", "WARNING"])
+        return self._spawn(
+            f"worker{i}",
+            ["worker", "--concurrency", "1", "--name", f"worker{i}@%h", "--loglevel", "WARNING"],
+        )
 
     def __enter__(self) -> LocalCluster:
         if self.with_scheduler:
@@ -70,14 +84,15 @@ class LocalCluster:
             if p.poll() is not None:
                 raise RuntimeError(f"{p.args!r} exited with {p.returncode}; see {self.log_dir}")
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def stop(self, timeout: float = 15.0) -> None:
         for p in self.procs:
             if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
+                p.send_signal(signal.SIGTERM)  # the main process shuts its pool down warmly
         deadline = time.monotonic() + timeout
         for p in self.procs:
             try:

@@ -81,10 +81,17 @@ def load_runtime(session: Session, campaign_id: int) -> CampaignRuntime:
     arms = list(session.scalars(select(Arm).where(Arm.campaign_id == camp.id).order_by(Arm.index)))
     policy = build_policy(camp, arms)
     rt = CampaignRuntime(
-        id=camp.id, name=camp.name, kind=camp.kind, features=list(camp.context_features),
-        arm_ids=[a.id for a in arms], arm_values=[a.value for a in arms], policy=policy,
-        policy_name=camp.policy, max_in_flight=camp.max_in_flight,
-        max_attempts=camp.max_attempts, settings=dict(camp.settings or {}),
+        id=camp.id,
+        name=camp.name,
+        kind=camp.kind,
+        features=list(camp.context_features),
+        arm_ids=[a.id for a in arms],
+        arm_values=[a.value for a in arms],
+        policy=policy,
+        policy_name=camp.policy,
+        max_in_flight=camp.max_in_flight,
+        max_attempts=camp.max_attempts,
+        settings=dict(camp.settings or {}),
     )
     snap = session.scalars(
         select(PolicySnapshot)
@@ -96,11 +103,14 @@ def load_runtime(session: Session, campaign_id: int) -> CampaignRuntime:
         policy.set_state(snap.state)
         rt.last_result_id = snap.last_result_id
     replay_results(session, rt, after=rt.last_result_id)
-    rt.in_flight = session.scalar(
-        select(func.count()).select_from(Trial).where(
-            Trial.campaign_id == camp.id, Trial.state.in_(OPEN_STATES)
+    rt.in_flight = (
+        session.scalar(
+            select(func.count())
+            .select_from(Trial)
+            .where(Trial.campaign_id == camp.id, Trial.state.in_(OPEN_STATES))
         )
-    ) or 0
+        or 0
+    )
     return rt
 
 

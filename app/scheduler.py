@@ -76,7 +76,9 @@ class Scheduler:
     def stop(self) -> None:
         self._stop.set()
 
-    def run(self, *, idle_exit: float | None = None, on_step: Callable[[], None] | None = None) -> None:
+    def run(
+        self, *, idle_exit: float | None = None, on_step: Callable[[], None] | None = None
+    ) -> None:
         """Serve until :meth:`stop` (or ``idle_exit`` seconds with nothing to do)."""
         with SchedulerLock(self.settings, self.engine):
             log.info("scheduler started: %s", self.settings.redacted())
@@ -102,7 +104,7 @@ class Scheduler:
             channel = conn.channel()
             consumer = kombu.Consumer(
                 channel,
-                queues=[results_queue(), events_queue()],
+                queues=[results_queue(self.settings.queue), events_queue(self.settings.queue)],
                 callbacks=[self._on_message],
                 accept=["json"],
                 prefetch_count=self.batch_size * 2,
@@ -120,9 +122,9 @@ class Scheduler:
                 did = self.step()
                 if did:
                     last_work = time.monotonic()
-                if time.monotonic() - self._last_sweep >= self.settings.sweep_seconds:
-                    if self.sweep():
-                        last_work = time.monotonic()
+                due = time.monotonic() - self._last_sweep >= self.settings.sweep_seconds
+                if due and self.sweep():
+                    last_work = time.monotonic()
                 if on_step is not None:
                     on_step()
                 if idle_exit is not None and time.monotonic() - last_work > idle_exit:
@@ -132,8 +134,9 @@ class Scheduler:
 
     def _on_message(self, body: Any, message: Message) -> None:
         if not isinstance(body, dict) or body.get("v") != PROTOCOL:
-            log.warning("refusing malformed message (not a protocol-%d object): %.200r",
-                        PROTOCOL, body)
+            log.warning(
+                "refusing malformed message (not a protocol-%d object): %.200r", PROTOCOL, body
+            )
             message.ack()
             self.metrics.inc("malformed_messages")
             return
@@ -192,13 +195,21 @@ class Scheduler:
     def _record_results(self, session: Session, messages: list[dict[str, Any]]) -> int:
         if not messages:
             return 0
-        by_uuid: dict[str, dict[str, Any]] = {}
+        by_uuid: dict[str, list[dict[str, Any]]] = {}
         for m in messages:
             if isinstance(m.get("trial"), str):
-                by_uuid.setdefault(m["trial"], m)  # a duplicate in one burst counts once
+                by_uuid.setdefault(m["trial"], []).append(m)
         trials = session.execute(
-            select(Trial.id, Trial.uuid, Trial.campaign_id, Trial.instance_id, Trial.arm_index,
-                   Trial.attempt, Trial.state, Instance.context)
+            select(
+                Trial.id,
+                Trial.uuid,
+                Trial.campaign_id,
+                Trial.instance_id,
+                Trial.arm_index,
+                Trial.attempt,
+                Trial.state,
+                Instance.context,
+            )
             .join(Instance, Instance.id == Trial.instance_id)
             .where(Trial.uuid.in_(list(by_uuid)))
         ).all()
@@ -207,10 +218,15 @@ class Scheduler:
         instance_updates: list[dict[str, Any]] = []
         applied: list[tuple[CampaignRuntime, Any, int, float]] = []
         for t in trials:
-            m = by_uuid[t.uuid]
-            if t.state not in OPEN_STATES or m.get("attempt") != t.attempt:
-                self.metrics.inc("duplicate_results")
+            current = [m for m in by_uuid[t.uuid] if m.get("attempt") == t.attempt]
+            dupes = len(by_uuid[t.uuid]) - (1 if current else 0)
+            if t.state not in OPEN_STATES or not current:
+                dupes = len(by_uuid[t.uuid])
+            if dupes:
+                self.metrics.inc("duplicate_results", dupes)
+            if t.state not in OPEN_STATES or not current:
                 continue  # redelivered or stale: the first result already counted
+            m = current[0]
             rt = self._runtime(session, t.campaign_id)
             ok = m.get("status") == "succeeded"
             cost = m.get("cost")
@@ -218,35 +234,46 @@ class Scheduler:
                 ok = False
                 m = {**m, "status": "failed", "error": f"invalid cost {cost!r} from worker"}
             status = "succeeded" if ok else "failed"
-            new_results.append({
-                "trial_id": t.id, "campaign_id": t.campaign_id, "attempt": t.attempt,
-                "status": status, "cost": float(cost) if ok else None,
-                "iterations": _int_or_none(m.get("iterations")),
-                "converged": m.get("converged") if isinstance(m.get("converged"), bool) else None,
-                "residual": _float_or_none(m.get("residual")),
-                "latency_ms": _float_or_none(m.get("latency_ms")),
-                "quality": _float_or_none(m.get("quality")),
-                "device": _str_or_none(m.get("device"), 50),
-                "worker": _str_or_none(m.get("worker"), 200),
-                "error": _str_or_none(m.get("error"), 4000),
-                "metrics": m.get("metrics") if isinstance(m.get("metrics"), dict) else {},
-                "outputs": m.get("outputs") if isinstance(m.get("outputs"), dict) else None,
-                "applied": ok,
-                "started_at": parse_time(m.get("started_at")),
-                "finished_at": parse_time(m.get("finished_at")),
-                "recorded_at": _now(),
-            })
-            trial_updates.append({
-                "id": t.id, "state": status, "worker": _str_or_none(m.get("worker"), 200),
-                "started_at": parse_time(m.get("started_at")),
-                "finished_at": parse_time(m.get("finished_at")) or _now(),
-                "error": _str_or_none(m.get("error"), 4000),
-            })
+            new_results.append(
+                {
+                    "trial_id": t.id,
+                    "campaign_id": t.campaign_id,
+                    "attempt": t.attempt,
+                    "status": status,
+                    "cost": float(cost) if ok and cost is not None else None,
+                    "iterations": _int_or_none(m.get("iterations")),
+                    "converged": m.get("converged")
+                    if isinstance(m.get("converged"), bool)
+                    else None,
+                    "residual": _float_or_none(m.get("residual")),
+                    "latency_ms": _float_or_none(m.get("latency_ms")),
+                    "quality": _float_or_none(m.get("quality")),
+                    "device": _str_or_none(m.get("device"), 50),
+                    "worker": _str_or_none(m.get("worker"), 200),
+                    "error": _str_or_none(m.get("error"), 4000),
+                    "metrics": m.get("metrics") if isinstance(m.get("metrics"), dict) else {},
+                    "outputs": m.get("outputs") if isinstance(m.get("outputs"), dict) else None,
+                    "applied": ok,
+                    "started_at": parse_time(m.get("started_at")),
+                    "finished_at": parse_time(m.get("finished_at")),
+                    "recorded_at": _now(),
+                }
+            )
+            trial_updates.append(
+                {
+                    "id": t.id,
+                    "state": status,
+                    "worker": _str_or_none(m.get("worker"), 200),
+                    "started_at": parse_time(m.get("started_at")),
+                    "finished_at": parse_time(m.get("finished_at")) or _now(),
+                    "error": _str_or_none(m.get("error"), 4000),
+                }
+            )
             instance_updates.append({"id": t.instance_id, "status": "done" if ok else "failed"})
             rt.in_flight = max(0, rt.in_flight - 1)
             rt.maybe_pending = True
             if ok:
-                applied.append((rt, t.context, t.arm_index, float(cost)))
+                applied.append((rt, t.context, t.arm_index, float(cost or 0.0)))
         if not new_results:
             return 0
         # sort_by_parameter_order: ids come back in the order of the rows we passed.
@@ -275,11 +302,16 @@ class Scheduler:
         return len(new_results)
 
     def _snapshot(self, session: Session, rt: CampaignRuntime) -> None:
-        session.add(PolicySnapshot(
-            campaign_id=rt.id, policy_name=rt.policy.name, policy_version=rt.policy.version,
-            n_updates=rt.policy.n_updates, last_result_id=rt.last_result_id,
-            state=rt.policy.get_state(),
-        ))
+        session.add(
+            PolicySnapshot(
+                campaign_id=rt.id,
+                policy_name=rt.policy.name,
+                policy_version=rt.policy.version,
+                n_updates=rt.policy.n_updates,
+                last_result_id=rt.last_result_id,
+                state=rt.policy.get_state(),
+            )
+        )
         rt.since_snapshot = 0
 
     def _runtime(self, session: Session, campaign_id: int) -> CampaignRuntime:
@@ -312,19 +344,37 @@ class Scheduler:
                 d = rt.policy.choose(rt.vector(inst.context), key=inst.seq)
                 choose_ms = (time.perf_counter() - t0) * 1000.0
                 tid = str(uuid.uuid4())
-                trials.append({
-                    "uuid": tid, "campaign_id": rt.id, "instance_id": inst.id,
-                    "arm_id": rt.arm_ids[d.arm], "arm_index": d.arm,
-                    "propensity": float(d.propensity), "policy_name": rt.policy.name,
-                    "policy_version": rt.policy.version, "reason": d.reason, "state": "queued",
-                    "attempt": 1, "created_at": _now(),
-                })
+                trials.append(
+                    {
+                        "uuid": tid,
+                        "campaign_id": rt.id,
+                        "instance_id": inst.id,
+                        "arm_id": rt.arm_ids[d.arm],
+                        "arm_index": d.arm,
+                        "propensity": float(d.propensity),
+                        "policy_name": rt.policy.name,
+                        "policy_version": rt.policy.version,
+                        "reason": d.reason,
+                        "state": "queued",
+                        "attempt": 1,
+                        "created_at": _now(),
+                    }
+                )
                 inst_updates.append({"id": inst.id, "status": "decided"})
-                out.append((
-                    trial_payload(tid, 1, rt.name, rt.kind, inst.spec, rt.arm_values[d.arm],
-                                  rt.settings.get("limits", {})),
-                    choose_ms,
-                ))
+                out.append(
+                    (
+                        trial_payload(
+                            tid,
+                            1,
+                            rt.name,
+                            rt.kind,
+                            inst.spec,
+                            rt.arm_values[d.arm],
+                            rt.settings.get("limits", {}),
+                        ),
+                        choose_ms,
+                    )
+                )
             session.execute(Trial.__table__.insert(), trials)  # type: ignore[attr-defined]
             session.execute(update(Instance), inst_updates)
             rt.in_flight += len(trials)
@@ -333,23 +383,35 @@ class Scheduler:
 
     def _publish(self, payloads: list[dict[str, Any]]) -> None:
         """Send trials, then mark them published (the outbox relay retries the rest)."""
-        sent: list[str] = []
-        try:
-            with self.celery.producer_or_acquire() as producer:
-                for p in payloads:
-                    self.celery.send_task(
-                        RUN_TRIAL_TASK, args=[p], task_id=p["trial"], queue=self.settings.queue,
-                        producer=producer, retry=True,
-                    )
-                    sent.append(p["trial"])
-        except Exception as exc:
-            log.warning("publish failed after %d of %d trials (%s); outbox will retry",
-                        len(sent), len(payloads), exc)
+        sent = self._send(payloads)
         if sent:
             with self.Session() as session, session.begin():
                 session.execute(
                     update(Trial).where(Trial.uuid.in_(sent)).values(published_at=_now())
                 )
+
+    def _send(self, payloads: list[dict[str, Any]]) -> list[str]:
+        sent: list[str] = []
+        try:
+            with self.celery.producer_or_acquire() as producer:
+                for p in payloads:
+                    self.celery.send_task(
+                        RUN_TRIAL_TASK,
+                        args=[p],
+                        task_id=p["trial"],
+                        queue=self.settings.queue,
+                        producer=producer,
+                        retry=True,
+                    )
+                    sent.append(p["trial"])
+        except Exception as exc:
+            log.warning(
+                "publish failed after %d of %d trials (%s); outbox will retry",
+                len(sent),
+                len(payloads),
+                exc,
+            )
+        return sent
 
     # ------------------------------------------------------------------ safety sweep
     def sweep(self) -> int:
@@ -362,8 +424,7 @@ class Scheduler:
             for cid in cids:
                 self._runtime(session, cid).maybe_pending = True
             stale = session.execute(
-                select(Trial.uuid, Trial.attempt, Trial.campaign_id, Trial.arm_index,
-                       Instance.spec)
+                select(Trial.uuid, Trial.attempt, Trial.campaign_id, Trial.arm_index, Instance.spec)
                 .join(Instance, Instance.id == Trial.instance_id)
                 .where(Trial.state == "queued", Trial.published_at.is_(None))
                 .order_by(Trial.id)
@@ -372,10 +433,17 @@ class Scheduler:
             payloads = []
             for s in stale:
                 rt = self._runtime(session, s.campaign_id)
-                payloads.append(trial_payload(
-                    s.uuid, s.attempt, rt.name, rt.kind, s.spec, rt.arm_values[s.arm_index],
-                    rt.settings.get("limits", {}),
-                ))
+                payloads.append(
+                    trial_payload(
+                        s.uuid,
+                        s.attempt,
+                        rt.name,
+                        rt.kind,
+                        s.spec,
+                        rt.arm_values[s.arm_index],
+                        rt.settings.get("limits", {}),
+                    )
+                )
         if payloads:
             log.info("outbox: publishing %d committed but unpublished trial(s)", len(payloads))
             self._publish(payloads)
@@ -390,14 +458,18 @@ class Scheduler:
 
     def in_flight_total(self) -> int:
         with self.Session() as session:
-            return session.scalar(
-                select(func.count()).select_from(Trial).where(Trial.state.in_(OPEN_STATES))
-            ) or 0
+            return (
+                session.scalar(
+                    select(func.count()).select_from(Trial).where(Trial.state.in_(OPEN_STATES))
+                )
+                or 0
+            )
 
 
 def _valid_cost(v: Any) -> bool:
-    return (isinstance(v, int | float) and not isinstance(v, bool) and v == v
-            and 0 <= v < float("inf"))
+    return (
+        isinstance(v, int | float) and not isinstance(v, bool) and v == v and 0 <= v < float("inf")
+    )
 
 
 def _float_or_none(v: Any) -> float | None:

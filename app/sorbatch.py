@@ -31,8 +31,13 @@ def sor_iterations(
     off = A - sp.diags(diag)
     off = sp.csr_matrix(off)
     off.eliminate_zeros()
-    rows = [(off.indices[off.indptr[i]:off.indptr[i + 1]],
-             off.data[off.indptr[i]:off.indptr[i + 1]]) for i in range(n)]
+    rows = [
+        (
+            off.indices[off.indptr[i] : off.indptr[i + 1]],
+            off.data[off.indptr[i] : off.indptr[i + 1]],
+        )
+        for i in range(n)
+    ]
     out = np.full(B, max_iters, dtype=np.int64)
     idx = np.arange(B)
     w = np.asarray(omegas, float).copy()
@@ -54,5 +59,12 @@ def sor_iterations(
         if np.any(done):
             out[idx[conv]] = k
             keep = ~done
-            idx, w, d, b, bnorm, x = idx[keep], w[keep], d[:, keep], b[:, keep], bnorm[keep], x[:, keep]
+            idx, w, d, b, bnorm, x = (
+                idx[keep],
+                w[keep],
+                d[:, keep],
+                b[:, keep],
+                bnorm[keep],
+                x[:, keep],
+            )
     return out

@@ -13,7 +13,9 @@ from app.policies.base import Policy
 from models import Arm, Campaign, Instance, Result, Trial
 
 
-def warm_state(session: Session, new: Campaign, policy: Policy, sources: list[str]) -> dict[str, Any]:
+def warm_state(
+    session: Session, new: Campaign, policy: Policy, sources: list[str]
+) -> dict[str, Any]:
     """Replay the applied results of ``sources`` into ``policy``; return its state.
 
     Sources must be of the same kind and declare the same context features; arms are matched
@@ -28,10 +30,14 @@ def warm_state(session: Session, new: Campaign, policy: Policy, sources: list[st
         if src is None:
             raise InputError(f"warm_start_from[{j}]", f"no campaign named {name!r}")
         if src.kind != new.kind:
-            raise InputError(f"warm_start_from[{j}]", f"is a {src.kind!r} campaign, not {new.kind!r}")
+            raise InputError(
+                f"warm_start_from[{j}]", f"is a {src.kind!r} campaign, not {new.kind!r}"
+            )
         if list(src.context_features) != features:
-            raise InputError(f"warm_start_from[{j}]",
-                             f"has features {src.context_features}, this campaign {features}")
+            raise InputError(
+                f"warm_start_from[{j}]",
+                f"has features {src.context_features}, this campaign {features}",
+            )
         rows = session.execute(
             select(Result.cost, Arm.value, Instance.context)
             .join(Trial, Trial.id == Result.trial_id)
@@ -48,8 +54,12 @@ def warm_state(session: Session, new: Campaign, policy: Policy, sources: list[st
 
 
 def _arm_values(session: Session, campaign_id: int) -> list[dict[str, Any]]:
-    return [a for a in session.scalars(
-        select(Arm.value).where(Arm.campaign_id == campaign_id).order_by(Arm.index))]
+    return [
+        a
+        for a in session.scalars(
+            select(Arm.value).where(Arm.campaign_id == campaign_id).order_by(Arm.index)
+        )
+    ]
 
 
 def _key(value: dict[str, Any]) -> str:

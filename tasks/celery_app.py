@@ -8,13 +8,15 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from app.config import Settings
+from tasks import messages as _messages  # noqa: F401  (registers the embedded transport)
 
 
 def make_celery(settings: Settings) -> Celery:
     """A Celery app bound to ``settings``; the same configuration for scheduler and workers."""
     app = Celery("banditq", broker=settings.broker_url, set_as_current=False)
-    trials = Queue(settings.queue, Exchange(settings.queue, type="direct"), settings.queue,
-                   durable=True)
+    trials = Queue(
+        settings.queue, Exchange(settings.queue, type="direct"), settings.queue, durable=True
+    )
     conf: dict[str, Any] = {
         # No pickle anywhere: a message in another format is refused by kombu and logged.
         "task_serializer": "json",

@@ -7,20 +7,28 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
-RESULTS_QUEUE = "banditq.results"
-EVENTS_QUEUE = "banditq.events"
+from tasks.fs_transport import register as _register_fs_transport
+
+_register_fs_transport()
+
 RUN_TRIAL_TASK = "banditq.run_trial"
 
 #: Protocol version carried in every message; a scheduler refuses versions it does not know.
 PROTOCOL = 1
 
 
-def results_queue() -> Queue:
-    return Queue(RESULTS_QUEUE, Exchange(RESULTS_QUEUE, type="direct"), RESULTS_QUEUE, durable=True)
+def _direct(name: str) -> Queue:
+    return Queue(name, Exchange(name, type="direct"), name, durable=True)
 
 
-def events_queue() -> Queue:
-    return Queue(EVENTS_QUEUE, Exchange(EVENTS_QUEUE, type="direct"), EVENTS_QUEUE, durable=True)
+def results_queue(trial_queue: str) -> Queue:
+    """Workers -> scheduler: one result message per finished attempt."""
+    return _direct(f"{trial_queue}.results")
+
+
+def events_queue(trial_queue: str) -> Queue:
+    """Clients -> scheduler: wake-ups after new instances are committed."""
+    return _direct(f"{trial_queue}.events")
 
 
 def now_iso() -> str:
@@ -37,8 +45,13 @@ def parse_time(value: Any) -> datetime | None:
 
 
 def trial_payload(
-    trial_uuid: str, attempt: int, campaign: str, kind: str, spec: dict[str, Any],
-    arm: dict[str, Any], limits: dict[str, Any],
+    trial_uuid: str,
+    attempt: int,
+    campaign: str,
+    kind: str,
+    spec: dict[str, Any],
+    arm: dict[str, Any],
+    limits: dict[str, Any],
 ) -> dict[str, Any]:
     return {
         "v": PROTOCOL,

@@ -17,7 +17,7 @@ from celery import Celery, Task
 
 from app.errors import InputError
 from tasks.kinds import get_kind
-from tasks.messages import PROTOCOL, RESULTS_QUEUE, RUN_TRIAL_TASK, now_iso, results_queue
+from tasks.messages import PROTOCOL, RUN_TRIAL_TASK, now_iso, results_queue
 
 log = logging.getLogger("banditq.worker")
 
@@ -76,15 +76,20 @@ def register(app: Celery) -> None:
 
 
 def publish_result(app: Celery, message: dict[str, Any]) -> None:
+    q = results_queue(app.conf["banditq_settings"].queue)
     with app.producer_or_acquire() as producer:
         producer.publish(
             message,
-            exchange=RESULTS_QUEUE,
-            routing_key=RESULTS_QUEUE,
+            exchange=q.exchange,
+            routing_key=q.routing_key,
             serializer="json",
-            declare=[results_queue()],
+            declare=[q],
             delivery_mode=2,
             retry=True,
-            retry_policy={"max_retries": 30, "interval_start": 0.5, "interval_step": 1.0,
-                          "interval_max": 5.0},
+            retry_policy={
+                "max_retries": 30,
+                "interval_start": 0.5,
+                "interval_step": 1.0,
+                "interval_max": 5.0,
+            },
         )

@@ -61,8 +61,12 @@ def run_worker(
         os.environ["BANDITQ_WORKER_GPUS"] = visible
     app = make_celery(settings)
     hostname = name or f"banditq-{socket.gethostname()}-{os.getpid()}@%h"
-    log.info("worker %s: %d process(es), broker %s", hostname, concurrency,
-             settings.redacted()["broker_url"])
+    log.info(
+        "worker %s: %d process(es), broker %s",
+        hostname,
+        concurrency,
+        settings.redacted()["broker_url"],
+    )
     argv = [
         "worker",
         f"--loglevel={loglevel}",

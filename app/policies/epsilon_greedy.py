@@ -27,10 +27,7 @@ class EpsilonGreedyPolicy(Policy):
             return Decision(int(untried[0]), 1.0, "initial")
         greedy = softmin_argmin(self.sums / self.counts)
         rng = self.rng(key)
-        if rng.random() < self.epsilon:
-            arm = int(rng.integers(self.n_arms))
-        else:
-            arm = greedy
+        arm = int(rng.integers(self.n_arms)) if rng.random() < self.epsilon else greedy
         p = self.epsilon / self.n_arms + (1.0 - self.epsilon) * (arm == greedy)
         return Decision(arm, float(p), "explore" if arm != greedy else "exploit")
 

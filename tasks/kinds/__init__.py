@@ -13,7 +13,9 @@ KINDS: dict[str, TrialKind] = {k.name: k for k in (SorKind(), NoopKind(), SleepK
 def get_kind(name: str) -> TrialKind:
     kind = KINDS.get(name)
     if kind is None:
-        raise InputError("kind", f"unknown trial kind {name!r}; allowed: {', '.join(sorted(KINDS))}")
+        raise InputError(
+            "kind", f"unknown trial kind {name!r}; allowed: {', '.join(sorted(KINDS))}"
+        )
     return kind
 
 

@@ -66,8 +66,12 @@ def sor(
             break
     diverged = not math.isfinite(rel) or rel > DIVERGED
     return SorResult(
-        x.cpu().numpy(), k, rel < tol, rel if math.isfinite(rel) else float("inf"),
-        dev.type, diverged,
+        x.cpu().numpy(),
+        k,
+        rel < tol,
+        rel if math.isfinite(rel) else float("inf"),
+        dev.type,
+        diverged,
     )
 
 

@@ -1,0 +1,48 @@
+# Set-up and checks. `make demo` and `make test` are all a fresh machine needs.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+EXTRAS ?= dev,bench
+
+.PHONY: install demo test lint unit integration acceptance migration bench clean services
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# The CPU build of torch lies on local disk; any other request pulls a multi-GB CUDA build.
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+demo: install
+	$(VENV)/bin/banditq demo
+
+services:
+	bash .ci/services.sh
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy app tasks models workers benchmarks
+
+unit: install
+	$(VENV)/bin/pytest -q tests/unit
+
+migration: install services
+	$(VENV)/bin/pytest -q tests/migration
+
+integration: install services
+	$(VENV)/bin/pytest -q tests/integration
+
+acceptance: install services
+	$(VENV)/bin/pytest -q tests/acceptance
+
+test: install services lint
+	$(VENV)/bin/pytest -q tests
+
+bench: install services
+	$(PY) benchmarks/relax.py
+
+clean:
+	rm -rf $(VENV) .banditq bench-out

@@ -1,0 +1,82 @@
+"""The CLI in a subprocess, on the embedded default (no servers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml  # type: ignore[import-untyped]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def banditq(
+    *args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BANDITQ_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_help_explains_commands_and_environment(tmp_path: Path) -> None:
+    out = banditq("--help", cwd=tmp_path)
+    assert out.returncode == 0
+    for word in (
+        "demo",
+        "scheduler",
+        "worker",
+        "status",
+        "results",
+        "db",
+        "BANDITQ_DATABASE_URL",
+        "BANDITQ_BROKER_URL",
+    ):
+        assert word in out.stdout
+
+
+def test_demo_on_the_embedded_default_then_status_and_results(tmp_path: Path) -> None:
+    out = banditq("demo", "--instances", "40", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "trials succeeded: 40/40" in out.stdout
+    assert "omega = 1" in out.stdout
+    assert (tmp_path / ".banditq" / "banditq.db").exists()
+    names = json.loads(banditq("status", "--json", cwd=tmp_path).stdout)
+    assert len(names) == 1
+    st = json.loads(banditq("status", names[0], "--json", cwd=tmp_path).stdout)
+    assert st["instances"] == {"done": 40} and st["policy_updates"] == 40
+    rows = json.loads(banditq("results", names[0], "--format", "json", cwd=tmp_path).stdout)
+    assert len(rows) == 40 and all(r["status"] == "succeeded" for r in rows)
+    csv_out = banditq("results", names[0], "--format", "csv", cwd=tmp_path).stdout.splitlines()
+    assert csv_out[0].startswith("campaign,") and len(csv_out) == 41
+
+
+def test_unknown_campaign_is_a_clear_error(tmp_path: Path) -> None:
+    out = banditq("status", "nope", cwd=tmp_path)
+    assert out.returncode == 2 and "no campaign named 'nope'" in out.stderr
+
+
+def test_compose_commands_exist_in_the_cli(tmp_path: Path) -> None:
+    compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"postgres", "rabbitmq", "migrate", "scheduler", "worker"} <= set(services)
+    gpu = services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert "gpu" in gpu["capabilities"]
+    for name in ("migrate", "scheduler", "worker"):
+        svc = services[name]
+        cmd = svc["command"]
+        argv = cmd.split() if isinstance(cmd, str) else list(cmd)
+        assert argv[0] == "banditq"
+        out = banditq(*argv[1:], "--help", cwd=tmp_path)
+        assert out.returncode == 0, f"{name}: {argv} is not a CLI command: {out.stderr}"
+        env = svc.get("environment", {})
+        assert "BANDITQ_DATABASE_URL" in env and "BANDITQ_BROKER_URL" in env
