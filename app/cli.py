@@ -202,6 +202,48 @@ def results(
 
 
 @cli.command()
+def replay(
+    table: Annotated[Path, typer.Argument(help=".npz with contexts (T x d), arms (K or K x p), "
+                                          "costs (T x K); optional context_names, arm_names")],
+    policy: Annotated[str, typer.Option(help="policy name (see `banditq policies`)")] = "default",
+    seed: Annotated[int, typer.Option(help="policy seed")] = 0,
+    repeats: Annotated[int, typer.Option(help="independent seeds, averaged")] = 1,
+    config: Annotated[str | None, typer.Option(help="policy_config as JSON")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object on stdout")] = False,
+) -> None:
+    """Replay a full-information cost table in file order; the policy sees only the cost of
+    the arm it chose. Reports mean cost against the per-instance oracle and best fixed arm."""
+    from app.errors import InputError
+    from app.replay import replay as run_replay
+    from app.tables import load_table
+
+    try:
+        tab = load_table(table)
+        cfg = json.loads(config) if config else None
+        if repeats < 1:
+            raise InputError("repeats", "must be >= 1")
+        out = run_replay(tab, policy, seed=seed, repeats=repeats, config=cfg)
+    except (InputError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    for k, v in out.items():
+        typer.echo(f"{k:>22}: {v:.4f}" if isinstance(v, float) else f"{k:>22}: {v}")
+
+
+@cli.command()
+def policies() -> None:
+    """List the policies (``default`` is the best one measured)."""
+    from app.policies.registry import DEFAULT_POLICY, POLICIES
+
+    for name, cls in sorted(POLICIES.items()):
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        mark = "  (default)" if name == DEFAULT_POLICY else ""
+        typer.echo(f"{name:16} {doc}{mark}")
+
+
+@cli.command()
 def demo(
     instances: Annotated[int, typer.Option(help="number of linear systems")] = 200,
     workers: Annotated[int, typer.Option(help="worker processes")] = 2,

@@ -74,6 +74,9 @@ class Policy(ABC):
         state: dict[str, Any] = {"n_updates": self.n_updates}
         for name in self.state_fields:
             state[name] = _encode(getattr(self, name))
+        extra = self._extra_state()
+        if extra:
+            state["extra"] = _encode(extra)
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -81,6 +84,29 @@ class Policy(ABC):
         for name in self.state_fields:
             if name in state:
                 setattr(self, name, _decode(state[name]))
+        if "extra" in state:
+            self._load_extra_state(_decode(state["extra"]))
+
+    def _extra_state(self) -> dict[str, Any]:
+        """State of helper objects (models); subclasses override with ``_load_extra_state``."""
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        return None
+
+    def probabilities(self, context: np.ndarray, key: int, draws: int = 64) -> np.ndarray:
+        """The action distribution at ``context`` (for off-policy evaluation).
+
+        Default: one-hot for a deterministic choice, else a Monte Carlo estimate over
+        ``draws`` derived keys. Policies with a closed form override it."""
+        d = self.choose(context, key)
+        p = np.zeros(self.n_arms)
+        if d.propensity >= 1.0:
+            p[d.arm] = 1.0
+            return p
+        for j in range(draws):
+            p[self.choose(context, (key * 1_000_003 + j + 1) & 0x7FFFFFFF).arm] += 1.0
+        return p / draws
 
 
 def _encode(value: Any) -> Any:
@@ -88,8 +114,10 @@ def _encode(value: Any) -> Any:
         return {"__nd__": value.tolist(), "dtype": str(value.dtype), "shape": list(value.shape)}
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
     return value
 
 
@@ -98,6 +126,8 @@ def _decode(value: Any) -> Any:
         return np.asarray(value["__nd__"], dtype=value["dtype"]).reshape(value["shape"])
     if isinstance(value, list):
         return [_decode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _decode(v) for k, v in value.items()}
     return value
 
 

@@ -9,12 +9,24 @@ import numpy as np
 from app.policies.base import Policy
 from app.policies.epsilon_greedy import EpsilonGreedyPolicy
 from app.policies.fixed import FixedPolicy
+from app.policies.linear import LinTSPolicy, LinUCBPolicy
 from app.policies.random_policy import RandomPolicy
+from app.policies.smooth_ts import SmoothTSPolicy
+from app.policies.squarecb import ChebCBPolicy, SquareCBPolicy
+from app.policies.thompson import ThompsonPolicy
+from app.policies.tsallis_inf import TsallisInfPolicy
+from app.policies.ucb1 import UCB1Policy
 
 POLICIES: dict[str, type[Policy]] = {
-    cls.name: cls for cls in (FixedPolicy, RandomPolicy, EpsilonGreedyPolicy)
+    cls.name: cls
+    for cls in (
+        FixedPolicy, RandomPolicy, EpsilonGreedyPolicy, UCB1Policy, ThompsonPolicy,
+        TsallisInfPolicy, ChebCBPolicy, SquareCBPolicy, LinUCBPolicy, LinTSPolicy,
+        SmoothTSPolicy,
+    )
 }
-DEFAULT_POLICY = "epsilon-greedy"
+#: The best policy measured by benchmarks/relax.py (see the README's numbers).
+DEFAULT_POLICY = "smooth-ts"
 
 
 def resolve_name(name: str) -> str:
