@@ -203,8 +203,13 @@ def results(
 
 @cli.command()
 def replay(
-    table: Annotated[Path, typer.Argument(help=".npz with contexts (T x d), arms (K or K x p), "
-                                          "costs (T x K); optional context_names, arm_names")],
+    table: Annotated[
+        Path,
+        typer.Argument(
+            help=".npz with contexts (T x d), arms (K or K x p), "
+            "costs (T x K); optional context_names, arm_names"
+        ),
+    ],
     policy: Annotated[str, typer.Option(help="policy name (see `banditq policies`)")] = "default",
     seed: Annotated[int, typer.Option(help="policy seed")] = 0,
     repeats: Annotated[int, typer.Option(help="independent seeds, averaged")] = 1,
@@ -230,6 +235,60 @@ def replay(
         return
     for k, v in out.items():
         typer.echo(f"{k:>22}: {v:.4f}" if isinstance(v, float) else f"{k:>22}: {v}")
+
+
+@cli.command()
+def ope(
+    campaign: Annotated[str, typer.Argument(help="campaign whose logged decisions to use")],
+    policy: Annotated[str, typer.Option(help="the policy to evaluate")] = "default",
+    config: Annotated[str | None, typer.Option(help="its policy_config as JSON")] = None,
+    seed: Annotated[int, typer.Option(help="its seed")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object on stdout")] = False,
+) -> None:
+    """Off-policy evaluation: estimate another policy's mean cost from the logged decisions
+    and propensities (IPS, self-normalized IPS, doubly robust; 95% intervals), and say when
+    the propensities are too small to trust."""
+    from app.errors import NotFoundError
+    from app.ope import evaluate, load_campaign_log
+    from app.policies.registry import make_policy
+    from app.runtime import arm_positions
+    from models import Arm
+
+    client = _client()
+    try:
+        with client.Session() as s:
+            camp, log, keys = load_campaign_log(s, campaign)
+            arms = [
+                a.value for a in s.query(Arm).filter(Arm.campaign_id == camp.id).order_by(Arm.index)
+            ]
+        target = make_policy(
+            policy,
+            len(arms),
+            len(camp.context_features),
+            arms=arm_positions(arms),
+            seed=seed,
+            config=json.loads(config) if config else None,
+        )
+        out = evaluate(target, log, keys)
+    except (NotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    out = {"campaign": campaign, "policy": policy, "logging_policy": camp.policy, **out}
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    typer.echo(
+        f"{policy} on {out['rounds']} logged rounds of {campaign} "
+        f"(logged by {camp.policy}, mean cost {out['logged_mean_cost']:.2f}):"
+    )
+    for k in ("ips", "snips", "dr"):
+        lo, hi = out[f"{k}_ci"]
+        typer.echo(f"  {k:>6}: {out[k]:10.2f}   95% CI [{lo:.2f}, {hi:.2f}]")
+    typer.echo(
+        f"  effective sample size {out['effective_sample_size']:.0f}, smallest "
+        f"propensity {out['min_propensity']:.3g}"
+    )
+    for w in out["warnings"]:
+        typer.secho(f"  warning: {w}", fg="yellow")
 
 
 @cli.command()

@@ -22,10 +22,21 @@ class ReplayRun:
     seconds: float
 
 
-def replay_once(table: CostTable, policy: str, seed: int = 0,
-                config: dict[str, Any] | None = None, warm: CostTable | None = None) -> ReplayRun:
-    pol = make_policy(policy, table.K, table.contexts.shape[1], arms=table.arm_positions(),
-                      seed=seed, config=config)
+def replay_once(
+    table: CostTable,
+    policy: str,
+    seed: int = 0,
+    config: dict[str, Any] | None = None,
+    warm: CostTable | None = None,
+) -> ReplayRun:
+    pol = make_policy(
+        policy,
+        table.K,
+        table.contexts.shape[1],
+        arms=table.arm_positions(),
+        seed=seed,
+        config=config,
+    )
     if warm is not None:  # earlier campaigns' logged bandit feedback (one arm per instance)
         wrng = np.random.default_rng(seed + 991)
         for t in range(warm.T):
@@ -40,7 +51,7 @@ def replay_once(table: CostTable, policy: str, seed: int = 0,
         props[t] = d.propensity
         pol.update(table.contexts[t], d.arm, float(table.costs[t, d.arm]))
     secs = time.perf_counter() - t0
-    return ReplayRun(policy, chosen, table.costs[np.arange(table.T), chosen], props, secs)
+    return ReplayRun(pol.name, chosen, table.costs[np.arange(table.T), chosen], props, secs)
 
 
 def summarize(table: CostTable, runs: list[ReplayRun]) -> dict[str, Any]:
@@ -66,7 +77,12 @@ def summarize(table: CostTable, runs: list[ReplayRun]) -> dict[str, Any]:
     }
 
 
-def replay(table: CostTable, policy: str, seed: int = 0, repeats: int = 1,
-           config: dict[str, Any] | None = None) -> dict[str, Any]:
+def replay(
+    table: CostTable,
+    policy: str,
+    seed: int = 0,
+    repeats: int = 1,
+    config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     runs = [replay_once(table, policy, seed + i, config) for i in range(repeats)]
     return summarize(table, runs)

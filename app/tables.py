@@ -38,8 +38,14 @@ class CostTable:
         return self.arms.reshape(self.K, -1).astype(float)
 
     def save(self, path: str | Path) -> None:
-        np.savez(path, contexts=self.contexts, arms=self.arms, costs=self.costs,
-                 context_names=np.array(self.context_names), arm_names=np.array(self.arm_names))
+        np.savez(
+            path,
+            contexts=self.contexts,
+            arms=self.arms,
+            costs=self.costs,
+            context_names=np.array(self.context_names),
+            arm_names=np.array(self.arm_names),
+        )
 
 
 def load_table(path: str | Path) -> CostTable:
@@ -58,7 +64,9 @@ def load_table(path: str | Path) -> CostTable:
             contexts = np.asarray(data["contexts"])
             arms = np.asarray(data["arms"])
             costs = np.asarray(data["costs"])
-            cnames = [str(x) for x in data["context_names"]] if "context_names" in data.files else []
+            cnames = (
+                [str(x) for x in data["context_names"]] if "context_names" in data.files else []
+            )
             anames = [str(x) for x in data["arm_names"]] if "arm_names" in data.files else []
         except ValueError as exc:  # object arrays need pickle, which we refuse
             raise InputError("table", f"arrays must be numeric, not objects: {exc}") from exc
@@ -97,9 +105,15 @@ def validate_table(t: CostTable) -> CostTable:
     return CostTable(contexts, t.arms.astype(float), costs, t.context_names, t.arm_names)
 
 
-def relax_table(variance: str, T: int = 3000, seed: int = 0, m: int = 10,
-                omegas: np.ndarray = PAPER_OMEGAS, tol: float = 1e-8,
-                max_iters: int = 100_000) -> CostTable:
+def relax_table(
+    variance: str,
+    T: int = 3000,
+    seed: int = 0,
+    m: int = 10,
+    omegas: np.ndarray = PAPER_OMEGAS,
+    tol: float = 1e-8,
+    max_iters: int = 100_000,
+) -> CostTable:
     """The setup of Khodak et al. (ICLR 2024): A = 5-point Laplacian on an m x m grid, instance
     t is A + c_t I, c_t = -0.15 + 0.6 Beta(2, 6) ("low") or Beta(0.5, 1.5) ("high"), a fresh
     rhs per instance, SOR until relative residual < tol; cost = iterations."""
@@ -109,9 +123,22 @@ def relax_table(variance: str, T: int = 3000, seed: int = 0, m: int = 10,
     n = m * m
     rhs = np.stack([paper_rhs(n, rng) for _ in range(T)], axis=1)
     K = len(omegas)
-    costs = sor_iterations(
-        laplace2d(m), np.repeat(shifts, K), np.tile(omegas, T), np.repeat(rhs, K, axis=1),
-        tol=tol, max_iters=max_iters,
-    ).reshape(T, K).astype(float)
-    return CostTable(shifts[:, None], np.asarray(omegas, float), costs, ["shift"],
-                     [f"omega={w:.2f}" for w in omegas])
+    costs = (
+        sor_iterations(
+            laplace2d(m),
+            np.repeat(shifts, K),
+            np.tile(omegas, T),
+            np.repeat(rhs, K, axis=1),
+            tol=tol,
+            max_iters=max_iters,
+        )
+        .reshape(T, K)
+        .astype(float)
+    )
+    return CostTable(
+        shifts[:, None],
+        np.asarray(omegas, float),
+        costs,
+        ["shift"],
+        [f"omega={w:.2f}" for w in omegas],
+    )

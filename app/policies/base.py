@@ -12,6 +12,7 @@ Contract shared by every policy:
 
 from __future__ import annotations
 
+import base64
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -111,6 +112,13 @@ class Policy(ABC):
 
 def _encode(value: Any) -> Any:
     if isinstance(value, np.ndarray):
+        if value.size > 64:  # exact and ~3x smaller than JSON numbers (covariances are big)
+            raw = np.ascontiguousarray(value).tobytes()
+            return {
+                "__b64__": base64.b64encode(raw).decode("ascii"),
+                "dtype": str(value.dtype),
+                "shape": list(value.shape),
+            }
         return {"__nd__": value.tolist(), "dtype": str(value.dtype), "shape": list(value.shape)}
     if isinstance(value, np.generic):
         return value.item()
@@ -122,6 +130,9 @@ def _encode(value: Any) -> Any:
 
 
 def _decode(value: Any) -> Any:
+    if isinstance(value, dict) and "__b64__" in value:
+        buf = base64.b64decode(value["__b64__"])
+        return np.frombuffer(buf, dtype=value["dtype"]).reshape(value["shape"]).copy()
     if isinstance(value, dict) and "__nd__" in value:
         return np.asarray(value["__nd__"], dtype=value["dtype"]).reshape(value["shape"])
     if isinstance(value, list):

@@ -12,9 +12,18 @@ from app.policies.ridge import PerArmRidge, feature_map
 
 
 class _LinearBase(Policy):
-    def __init__(self, n_arms: int, n_features: int, *, features: str = "chebyshev",
-                 degree: int = 3, lam: float = 1.0, alpha: float = 1.0, log_cost: bool = True,
-                 **kw: Any) -> None:
+    def __init__(
+        self,
+        n_arms: int,
+        n_features: int,
+        *,
+        features: str = "chebyshev",
+        degree: int = 3,
+        lam: float = 1.0,
+        alpha: float = 1.0,
+        log_cost: bool = True,
+        **kw: Any,
+    ) -> None:
         super().__init__(n_arms, n_features, **kw)
         self.model = PerArmRidge(n_arms, max(n_features, 1), feature_map(features, degree), lam)
         self.alpha = float(alpha)

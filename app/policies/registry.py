@@ -9,6 +9,7 @@ import numpy as np
 from app.policies.base import Policy
 from app.policies.epsilon_greedy import EpsilonGreedyPolicy
 from app.policies.fixed import FixedPolicy
+from app.policies.guard import ConservativeGuard
 from app.policies.linear import LinTSPolicy, LinUCBPolicy
 from app.policies.random_policy import RandomPolicy
 from app.policies.smooth_ts import SmoothTSPolicy
@@ -20,8 +21,16 @@ from app.policies.ucb1 import UCB1Policy
 POLICIES: dict[str, type[Policy]] = {
     cls.name: cls
     for cls in (
-        FixedPolicy, RandomPolicy, EpsilonGreedyPolicy, UCB1Policy, ThompsonPolicy,
-        TsallisInfPolicy, ChebCBPolicy, SquareCBPolicy, LinUCBPolicy, LinTSPolicy,
+        FixedPolicy,
+        RandomPolicy,
+        EpsilonGreedyPolicy,
+        UCB1Policy,
+        ThompsonPolicy,
+        TsallisInfPolicy,
+        ChebCBPolicy,
+        SquareCBPolicy,
+        LinUCBPolicy,
+        LinTSPolicy,
         SmoothTSPolicy,
     )
 }
@@ -51,7 +60,16 @@ def make_policy(
     cls = POLICIES.get(real)
     if cls is None:
         raise ValueError(f"policy={name!r} is unknown; choose one of {', '.join(policy_names())}")
+    cfg = dict(config or {})
+    guard = cfg.pop("guard", None)
     try:
-        return cls(n_arms, n_features, arms=arms, seed=seed, **(config or {}))
+        policy = cls(n_arms, n_features, arms=arms, seed=seed, **cfg)
     except TypeError as exc:
         raise ValueError(f"policy_config for {real!r} is invalid: {exc}") from exc
+    if guard is not None:
+        if not isinstance(guard, dict) or set(guard) != {"baseline_arm", "tolerance"}:
+            raise ValueError(
+                "policy_config.guard must be {'baseline_arm': int, 'tolerance': float}"
+            )
+        return ConservativeGuard(policy, guard["baseline_arm"], guard["tolerance"])
+    return policy

@@ -27,8 +27,9 @@ def feature_map(name: str, degree: int) -> FeatureMap:
 class PerArmRidge:
     """Not thread-safe. State: scaler range, buffer, per-arm (A, b). Targets as given."""
 
-    def __init__(self, n_arms: int, n_features: int, fmap: FeatureMap, lam: float = 1.0,
-                 buffer: int = 20_000) -> None:
+    def __init__(
+        self, n_arms: int, n_features: int, fmap: FeatureMap, lam: float = 1.0, buffer: int = 20_000
+    ) -> None:
         self.K = n_arms
         self.fmap = fmap
         self.lam = lam
@@ -47,9 +48,9 @@ class PerArmRidge:
 
     def add(self, x: np.ndarray, arm: int, y: float) -> None:
         changed = self.scaler.observe(x)
-        self.buf_x = np.vstack([self.buf_x, x[None, :]])[-self.buffer_size:]
-        self.buf_a = np.append(self.buf_a, arm)[-self.buffer_size:]
-        self.buf_y = np.append(self.buf_y, y)[-self.buffer_size:]
+        self.buf_x = np.vstack([self.buf_x, x[None, :]])[-self.buffer_size :]
+        self.buf_a = np.append(self.buf_a, arm)[-self.buffer_size :]
+        self.buf_y = np.append(self.buf_y, y)[-self.buffer_size :]
         if changed:
             self.refit()
             return
@@ -59,8 +60,11 @@ class PerArmRidge:
         self.n[arm] += 1
 
     def refit(self) -> None:
-        F = self.fmap(np.stack([self.scaler.scale(x) for x in self.buf_x])) if len(
-            self.buf_x) else np.zeros((0, self.P))
+        F = (
+            self.fmap(np.stack([self.scaler.scale(x) for x in self.buf_x]))
+            if len(self.buf_x)
+            else np.zeros((0, self.P))
+        )
         self.A = np.tile(np.eye(self.P) * self.lam, (self.K, 1, 1))
         self.b = np.zeros((self.K, self.P))
         self.n = np.zeros(self.K)
@@ -83,8 +87,11 @@ class PerArmRidge:
     state_fields = ("A", "b", "n", "buf_x", "buf_a", "buf_y")
 
     def get_state(self) -> dict[str, object]:
-        return {"lo": self.scaler.lo, "hi": self.scaler.hi,
-                **{k: getattr(self, k) for k in self.state_fields}}
+        return {
+            "lo": self.scaler.lo,
+            "hi": self.scaler.hi,
+            **{k: getattr(self, k) for k in self.state_fields},
+        }
 
     def set_state(self, s: dict[str, object]) -> None:
         self.scaler.lo = np.asarray(s["lo"], float)

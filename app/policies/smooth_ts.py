@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from app.policies.base import Decision, Policy
-from app.policies.features import RangeScaler, hat_basis
+from app.policies.features import RangeScaler
 
 
 def second_diff(n: int) -> np.ndarray:
@@ -35,6 +35,32 @@ def second_diff(n: int) -> np.ndarray:
     for i in range(n - 2):
         D[i, i : i + 3] = (1.0, -2.0, 1.0)
     return D
+
+
+def divided_second_diff(knots: np.ndarray) -> np.ndarray:
+    """Second differences of a function sampled at non-uniform ``knots`` (slope changes),
+    scaled so that equispaced knots give the plain (1, -2, 1) stencil."""
+    n = len(knots)
+    if n < 3:
+        return np.zeros((0, n))
+    h = np.diff(knots)
+    hbar = float(np.mean(h))
+    D = np.zeros((n - 2, n))
+    for i in range(n - 2):
+        a, b = hbar / h[i], hbar / h[i + 1]
+        D[i, i : i + 3] = (a, -(a + b), b)
+    return D
+
+
+def hat_weights(x: float, knots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and weights of the piecewise-linear interpolant at x (clipped to the ends)."""
+    if x <= knots[0]:
+        return np.array([0]), np.array([1.0])
+    if x >= knots[-1]:
+        return np.array([len(knots) - 1]), np.array([1.0])
+    j = int(np.searchsorted(knots, x, side="right")) - 1
+    t = (x - knots[j]) / (knots[j + 1] - knots[j])
+    return np.array([j, j + 1]), np.array([1.0 - t, t])
 
 
 def first_diff(n: int) -> np.ndarray:
@@ -59,12 +85,16 @@ class SmoothTSPolicy(Policy):
         *,
         knots: int | None = None,
         arm_smooth: float = 4.0,
+        arm_slope: float = 0.04,
+        bowl: float = 0.5,
+        trend: float = 0.2,
         context_smooth: float = 4.0,
         ridge: float = 1e-4,
-        explore: float = 1.0,
+        explore: float = 0.8,
         noise: float = 0.1,
         min_noise: float = 0.02,
         mc: int = 256,
+        min_prob: float = 0.02,
         buffer: int = 20_000,
         ordered_arms: bool | None = None,
         **kw: Any,
@@ -89,8 +119,27 @@ class SmoothTSPolicy(Policy):
         self.noise0 = float(noise)
         self.min_noise = float(min_noise)
         self.mc = int(mc)
+        if not 0.0 <= float(min_prob) < 1.0 / n_arms + 1e-12 and n_arms > 1:
+            raise ValueError(f"policy_config.min_prob={min_prob} must be in [0, 1/K]")
+        self.min_prob = float(min_prob)
         self.buffer_size = int(buffer)
-        self.prior = self._prior_precision(float(ridge), float(arm_smooth), float(context_smooth))
+        self.hyper = (
+            float(ridge),
+            float(arm_smooth),
+            float(context_smooth),
+            float(arm_slope),
+            float(trend),
+        )
+        # Prior mean over the grid: a shallow convex bowl across ordered arms (an interior
+        # optimum is likelier than an end), ``bowl`` log-units higher at the ends.
+        shape = np.zeros(n_arms)
+        if self.ordered and n_arms >= 3:
+            u = np.linspace(-1.0, 1.0, n_arms)
+            shape = float(bowl) * u**2
+        self.mu0 = np.tile(shape, self.J)
+        self.knots = [np.linspace(-1.0, 1.0, self.G) for _ in range(d)]
+        self.next_refit = 32
+        self.prior = self._prior_precision(*self.hyper)
         self.scaler = RangeScaler(max(d, 1))
         self._reset_posterior()
         self.y0 = 0.0
@@ -100,21 +149,27 @@ class SmoothTSPolicy(Policy):
         self.buf = np.zeros((0, d + 2))  # rows: context..., arm, y
 
     # ----------------------------------------------------------------- model
-    def _prior_precision(self, ridge: float, arm_s: float, ctx_s: float) -> np.ndarray:
+    def _prior_precision(
+        self, ridge: float, arm_s: float, ctx_s: float, arm_slope: float, trend: float
+    ) -> np.ndarray:
         K, G, d = self.n_arms, self.G, self.d
         Lam = ridge * np.eye(self.P)
         if self.ordered and K >= 3:
             Da = second_diff(K)
             Lam += arm_s * np.kron(np.eye(self.J), Da.T @ Da)
             Da1 = first_diff(K)
-            Lam += 0.01 * arm_s * np.kron(np.eye(self.J), Da1.T @ Da1)
+            Lam += arm_slope * np.kron(np.eye(self.J), Da1.T @ Da1)
+            # The global slope across arms (log-units end to end) is what the second
+            # difference leaves free; bound it without penalizing steep local sides.
+            v = np.linspace(-1.0, 1.0, K)
+            v = v / (v @ v)  # v @ theta_row = least-squares end-to-end half-slope
+            Lam += trend * np.kron(np.eye(self.J), np.outer(v, v))
         if d > 0 and G >= 3:
-            Dc = second_diff(G)
-            Mc = Dc.T @ Dc
             for j in range(d):  # smooth along each context axis of the tensor grid
+                Dc = divided_second_diff(self.knots[j])
                 mats = [np.eye(G)] * d
-                mats[j] = Mc
-                full = mats[0]
+                mats[j] = Dc.T @ Dc
+                full: np.ndarray = mats[0]
                 for m in mats[1:]:
                     full = np.kron(full, m)
                 Lam += ctx_s * np.kron(full, np.eye(K))
@@ -122,15 +177,18 @@ class SmoothTSPolicy(Policy):
 
     def _reset_posterior(self) -> None:
         self.S = np.linalg.inv(self.prior)
-        self.mu = np.zeros(self.P)
+        self.mu = self.mu0.copy()
 
     def _basis(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Active context-grid indices and weights at x."""
         if self.d == 0:
             return np.zeros(1, dtype=np.int64), np.ones(1)
-        w = hat_basis(self.scaler.scale(x)[None, :], self.G)[0]
-        idx = np.flatnonzero(w > 0)
-        return idx, w[idx]
+        idx, w = hat_weights(float(x[0]), self.knots[0])
+        for j in range(1, self.d):
+            ij, wj = hat_weights(float(x[j]), self.knots[j])
+            idx = (idx[:, None] * self.G + ij[None, :]).reshape(-1)
+            w = (w[:, None] * wj[None, :]).reshape(-1)
+        return idx, w
 
     def _sigma2(self) -> float:
         if self.resid_n < 5:
@@ -149,7 +207,30 @@ class SmoothTSPolicy(Policy):
         self.S -= np.outer(k, Sphi)
         return r * r - phiSphi  # noise part of the squared predictive error
 
+    def _place_knots(self) -> None:
+        """Knots at quantiles of the contexts seen (resolution where the data is), spanning
+        the learnt range, with a minimum spacing so none collapse."""
+        for j in range(self.d):
+            lo, hi = float(self.scaler.lo[j]), float(self.scaler.hi[j])
+            width = max(hi - lo, 1e-9)
+            q = (
+                np.quantile(self.buf[:, j], np.linspace(0.0, 1.0, self.G))
+                if len(self.buf)
+                else np.linspace(lo, hi, self.G)
+            )
+            # Blend quantile and uniform knots: adaptive, but never blind to the tails.
+            k = 0.5 * q + 0.5 * np.linspace(lo, hi, self.G)
+            k[0], k[-1] = lo, hi
+            k = np.maximum.accumulate(k)
+            min_gap = 0.2 * width / (self.G - 1)
+            for i in range(1, self.G):
+                k[i] = max(k[i], k[i - 1] + min_gap)
+            self.knots[j] = k * (width / (k[-1] - k[0])) + (lo - k[0] * width / (k[-1] - k[0]))
+        self.prior = self._prior_precision(*self.hyper)
+
     def _refit(self) -> None:
+        if self.d:
+            self._place_knots()
         self._reset_posterior()
         w = 1.0 / self._sigma2()
         Lam = self.prior.copy()
@@ -161,12 +242,12 @@ class SmoothTSPolicy(Policy):
             h[idx] += w * gw * (row[self.d + 1] - self.y0)
         self.S = np.linalg.inv(Lam)
         self.S = (self.S + self.S.T) / 2.0
-        self.mu = self.S @ h
+        self.mu = self.S @ (h + self.prior @ self.mu0)
 
     def _predictive(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         gi, gw = self._basis(x)
         K = self.n_arms
-        idx = (gi[None, :] * K + np.arange(K)[:, None])  # (K, J_active)
+        idx = gi[None, :] * K + np.arange(K)[:, None]  # (K, J_active)
         mean = (self.mu[idx] * gw).sum(axis=1) + self.y0
         flat = idx.reshape(-1)
         sub = self.S[np.ix_(flat, flat)].reshape(K, len(gi), K, len(gi))
@@ -186,15 +267,26 @@ class SmoothTSPolicy(Policy):
         return mean + z @ L.T
 
     # ----------------------------------------------------------------- interface
+    def _distribution(self, context: np.ndarray, key: int) -> tuple[np.ndarray, float]:
+        """Posterior probability that each arm is cheapest (Monte Carlo), with arms below
+        ``min_prob`` pruned: a one-in-hundreds draw at an expensive context costs more than
+        the information it buys. Returns (distribution, uniform for the choice)."""
+        draws = self._draws(context, key)
+        p = np.bincount(np.argmin(draws, axis=1), minlength=self.n_arms) / len(draws)
+        p = np.where(p >= self.min_prob, p, 0.0)
+        p = p / p.sum()
+        u = float(self.rng(key + 0x5BD1E995).random())
+        return p, u
+
     def choose(self, context: np.ndarray, key: int) -> Decision:
-        winners = np.argmin(self._draws(context, key), axis=1)
-        arm = int(winners[0])
-        p = float(np.mean(winners == arm))
-        return Decision(arm, p, "exploit" if p >= 0.5 else "explore")
+        p, u = self._distribution(context, key)
+        arm = min(int(np.searchsorted(np.cumsum(p), u, side="right")), self.n_arms - 1)
+        while p[arm] == 0.0:  # guard against rounding at the top of the cumulative sum
+            arm -= 1
+        return Decision(arm, float(p[arm]), "exploit" if p[arm] >= 0.5 else "explore")
 
     def probabilities(self, context: np.ndarray, key: int, draws: int = 64) -> np.ndarray:
-        winners = np.argmin(self._draws(context, key), axis=1)
-        return np.bincount(winners, minlength=self.n_arms) / len(winners)
+        return self._distribution(context, key)[0]
 
     def _update(self, context: np.ndarray, arm: int, cost: float) -> None:
         y = float(np.log1p(cost))
@@ -205,7 +297,10 @@ class SmoothTSPolicy(Policy):
         if len(self.buf) > self.buffer_size:
             self.buf = self.buf[-self.buffer_size :]
         changed = self.d > 0 and self.scaler.observe(x)
-        if changed:
+        n = len(self.buf)
+        if changed or (self.d > 0 and n >= self.next_refit):
+            if n >= self.next_refit:
+                self.next_refit *= 2  # O(log T) refits: amortized O(1) per update
             self._refit()
             return
         r2 = self._rls(x, arm, y, 1.0 / self._sigma2())
@@ -213,12 +308,24 @@ class SmoothTSPolicy(Policy):
         self.resid_n += 1
 
     def _extra_state(self) -> dict[str, Any]:
-        return {"S": self.S, "mu": self.mu, "buf": self.buf, "lo": self.scaler.lo,
-                "hi": self.scaler.hi, "y0": self.y0, "have_y0": self.have_y0,
-                "resid": [self.resid_ss, self.resid_n]}
+        return {
+            "S": self.S,
+            "mu": self.mu,
+            "buf": self.buf,
+            "lo": self.scaler.lo,
+            "knots": list(self.knots),
+            "next_refit": self.next_refit,
+            "hi": self.scaler.hi,
+            "y0": self.y0,
+            "have_y0": self.have_y0,
+            "resid": [self.resid_ss, self.resid_n],
+        }
 
     def _load_extra_state(self, s: dict[str, Any]) -> None:
         self.S, self.mu, self.buf = s["S"], s["mu"], s["buf"]
+        self.knots = [np.asarray(k, float) for k in s["knots"]]
+        self.next_refit = int(s["next_refit"])
+        self.prior = self._prior_precision(*self.hyper)
         self.scaler.lo, self.scaler.hi = np.asarray(s["lo"]), np.asarray(s["hi"])
         self.y0, self.have_y0 = float(s["y0"]), bool(s["have_y0"])
         self.resid_ss, self.resid_n = (float(v) for v in s["resid"])

@@ -58,6 +58,31 @@ def test_demo_on_the_embedded_default_then_status_and_results(tmp_path: Path) ->
     assert len(rows) == 40 and all(r["status"] == "succeeded" for r in rows)
     csv_out = banditq("results", names[0], "--format", "csv", cwd=tmp_path).stdout.splitlines()
     assert csv_out[0].startswith("campaign,") and len(csv_out) == 41
+    ope = banditq(
+        "ope", names[0], "--policy", "fixed", "--config", '{"arm": 12}', "--json", cwd=tmp_path
+    )
+    assert ope.returncode == 0, ope.stderr
+    est = json.loads(ope.stdout)
+    assert est["rounds"] == 40 and est["logging_policy"] == "smooth-ts"
+    assert {"ips", "snips", "dr", "ips_ci", "warnings", "effective_sample_size"} <= set(est)
+
+
+def test_replay_command(tmp_path: Path) -> None:
+    from tests.unit.test_policies import synthetic_table
+
+    synthetic_table(200).save(tmp_path / "t.npz")
+    out = banditq("replay", "t.npz", "--policy", "default", "--seed", "1", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["T"] == 200 and res["K"] == 8 and res["policy"] == "smooth-ts"
+    assert res["ratio_to_oracle"] >= 1.0
+    import numpy as np
+
+    np.savez(tmp_path / "bad.npz", contexts=np.zeros((3, 1)), arms=np.arange(2.0))
+    bad = banditq("replay", "bad.npz", cwd=tmp_path)
+    assert bad.returncode == 2 and "costs: missing" in bad.stderr
+    bad = banditq("replay", "t.npz", "--policy", "nope", cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown" in bad.stderr
 
 
 def test_unknown_campaign_is_a_clear_error(tmp_path: Path) -> None:
