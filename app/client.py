@@ -152,6 +152,7 @@ class Client:
         exist_ok: bool = False,
         warm_start_from: Sequence[str] | None = None,
         settings: Mapping[str, Any] | None = None,
+        max_trial_seconds: float | None = None,
     ) -> Campaign:
         """Create a campaign (validated in full before anything is written)."""
         if not isinstance(name, str) or not NAME_RE.match(name):
@@ -180,6 +181,12 @@ class Client:
         ):
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise InputError(fld, f"must be an integer >= {lo}, got {v!r}")
+        extra = dict(settings or {})
+        if max_trial_seconds is not None:
+            mts = max_trial_seconds
+            if isinstance(mts, bool) or not isinstance(mts, int | float) or not 0 < mts < 1e7:
+                raise InputError("max_trial_seconds", f"must be a positive number, got {mts!r}")
+            extra["limits"] = {**extra.get("limits", {}), "max_seconds": float(mts)}
         config = dict(policy_config or {})
         try:  # build once now so a bad config fails here, not in the scheduler
             probe = make_policy(
@@ -207,7 +214,7 @@ class Client:
                 seed=seed,
                 max_in_flight=max_in_flight,
                 max_attempts=max_attempts,
-                settings=dict(settings or {}),
+                settings=extra,
             )
             s.add(row)
             s.flush()

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kombu
@@ -382,12 +382,19 @@ class Scheduler:
         return out
 
     def _publish(self, payloads: list[dict[str, Any]]) -> None:
-        """Send trials, then mark them published (the outbox relay retries the rest)."""
+        """Send trials, then mark them published with a lease (the outbox relay retries the
+        unpublished; the sweep re-issues trials whose lease ran out)."""
         sent = self._send(payloads)
         if sent:
+            now = _now()
             with self.Session() as session, session.begin():
                 session.execute(
-                    update(Trial).where(Trial.uuid.in_(sent)).values(published_at=_now())
+                    update(Trial)
+                    .where(Trial.uuid.in_(sent))
+                    .values(
+                        published_at=now,
+                        lease_expires_at=now + timedelta(seconds=self.settings.lease_seconds),
+                    )
                 )
 
     def _send(self, payloads: list[dict[str, Any]]) -> list[str]:
@@ -402,6 +409,10 @@ class Scheduler:
                         queue=self.settings.queue,
                         producer=producer,
                         retry=True,
+                        # Celery would saferepr() the whole payload for its logs: costly.
+                        argsrepr=f"trial {p['trial']} attempt {p['attempt']}",
+                        kwargsrepr="{}",
+                        **_time_limits(p),
                     )
                     sent.append(p["trial"])
         except Exception as exc:
@@ -447,8 +458,71 @@ class Scheduler:
         if payloads:
             log.info("outbox: publishing %d committed but unpublished trial(s)", len(payloads))
             self._publish(payloads)
+        self._expire_leases()
         n = self.step() if cids else 0
         return n + len(payloads)
+
+    def _expire_leases(self) -> None:
+        """A trial with no result when its lease runs out (its message was lost, or its worker
+        died for good) is re-issued as a new attempt, up to the campaign's max_attempts; then
+        it is failed with the reason. A late result of an old attempt is ignored (fenced)."""
+        now = _now()
+        reissue: list[dict[str, Any]] = []
+        with self.Session() as session, session.begin():
+            expired = session.execute(
+                select(
+                    Trial.id,
+                    Trial.uuid,
+                    Trial.attempt,
+                    Trial.campaign_id,
+                    Trial.arm_index,
+                    Trial.instance_id,
+                    Instance.spec,
+                )
+                .join(Instance, Instance.id == Trial.instance_id)
+                .where(Trial.state.in_(OPEN_STATES), Trial.lease_expires_at < now)
+                .limit(self.batch_size)
+            ).all()
+            for e in expired:
+                rt = self._runtime(session, e.campaign_id)
+                if e.attempt >= rt.max_attempts:
+                    reason = (
+                        f"failed: no result after {e.attempt} attempt(s) of "
+                        f"{self.settings.lease_seconds:g} s lease each"
+                    )
+                    session.execute(
+                        update(Trial)
+                        .where(Trial.id == e.id)
+                        .values(state="failed", error=reason, finished_at=now)
+                    )
+                    session.execute(
+                        update(Instance).where(Instance.id == e.instance_id).values(status="failed")
+                    )
+                    rt.in_flight = max(0, rt.in_flight - 1)
+                    rt.maybe_pending = True
+                    self.metrics.inc("failures")
+                    log.warning("trial %s %s", e.uuid, reason)
+                    continue
+                session.execute(
+                    update(Trial)
+                    .where(Trial.id == e.id)
+                    .values(attempt=e.attempt + 1, published_at=None, lease_expires_at=None)
+                )
+                self.metrics.inc("lease_expiries")
+                reissue.append(
+                    trial_payload(
+                        e.uuid,
+                        e.attempt + 1,
+                        rt.name,
+                        rt.kind,
+                        e.spec,
+                        rt.arm_values[e.arm_index],
+                        rt.settings.get("limits", {}),
+                    )
+                )
+        if reissue:
+            log.warning("lease expired for %d trial(s); re-issuing as new attempts", len(reissue))
+            self._publish(reissue)
 
     def snapshot_all(self) -> None:
         with self.Session() as session, session.begin():
@@ -464,6 +538,15 @@ class Scheduler:
                 )
                 or 0
             )
+
+
+def _time_limits(payload: dict[str, Any]) -> dict[str, float]:
+    """A trial past ``max_seconds`` gets SoftTimeLimitExceeded (recorded as timed out); the
+    hard limit a little later kills a child that ignores it."""
+    secs = (payload.get("limits") or {}).get("max_seconds")
+    if isinstance(secs, int | float) and not isinstance(secs, bool) and secs > 0:
+        return {"soft_time_limit": float(secs), "time_limit": float(secs) + 10.0}
+    return {}
 
 
 def _valid_cost(v: Any) -> bool:

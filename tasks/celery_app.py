@@ -38,6 +38,9 @@ def make_celery(settings: Settings) -> Celery:
         "task_default_routing_key": settings.queue,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
+        # No remote control: its exclusive pidbox queue outlives a SIGKILLed worker on the
+        # broker and makes the restarted worker (same name) die with RESOURCE_LOCKED.
+        "worker_enable_remote_control": False,
         "imports": ["tasks.run_trial"],
     }
     app.conf.update(conf)

@@ -11,9 +11,11 @@ import os
 import socket
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from app.errors import InputError
 from tasks.kinds import get_kind
@@ -58,6 +60,9 @@ def execute(payload: dict[str, Any], worker: str) -> dict[str, Any]:
         )
     except InputError as exc:
         base.update(status="failed", error=f"invalid input: {exc}")
+    except SoftTimeLimitExceeded:
+        limit = (payload.get("limits") or {}).get("max_seconds")
+        base.update(status="failed", error=f"timed out: past the {limit} s wall-time limit")
     except Exception as exc:  # a trial's crash is a result, not a lost message
         log.warning("trial %s failed: %s", base["trial"], exc)
         tb = traceback.format_exc(limit=5)
@@ -67,12 +72,44 @@ def execute(payload: dict[str, Any], worker: str) -> dict[str, Any]:
     return base
 
 
+MAX_CRASHES = 3
+
+
+def _journal(app: Celery, payload: Any) -> Path | None:
+    """A per-host file counting starts of this trial attempt: a trial that kills its worker
+    process every time would otherwise be redelivered forever (reject_on_worker_lost)."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("trial"), str):
+        return None
+    folder = app.conf["banditq_settings"].home / "crash-journal"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = "".join(
+        c for c in f"{payload['trial']}-{payload.get('attempt')}" if c.isalnum() or c == "-"
+    )
+    return folder / name
+
+
 def register(app: Celery) -> None:
     @app.task(name=RUN_TRIAL_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
     def run_trial(self: Task, payload: dict[str, Any]) -> None:
         worker = self.request.hostname or f"{socket.gethostname()}:{os.getpid()}"
-        message = execute(payload, worker)
+        journal = _journal(app, payload)
+        starts = int(journal.read_text() or 0) + 1 if journal and journal.exists() else 1
+        if journal is not None and starts > MAX_CRASHES:
+            log.error(
+                "trial %s killed its worker %d times; failing it", payload["trial"], starts - 1
+            )
+            message = execute({**payload, "v": -1}, worker)
+            message.update(
+                status="failed",
+                error=f"worker process died {starts - 1} times running this trial; not retried",
+            )
+        else:
+            if journal is not None:
+                journal.write_text(str(starts))
+            message = execute(payload, worker)
         publish_result(app, message)
+        if journal is not None:
+            journal.unlink(missing_ok=True)
 
 
 def publish_result(app: Celery, message: dict[str, Any]) -> None:

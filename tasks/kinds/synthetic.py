@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
 import time
 from typing import Any
 
@@ -44,9 +46,13 @@ class SleepKind(TrialKind):
         out: dict[str, Any] = {}
         if "seconds" in spec:
             out["seconds"] = _number(spec, "seconds", 0.0, MAX_SLEEP)
+        if spec.get("kill_worker") is True:  # fault injection: the process dies mid-trial
+            out["kill_worker"] = True
         return out
 
     def run(self, spec: dict[str, Any], arm: dict[str, Any]) -> Outcome:
+        if spec.get("kill_worker") is True:
+            os.kill(os.getpid(), signal.SIGKILL)
         seconds = float(spec.get("seconds", arm.get("seconds", 0.0)))
         time.sleep(min(seconds, MAX_SLEEP))
         return Outcome(cost=seconds, device="cpu")

@@ -206,3 +206,61 @@ def test_each_policy_runs_a_campaign(embedded_settings: Settings, policy: str) -
     assert len(rows) == 8 and all(r["status"] == "succeeded" for r in rows)
     if policy == "fixed":
         assert all(r["propensity"] == 1.0 and r["arm"] == {"omega": 1.0} for r in rows)
+
+
+def test_expired_lease_reissues_then_fails_with_the_reason(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings(home=tmp_path, lease_seconds=0.0)
+    client = Client(settings=settings)
+    camp = _campaign(client, max_in_flight=1, n=2, max_attempts=2)
+    sch = InlineScheduler(settings)
+    sch.sweep()  # decides and publishes instance 0 (attempt 1) ...
+    lost = sch.published.pop(0)  # ... whose message is then lost
+    sch.sweep()  # lease ran out: re-issued as attempt 2
+    assert [p["attempt"] for p in sch.published] == [2]
+    sch.feed(execute(lost, "late-worker"))  # a late result of attempt 1 is fenced off
+    sch.step()
+    sch.published.clear()  # attempt 2 is lost too
+    sch.sweep()  # max_attempts reached: failed with the reason; the campaign goes on
+    with client.Session() as s:
+        assert s.scalar(select(func.count()).select_from(Result)) == 0
+    settings2 = Settings(home=tmp_path, lease_seconds=300.0)
+    InlineScheduler(settings2).run_until_idle()
+    rows = camp.results()
+    assert [r["status"] for r in rows] == ["failed", "succeeded"]
+    assert "no result after 2 attempt(s)" in rows[0]["error"]
+
+
+def test_sql_statements_per_decided_trial_do_not_grow_with_history(
+    embedded_settings: Settings,
+) -> None:
+    from sqlalchemy import event
+
+    client = Client(settings=embedded_settings)
+    camp = client.create_campaign(
+        "h",
+        "noop",
+        [{"cost": float(i)} for i in range(5)],
+        context_features=["x"],
+        max_in_flight=10,
+    )
+    camp.submit_many([(None, {"x": float(i % 7)}) for i in range(700)])
+    sch = InlineScheduler(embedded_settings)
+    counts: list[int] = []
+    statements = [0]
+
+    @event.listens_for(sch.engine, "before_cursor_execute")
+    def _count(*_a: object) -> None:
+        statements[0] += 1
+
+    sch.sweep()
+    done = 0
+    while done < 690:
+        batch, sch.published = sch.published, []
+        for p in batch:
+            sch.feed(execute(p, "w"))
+        statements[0] = 0
+        sch.step()  # records 10 results, decides 10 trials
+        done += len(batch)
+        if done in (50, 650):
+            counts.append(statements[0])
+    assert len(counts) == 2 and counts[0] == counts[1]  # constant, not growing with history
