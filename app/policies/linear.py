@@ -1,5 +1,5 @@
-"""``linucb`` and ``lin-ts``: per-arm linear models on a feature map of the context (costs are
-minimized, so LinUCB uses the lower confidence bound)."""
+"""``linucb`` (and the base of ``lin-ts``): per-arm linear models on a feature map of the
+context (costs are minimized, so LinUCB uses the lower confidence bound)."""
 
 from __future__ import annotations
 
@@ -64,23 +64,3 @@ class LinUCBPolicy(_LinearBase):
             return Decision(int(untried[0]), 1.0, "initial")
         mean, width, _f = self.model.predict(self._x(context))
         return Decision(softmin_argmin(mean - self.alpha * self._sigma() * width), 1.0, "lcb")
-
-
-class LinTSPolicy(_LinearBase):
-    """Linear Thompson sampling (Agrawal and Goyal 2013) per arm; propensity by Monte Carlo."""
-
-    name = "lin-ts"
-
-    def _draws(self, context: np.ndarray, key: int, n: int) -> np.ndarray:
-        mean, width, _f = self.model.predict(self._x(context))
-        # Per arm the predictive is N(mean, (v*sigma*width)^2): sample it directly.
-        z = self.rng(key).standard_normal((n, self.n_arms))
-        return mean + self.alpha * self._sigma() * width * z
-
-    def choose(self, context: np.ndarray, key: int) -> Decision:
-        untried = np.flatnonzero(self.model.n == 0)
-        if untried.size:
-            return Decision(int(untried[0]), 1.0, "initial")
-        winners = np.argmin(self._draws(context, key, 256), axis=1)
-        arm = int(winners[0])
-        return Decision(arm, float(np.mean(winners == arm)), "sample")

@@ -7,13 +7,15 @@ from typing import Any
 import numpy as np
 
 from app.policies.base import Policy
+from app.policies.chebcb import ChebCBPolicy
 from app.policies.epsilon_greedy import EpsilonGreedyPolicy
 from app.policies.fixed import FixedPolicy
 from app.policies.guard import ConservativeGuard
-from app.policies.linear import LinTSPolicy, LinUCBPolicy
+from app.policies.lin_ts import LinTSPolicy
+from app.policies.linear import LinUCBPolicy
 from app.policies.random_policy import RandomPolicy
 from app.policies.smooth_ts import SmoothTSPolicy
-from app.policies.squarecb import ChebCBPolicy, SquareCBPolicy
+from app.policies.squarecb import SquareCBPolicy
 from app.policies.thompson import ThompsonPolicy
 from app.policies.tsallis_inf import TsallisInfPolicy
 from app.policies.ucb1 import UCB1Policy

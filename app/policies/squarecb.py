@@ -1,6 +1,4 @@
-"""``squarecb``: inverse-gap weighting over a regression oracle (Foster and Rakhlin 2020);
-``chebcb`` is the same with the paper's oracle (per-arm least squares on Chebyshev features of
-degree 5, Khodak et al. 2024)."""
+"""``squarecb``: inverse-gap weighting over a regression oracle (Foster and Rakhlin 2020)."""
 
 from __future__ import annotations
 
@@ -78,18 +76,3 @@ class SquareCBPolicy(Policy):
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         self.model.set_state(state["model"])
         self.scale = float(state["scale"])
-
-
-class ChebCBPolicy(SquareCBPolicy):
-    """Faithful baseline: Chebyshev degree 5, raw costs (iterations), IGW exploration."""
-
-    name = "chebcb"
-
-    def __init__(self, n_arms: int, n_features: int, **kw: Any) -> None:
-        kw.setdefault("features", "chebyshev")
-        kw.setdefault("degree", 5)
-        kw.setdefault("lam", 1e-3)
-        # Calibrated on the low-variance table to the paper's ~1.11x (costs are scaled by the
-        # largest seen, so IGW needs a large gamma to stop exploring uniformly).
-        kw.setdefault("gamma0", 100.0)
-        super().__init__(n_arms, n_features, **kw)
