@@ -67,6 +67,23 @@ def db_downgrade(
     typer.echo(f"database at revision {revision}")
 
 
+@db_cli.command("grant-reader")
+def db_grant_reader(
+    role: Annotated[str, typer.Argument(help="role to create or update (lower-case identifier)")],
+    login: Annotated[
+        bool, typer.Option(help="let the role log in (set its password yourself)")
+    ] = False,
+) -> None:
+    """Create a read-only PostgreSQL role for analysts: SELECT on the views, nothing else."""
+    from app import db
+
+    try:
+        db.grant_reader(_settings().database_url, role, login=login)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"role {role}: SELECT on {', '.join(db.READER_VIEWS)}; no other privileges")
+
+
 @cli.command()
 def scheduler(
     loglevel: Annotated[str, typer.Option(help="log level")] = "INFO",

@@ -59,3 +59,29 @@ def downgrade(url: str, revision: str) -> None:
 
 def is_current(engine: Engine) -> bool:
     return inspect(engine).has_table("alembic_version") and inspect(engine).has_table("trials")
+
+
+READER_VIEWS = ("trial_results",)
+
+
+def grant_reader(url: str, role: str, login: bool = False) -> None:
+    """Create (if needed) a PostgreSQL role that can SELECT from the views and nothing else."""
+    import re
+
+    from sqlalchemy import text
+
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", role):
+        raise ValueError(f"role={role!r}: use lower-case letters, digits and _ (max 63)")
+    engine = make_engine(url)
+    if engine.dialect.name != "postgresql":
+        raise ValueError("grant-reader needs PostgreSQL (SQLite has no roles)")
+    # The role name is a checked identifier (regex above); everything else is constant SQL.
+    with engine.begin() as conn:
+        exists = conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role})
+        if exists.first() is None:
+            conn.execute(text(f'CREATE ROLE "{role}" {"LOGIN" if login else "NOLOGIN"}'))
+        conn.execute(text(f'REVOKE ALL ON ALL TABLES IN SCHEMA public FROM "{role}"'))
+        conn.execute(text(f'GRANT USAGE ON SCHEMA public TO "{role}"'))
+        for view in READER_VIEWS:
+            conn.execute(text(f'GRANT SELECT ON {view} TO "{role}"'))
+    engine.dispose()
