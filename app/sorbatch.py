@@ -27,52 +27,11 @@ def sor_iterations(
     ``A + shifts[j] I + scales[j] A1`` (e.g. an anisotropy). Returns (B,) ints; ``max_iters``
     where SOR did not converge in time.
     """
-    if A1 is not None and scales is not None:
-        return _sor_iterations_two(A, A1, shifts, scales, omegas, rhs, tol, max_iters)
     A = sp.csr_matrix(A)
-    n = A.shape[0]
-    B = len(shifts)
-    diag = A.diagonal()
-    off = A - sp.diags(diag)
-    off = sp.csr_matrix(off)
-    off.eliminate_zeros()
-    rows = [
-        (
-            off.indices[off.indptr[i] : off.indptr[i + 1]],
-            off.data[off.indptr[i] : off.indptr[i + 1]],
-        )
-        for i in range(n)
-    ]
-    out = np.full(B, max_iters, dtype=np.int64)
-    idx = np.arange(B)
-    w = np.asarray(omegas, float).copy()
-    d = diag[:, None] + np.asarray(shifts, float)[None, :]  # (n, B)
-    b = np.asarray(rhs, float).copy()
-    bnorm = np.linalg.norm(b, axis=0)
-    x = np.zeros((n, B))
-    k = 0
-    while k < max_iters and idx.size:
-        for i in range(n):
-            cols, vals = rows[i]
-            s = b[i] - vals @ x[cols] if cols.size else b[i].copy()
-            x[i] = (1.0 - w) * x[i] + w * s / d[i]
-        k += 1
-        r = b - (off @ x + d * x)
-        rel = np.linalg.norm(r, axis=0) / bnorm
-        done = (rel < tol) | ~np.isfinite(rel) | (rel > 1e12)
-        conv = rel < tol
-        if np.any(done):
-            out[idx[conv]] = k
-            keep = ~done
-            idx, w, d, b, bnorm, x = (
-                idx[keep],
-                w[keep],
-                d[:, keep],
-                b[:, keep],
-                bnorm[keep],
-                x[:, keep],
-            )
-    return out
+    if A1 is None or scales is None:
+        # The one-matrix case is the two-matrix one with nothing in the second matrix.
+        A1, scales = sp.csr_matrix(A.shape), np.zeros(len(shifts))
+    return _sor_iterations_two(A, A1, shifts, scales, omegas, rhs, tol, max_iters)
 
 
 def _sor_iterations_two(
