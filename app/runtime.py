@@ -13,6 +13,7 @@ from app.contexts import context_vector
 from app.policies.base import Policy
 from app.policies.registry import make_policy
 from models import Arm, Campaign, Instance, PolicySnapshot, Result, Trial
+from tasks.messages import trial_payload
 
 OPEN_STATES = ("queued", "running")
 
@@ -59,6 +60,20 @@ class CampaignRuntime:
 
     def vector(self, context: dict[str, Any]) -> np.ndarray:
         return context_vector(context, self.features)
+
+    def payload(
+        self, trial_uuid: str, attempt: int, spec: dict[str, Any], arm: int
+    ) -> dict[str, Any]:
+        """The Celery message body of one attempt of a trial of this campaign."""
+        return trial_payload(
+            trial_uuid,
+            attempt,
+            self.name,
+            self.kind,
+            spec,
+            self.arm_values[arm],
+            self.settings.get("limits", {}),
+        )
 
 
 def build_policy(camp: Campaign, arms: list[Arm]) -> Policy:

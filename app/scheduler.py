@@ -39,7 +39,6 @@ from tasks.messages import (
     events_queue,
     parse_time,
     results_queue,
-    trial_payload,
 )
 
 log = logging.getLogger("banditq.scheduler")
@@ -363,15 +362,7 @@ class Scheduler:
                 inst_updates.append({"id": inst.id, "status": "decided"})
                 out.append(
                     (
-                        trial_payload(
-                            tid,
-                            1,
-                            rt.name,
-                            rt.kind,
-                            inst.spec,
-                            rt.arm_values[d.arm],
-                            rt.settings.get("limits", {}),
-                        ),
+                        rt.payload(tid, 1, inst.spec, d.arm),
                         choose_ms,
                     )
                 )
@@ -444,17 +435,7 @@ class Scheduler:
             payloads = []
             for s in stale:
                 rt = self._runtime(session, s.campaign_id)
-                payloads.append(
-                    trial_payload(
-                        s.uuid,
-                        s.attempt,
-                        rt.name,
-                        rt.kind,
-                        s.spec,
-                        rt.arm_values[s.arm_index],
-                        rt.settings.get("limits", {}),
-                    )
-                )
+                payloads.append(rt.payload(s.uuid, s.attempt, s.spec, s.arm_index))
         if payloads:
             log.info("outbox: publishing %d committed but unpublished trial(s)", len(payloads))
             self._publish(payloads)
@@ -509,17 +490,7 @@ class Scheduler:
                     .values(attempt=e.attempt + 1, published_at=None, lease_expires_at=None)
                 )
                 self.metrics.inc("lease_expiries")
-                reissue.append(
-                    trial_payload(
-                        e.uuid,
-                        e.attempt + 1,
-                        rt.name,
-                        rt.kind,
-                        e.spec,
-                        rt.arm_values[e.arm_index],
-                        rt.settings.get("limits", {}),
-                    )
-                )
+                reissue.append(rt.payload(e.uuid, e.attempt + 1, e.spec, e.arm_index))
         if reissue:
             log.warning("lease expired for %d trial(s); re-issuing as new attempts", len(reissue))
             self._publish(reissue)
