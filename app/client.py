@@ -20,6 +20,7 @@ import numpy as np
 from sqlalchemy import func, inspect, select, text, update
 
 from app import db
+from app.accel import AccelArm
 from app.config import Settings
 from app.contexts import validate_context
 from app.errors import InputError, NotFoundError, SchemaMissingError
@@ -164,7 +165,7 @@ class Client:
         kind_impl = get_kind(kind)
         arm_list = expand_arms(arms)
         kind_impl.validate_arms(arm_list)
-        if not isinstance(policy, str) or resolve_name(policy) not in POLICIES:
+        if not isinstance(policy, str) or resolve_name(policy, kind) not in POLICIES:
             raise InputError(
                 "policy", f"unknown policy {policy!r}; choose one of {', '.join(policy_names())}"
             )
@@ -188,6 +189,13 @@ class Client:
                 raise InputError("max_trial_seconds", f"must be a positive number, got {mts!r}")
             extra["limits"] = {**extra.get("limits", {}), "max_seconds": float(mts)}
         config = dict(policy_config or {})
+        if kind == "inference":
+            from app.inference import prepare_campaign
+
+            arm_list, extra, config, features = prepare_campaign(
+                arm_list, extra, policy, config, features
+            )
+        policy = resolve_name(policy, kind)
         try:  # build once now so a bad config fails here, not in the scheduler
             probe = make_policy(
                 policy,
@@ -208,7 +216,7 @@ class Client:
             row = CampaignRow(
                 name=name,
                 kind=kind,
-                policy=resolve_name(policy),
+                policy=policy,
                 policy_config=config,
                 context_features=features,
                 seed=seed,
@@ -219,11 +227,41 @@ class Client:
             s.add(row)
             s.flush()
             for i, a in enumerate(arm_list):
-                s.add(Arm(campaign_id=row.id, index=i, name=arm_name(a), value=a))
+                label = AccelArm.parse(a).name if kind == "inference" else arm_name(a)
+                s.add(Arm(campaign_id=row.id, index=i, name=label, value=a))
             if warm_start_from:
                 self._warm_start(s, row, probe, list(warm_start_from))
             cid = row.id
         return Campaign(self, cid, name)
+
+    def create_inference_campaign(
+        self,
+        name: str,
+        *,
+        model: str | None = None,
+        arms: Sequence[Mapping[str, Any]] | None = None,
+        quality_floor: float | None = 0.99,
+        monitor_fraction: float = 0.1,
+        device: Any = "auto",
+        policy: str = "default",
+        **kwargs: Any,
+    ) -> Campaign:
+        """An ``inference`` campaign: the standard acceleration arms (those this device can
+        run) unless ``arms`` is given, the quality floor as a learnt constraint, and the
+        bundled all-MiniLM-L6-v2 unless ``model`` names a bundle factory by import path.
+        Other keywords go to :meth:`create_campaign`."""
+        from app.accel import STANDARD_ARMS
+
+        settings: dict[str, Any] = dict(kwargs.pop("settings", None) or {})
+        settings.update(
+            quality_floor=quality_floor, monitor_fraction=monitor_fraction, device=device
+        )
+        if model is not None:
+            settings["model"] = model
+        arm_list = [a.to_json() for a in STANDARD_ARMS] if arms is None else list(arms)
+        return self.create_campaign(
+            name, "inference", arm_list, policy, settings=settings, **kwargs
+        )
 
     def _warm_start(self, s: Any, row: CampaignRow, policy: Any, sources: list[str]) -> None:
         """Seed the new policy with earlier campaigns' results (same kind, same arms)."""
@@ -334,41 +372,65 @@ class Campaign:
                 where = f"items[{i}]." if i else ""
                 ctx = validate_context(context, features, f"{where}context")
                 prepared.append((ctx, self._spec(row, system, spec, where)))
-            if not prepared:
-                return []
-            # Lock the campaign row so concurrent submitters get distinct sequence numbers.
-            base = (
-                s.scalar(
-                    select(CampaignRow.n_instances)
-                    .where(CampaignRow.id == self.id)
-                    .with_for_update()
-                )
-                or 0
-            )
-            rows = [
-                {
-                    "campaign_id": self.id,
-                    "seq": base + j,
-                    "context": ctx,
-                    "spec": sp,
-                    "status": "pending",
-                }
-                for j, (ctx, sp) in enumerate(prepared)
-            ]
-            ids = list(
-                s.scalars(
-                    Instance.__table__.insert().returning(  # type: ignore[attr-defined]
-                        Instance.id, sort_by_parameter_order=True
-                    ),
-                    rows,
-                )
-            )
-            s.execute(
-                update(CampaignRow)
-                .where(CampaignRow.id == self.id)
-                .values(n_instances=base + len(rows))
-            )
+            ids = self._insert(s, prepared)
         self.client._wake(self.name)
+        return ids
+
+    def submit_texts(self, batches: Iterable[Sequence[str]], max_length: int = 256) -> list[int]:
+        """Queue inference batches (one instance per list of texts) in one transaction; the
+        context features (batch shape, padding, device, model) are computed here with the
+        campaign's tokenizer."""
+        from app.inference import batch_instances
+
+        with self.client.Session() as s, s.begin():
+            row = self._row(s)
+            if row.kind != "inference":
+                raise InputError("campaign", f"{self.name!r} is a {row.kind!r} campaign")
+            if row.status != "active":
+                raise InputError("campaign", f"campaign {self.name!r} is {row.status}")
+            prepared = []
+            for i, (ctx, sp) in enumerate(batch_instances(s, row, batches, max_length)):
+                where = f"batches[{i}]."
+                ctx = validate_context(ctx, list(row.context_features), f"{where}context")
+                prepared.append((ctx, self._spec(row, None, sp, where)))
+            ids = self._insert(s, prepared)
+        self.client._wake(self.name)
+        return ids
+
+    def _insert(self, s: Any, prepared: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[int]:
+        """Insert validated (context, spec) pairs with consecutive sequence numbers."""
+        if not prepared:
+            return []
+        # Lock the campaign row so concurrent submitters get distinct sequence numbers.
+        base = (
+            s.scalar(
+                select(CampaignRow.n_instances).where(CampaignRow.id == self.id).with_for_update()
+            )
+            or 0
+        )
+        rows = [
+            {
+                "campaign_id": self.id,
+                "seq": base + j,
+                "context": ctx,
+                "spec": sp,
+                "status": "pending",
+            }
+            for j, (ctx, sp) in enumerate(prepared)
+        ]
+        ids = list(
+            s.scalars(
+                Instance.__table__.insert().returning(  # type: ignore[attr-defined]
+                    Instance.id, sort_by_parameter_order=True
+                ),
+                rows,
+            )
+        )
+        s.execute(
+            update(CampaignRow)
+            .where(CampaignRow.id == self.id)
+            .values(n_instances=base + len(rows))
+        )
         return ids
 
     def counts(self) -> dict[str, int]:

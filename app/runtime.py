@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.contexts import context_vector
 from app.policies.base import Policy
+from app.policies.constrained_ts import PROBE
 from app.policies.registry import make_policy
 from models import Arm, Campaign, Instance, PolicySnapshot, Result, Trial
 from tasks.messages import trial_payload
@@ -62,9 +64,19 @@ class CampaignRuntime:
         return context_vector(context, self.features)
 
     def payload(
-        self, trial_uuid: str, attempt: int, spec: dict[str, Any], arm: int
+        self,
+        trial_uuid: str,
+        attempt: int,
+        spec: dict[str, Any],
+        arm: int,
+        reason: str = "",
+        seq: int = 0,
     ) -> dict[str, Any]:
-        """The Celery message body of one attempt of a trial of this campaign."""
+        """The Celery message body of one attempt of a trial of this campaign (a re-issued
+        attempt gets the same body: monitoring depends only on the decision and the seq)."""
+        options = self.settings.get("kind_options")
+        if options is not None or reason == PROBE:
+            options = {**(options or {}), "monitor": self.monitored(reason, seq)}
         return trial_payload(
             trial_uuid,
             attempt,
@@ -73,7 +85,28 @@ class CampaignRuntime:
             spec,
             self.arm_values[arm],
             self.settings.get("limits", {}),
+            options,
         )
+
+    def monitored(self, reason: str, seq: int) -> bool:
+        """Run the reference on this trial? Always for a quality probe, else for a
+        deterministic pseudo-random ``monitor_fraction`` of instances."""
+        if reason == PROBE:
+            return True
+        return sampled(self.id, seq, float(self.settings.get("monitor_fraction", 0.0)))
+
+    @property
+    def quality_floor(self) -> float | None:
+        floor = (self.settings.get("kind_options") or {}).get("quality_floor")
+        return float(floor) if isinstance(floor, int | float) else None
+
+
+def sampled(campaign_id: int, seq: int, fraction: float) -> bool:
+    """A stable coin: the same (campaign, seq) always lands the same way."""
+    if fraction <= 0.0:
+        return False
+    h = hashlib.blake2b(f"{campaign_id}:{seq}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") / 2.0**64 < fraction
 
 
 def build_policy(camp: Campaign, arms: list[Arm]) -> Policy:
@@ -132,13 +165,13 @@ def load_runtime(session: Session, campaign_id: int) -> CampaignRuntime:
 def replay_results(session: Session, rt: CampaignRuntime, after: int) -> int:
     """Apply the applied results with id > ``after`` in id order (the live update order)."""
     rows = session.execute(
-        select(Result.id, Result.cost, Trial.arm_index, Instance.context)
+        select(Result.id, Result.cost, Trial.arm_index, Instance.context, Result.quality)
         .join(Trial, Trial.id == Result.trial_id)
         .join(Instance, Instance.id == Trial.instance_id)
         .where(Result.campaign_id == rt.id, Result.applied.is_(True), Result.id > after)
         .order_by(Result.id)
     ).all()
-    for rid, cost, arm_index, context in rows:
-        rt.policy.update(rt.vector(context), arm_index, float(cost))
+    for rid, cost, arm_index, context, quality in rows:
+        rt.policy.update(rt.vector(context), arm_index, float(cost), quality)
         rt.last_result_id = rid
     return len(rows)

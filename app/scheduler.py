@@ -215,7 +215,7 @@ class Scheduler:
         new_results: list[dict[str, Any]] = []
         trial_updates: list[dict[str, Any]] = []
         instance_updates: list[dict[str, Any]] = []
-        applied: list[tuple[CampaignRuntime, Any, int, float]] = []
+        applied: list[tuple[CampaignRuntime, Any, int, float, float | None]] = []
         for t in trials:
             current = [m for m in by_uuid[t.uuid] if m.get("attempt") == t.attempt]
             dupes = len(by_uuid[t.uuid]) - (1 if current else 0)
@@ -272,7 +272,9 @@ class Scheduler:
             rt.in_flight = max(0, rt.in_flight - 1)
             rt.maybe_pending = True
             if ok:
-                applied.append((rt, t.context, t.arm_index, float(cost or 0.0)))
+                quality = new_results[-1]["quality"]
+                self._check_floor(rt, t.uuid, quality, new_results[-1]["metrics"])
+                applied.append((rt, t.context, t.arm_index, float(cost or 0.0), quality))
         if not new_results:
             return 0
         # sort_by_parameter_order: ids come back in the order of the rows we passed.
@@ -284,8 +286,8 @@ class Scheduler:
         # Apply in result-id order: the same order a restart replays them in.
         ok_ids = [rid for rid, r in zip(result_ids, new_results, strict=True) if r["applied"]]
         per_campaign: dict[int, int] = {}
-        for (rt, context, arm_index, cost), rid in zip(applied, ok_ids, strict=True):
-            rt.policy.update(rt.vector(context), arm_index, cost)
+        for (rt, context, arm_index, cost, quality), rid in zip(applied, ok_ids, strict=True):
+            rt.policy.update(rt.vector(context), arm_index, cost, quality)
             rt.last_result_id = rid
             rt.since_snapshot += 1
             per_campaign[rt.id] = per_campaign.get(rt.id, 0) + 1
@@ -299,6 +301,25 @@ class Scheduler:
         self.metrics.inc("results", len(new_results))
         self.metrics.inc("failures", sum(1 for r in new_results if r["status"] == "failed"))
         return len(new_results)
+
+    def _check_floor(
+        self, rt: CampaignRuntime, trial: str, quality: float | None, metrics: dict[str, Any]
+    ) -> None:
+        """Count and log a monitored result below the campaign's quality floor."""
+        floor = rt.quality_floor
+        if quality is None or floor is None or quality >= floor:
+            return
+        self.metrics.inc("quality_violations")
+        served = "reference output served" if metrics.get("fallback") else "output served as is"
+        log.warning(
+            "campaign %s trial %s: quality %.4f below the floor %.4f (arm %s; %s)",
+            rt.name,
+            trial,
+            quality,
+            floor,
+            metrics.get("arm"),
+            served,
+        )
 
     def _snapshot(self, session: Session, rt: CampaignRuntime) -> None:
         session.add(
@@ -362,7 +383,7 @@ class Scheduler:
                 inst_updates.append({"id": inst.id, "status": "decided"})
                 out.append(
                     (
-                        rt.payload(tid, 1, inst.spec, d.arm),
+                        rt.payload(tid, 1, inst.spec, d.arm, d.reason, inst.seq),
                         choose_ms,
                     )
                 )
@@ -426,7 +447,15 @@ class Scheduler:
             for cid in cids:
                 self._runtime(session, cid).maybe_pending = True
             stale = session.execute(
-                select(Trial.uuid, Trial.attempt, Trial.campaign_id, Trial.arm_index, Instance.spec)
+                select(
+                    Trial.uuid,
+                    Trial.attempt,
+                    Trial.campaign_id,
+                    Trial.arm_index,
+                    Trial.reason,
+                    Instance.seq,
+                    Instance.spec,
+                )
                 .join(Instance, Instance.id == Trial.instance_id)
                 .where(Trial.state == "queued", Trial.published_at.is_(None))
                 .order_by(Trial.id)
@@ -435,7 +464,7 @@ class Scheduler:
             payloads = []
             for s in stale:
                 rt = self._runtime(session, s.campaign_id)
-                payloads.append(rt.payload(s.uuid, s.attempt, s.spec, s.arm_index))
+                payloads.append(rt.payload(s.uuid, s.attempt, s.spec, s.arm_index, s.reason, s.seq))
         if payloads:
             log.info("outbox: publishing %d committed but unpublished trial(s)", len(payloads))
             self._publish(payloads)
@@ -458,6 +487,8 @@ class Scheduler:
                     Trial.campaign_id,
                     Trial.arm_index,
                     Trial.instance_id,
+                    Trial.reason,
+                    Instance.seq,
                     Instance.spec,
                 )
                 .join(Instance, Instance.id == Trial.instance_id)
@@ -490,7 +521,9 @@ class Scheduler:
                     .values(attempt=e.attempt + 1, published_at=None, lease_expires_at=None)
                 )
                 self.metrics.inc("lease_expiries")
-                reissue.append(rt.payload(e.uuid, e.attempt + 1, e.spec, e.arm_index))
+                reissue.append(
+                    rt.payload(e.uuid, e.attempt + 1, e.spec, e.arm_index, e.reason, e.seq)
+                )
         if reissue:
             log.warning("lease expired for %d trial(s); re-issuing as new attempts", len(reissue))
             self._publish(reissue)

@@ -39,17 +39,17 @@ def warm_state(
                 f"has features {src.context_features}, this campaign {features}",
             )
         rows = session.execute(
-            select(Result.cost, Arm.value, Instance.context)
+            select(Result.cost, Arm.value, Instance.context, Result.quality)
             .join(Trial, Trial.id == Result.trial_id)
             .join(Arm, Arm.id == Trial.arm_id)
             .join(Instance, Instance.id == Trial.instance_id)
             .where(Result.campaign_id == src.id, Result.applied.is_(True))
             .order_by(Result.id)
         ).all()
-        for cost, arm_value, context in rows:
+        for cost, arm_value, context, quality in rows:
             idx = new_arms.get(_key(arm_value))
             if idx is not None:
-                policy.update(context_vector(context, features), idx, float(cost))
+                policy.update(context_vector(context, features), idx, float(cost), quality)
     return policy.get_state()
 
 

@@ -52,8 +52,9 @@ def trial_payload(
     spec: dict[str, Any],
     arm: dict[str, Any],
     limits: dict[str, Any],
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    return {
+    body = {
         "v": PROTOCOL,
         "trial": trial_uuid,
         "attempt": attempt,
@@ -63,3 +64,6 @@ def trial_payload(
         "arm": arm,
         "limits": limits,
     }
+    if options is not None:  # kind options (model, floor) and per-trial flags (monitor)
+        body["options"] = options
+    return body

@@ -44,8 +44,12 @@ def execute(payload: dict[str, Any], worker: str) -> dict[str, Any]:
         spec = payload.get("spec")
         if not isinstance(arm, dict) or not isinstance(spec, dict):
             raise InputError("payload", "arm and spec must be objects")
-        out = kind.run(spec, arm)
-        latency_ms = (time.perf_counter() - t0) * 1000.0
+        options = payload.get("options") or {}
+        if not isinstance(options, dict):
+            raise InputError("payload.options", "must be an object")
+        out = kind.run(spec, arm, options)
+        wall_ms = (time.perf_counter() - t0) * 1000.0
+        latency_ms = wall_ms if out.latency_ms is None else out.latency_ms
         base.update(
             status="succeeded",
             cost=out.cost,

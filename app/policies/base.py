@@ -66,10 +66,20 @@ class Policy(ABC):
     @abstractmethod
     def _update(self, context: np.ndarray, arm: int, cost: float) -> None: ...
 
-    def update(self, context: np.ndarray, arm: int, cost: float) -> None:
-        """Learn that ``arm`` cost ``cost`` on ``context``."""
-        self._update(np.asarray(context, dtype=float), int(arm), float(cost))
+    def update(
+        self, context: np.ndarray, arm: int, cost: float, quality: float | None = None
+    ) -> None:
+        """Learn that ``arm`` cost ``cost`` on ``context`` (and, when the trial was monitored,
+        produced output of ``quality``)."""
+        x = np.asarray(context, dtype=float)
+        self._update(x, int(arm), float(cost))
+        if quality is not None:
+            self._observe_quality(x, int(arm), float(quality))
         self.n_updates += 1
+
+    def _observe_quality(self, context: np.ndarray, arm: int, quality: float) -> None:
+        """Policies with a quality constraint learn it here; the others ignore quality."""
+        return None
 
     def get_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"n_updates": self.n_updates}

@@ -80,6 +80,9 @@ class ConservativeGuard(Policy):
         self.model.add(self._x(context), arm, float(np.log1p(cost)))
         self.inner.update(context, arm, cost)
 
+    def _observe_quality(self, context: np.ndarray, arm: int, quality: float) -> None:
+        self.inner._observe_quality(context, arm, quality)
+
     def _extra_state(self) -> dict[str, Any]:
         return {
             "inner": self.inner.get_state(),

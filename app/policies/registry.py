@@ -8,6 +8,7 @@ import numpy as np
 
 from app.policies.base import Policy
 from app.policies.chebcb import ChebCBPolicy
+from app.policies.constrained_ts import ConstrainedTSPolicy
 from app.policies.epsilon_greedy import EpsilonGreedyPolicy
 from app.policies.fixed import FixedPolicy
 from app.policies.guard import ConservativeGuard
@@ -34,14 +35,19 @@ POLICIES: dict[str, type[Policy]] = {
         LinUCBPolicy,
         LinTSPolicy,
         SmoothTSPolicy,
+        ConstrainedTSPolicy,
     )
 }
 #: The best policy measured by benchmarks/relax.py (see the README's numbers).
 DEFAULT_POLICY = "smooth-ts"
+#: Kinds whose best policy differs: inference needs the quality constraint.
+DEFAULT_BY_KIND = {"inference": "constrained-ts"}
 
 
-def resolve_name(name: str) -> str:
-    return DEFAULT_POLICY if name == "default" else name
+def resolve_name(name: str, kind: str | None = None) -> str:
+    if name != "default":
+        return name
+    return DEFAULT_BY_KIND.get(kind or "", DEFAULT_POLICY)
 
 
 def policy_names() -> list[str]:

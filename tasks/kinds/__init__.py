@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from app.errors import InputError
 from tasks.kinds.base import Outcome, TrialKind
+from tasks.kinds.inference import InferenceKind
 from tasks.kinds.sor import SorKind
 from tasks.kinds.synthetic import NoopKind, SleepKind
 
-KINDS: dict[str, TrialKind] = {k.name: k for k in (SorKind(), NoopKind(), SleepKind())}
+KINDS: dict[str, TrialKind] = {
+    k.name: k for k in (SorKind(), NoopKind(), SleepKind(), InferenceKind())
+}
 
 
 def get_kind(name: str) -> TrialKind:

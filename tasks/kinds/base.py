@@ -16,6 +16,8 @@ class Outcome:
     converged: bool | None = None
     residual: float | None = None
     quality: float | None = None
+    #: the trial's own latency when it differs from the task's wall time (warm timings)
+    latency_ms: float | None = None
     device: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, Any] | None = None
@@ -34,5 +36,8 @@ class TrialKind(ABC):
         """Normalize an instance spec or raise ``InputError`` naming the field."""
 
     @abstractmethod
-    def run(self, spec: dict[str, Any], arm: dict[str, Any]) -> Outcome:
-        """Execute on this worker (device chosen here, at run time)."""
+    def run(
+        self, spec: dict[str, Any], arm: dict[str, Any], options: dict[str, Any] | None = None
+    ) -> Outcome:
+        """Execute on this worker (device chosen here, at run time). ``options`` are the
+        campaign's kind options plus per-decision flags (``monitor``)."""

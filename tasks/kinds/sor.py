@@ -54,7 +54,9 @@ class SorKind(TrialKind):
             "return_solution": bool(spec.get("return_solution", False)),
         }
 
-    def run(self, spec: dict[str, Any], arm: dict[str, Any]) -> Outcome:
+    def run(
+        self, spec: dict[str, Any], arm: dict[str, Any], options: dict[str, Any] | None = None
+    ) -> Outcome:
         spec = self.validate_spec(spec)
         omega = check_omega(arm.get("omega"), "arm.omega")
         A, b = build_system(spec["system"])

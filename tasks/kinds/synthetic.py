@@ -31,7 +31,9 @@ class NoopKind(TrialKind):
     def validate_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
         return {"cost": _number(spec, "cost", 0.0, 1e300)}
 
-    def run(self, spec: dict[str, Any], arm: dict[str, Any]) -> Outcome:
+    def run(
+        self, spec: dict[str, Any], arm: dict[str, Any], options: dict[str, Any] | None = None
+    ) -> Outcome:
         extra = arm.get("cost", 0.0)
         extra = float(extra) if isinstance(extra, int | float) else 0.0
         return Outcome(cost=float(spec.get("cost", 0.0)) + extra, device="cpu")
@@ -50,7 +52,9 @@ class SleepKind(TrialKind):
             out["kill_worker"] = True
         return out
 
-    def run(self, spec: dict[str, Any], arm: dict[str, Any]) -> Outcome:
+    def run(
+        self, spec: dict[str, Any], arm: dict[str, Any], options: dict[str, Any] | None = None
+    ) -> Outcome:
         if spec.get("kill_worker") is True:
             os.kill(os.getpid(), signal.SIGKILL)
         seconds = float(spec.get("seconds", arm.get("seconds", 0.0)))

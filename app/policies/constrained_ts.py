@@ -1,0 +1,176 @@
+"""Constrained Thompson sampling: minimize cost (latency) subject to a learnt quality floor.
+
+Two models, both Bayesian linear regressions on ``phi(x) = [1, sign(x) log1p |x|]``:
+
+* **Cost.** ``log cost`` on joint features ``[phi(x), e_a (x) phi_s(x)]``: a model shared by all
+  arms (how the context scales every arm) plus per-arm corrections on a few leading features, so
+  an arm learns from the others' results (cold start) and still gets its own shape. Decisions
+  sample the coefficients once (Thompson) and take the arm of least sampled cost among those
+  allowed by the quality model.
+* **Quality.** Per arm, the shortfall ``log(1 - quality)`` on ``phi_s(x)``, with a noise level
+  estimated from its residuals. For a new batch the predictive distribution says whether the
+  arm is *feasible* (upper bound below the floor's shortfall), *infeasible* (lower bound above
+  it) or *uncertain*. Infeasible arms are never chosen; an uncertain arm may be chosen, and then
+  the decision's reason is ``quality-probe`` so the worker runs the reference on that batch too
+  (its output is served if the arm misses the floor). After ``probe_limit`` quality observations
+  an arm still uncertain for a context counts as infeasible there (no endless probing).
+
+Quality is a constraint, not a weight: no exchange rate between milliseconds and cosine.
+The reference arm (fp32) defines quality 1 and is always feasible. Quality arrives only on
+monitored trials (probes and the sampled fraction), via ``update(..., quality=q)``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from app.policies.base import Decision, Policy
+
+PROBE = "quality-probe"
+
+
+def _phi(x: np.ndarray) -> np.ndarray:
+    return np.concatenate([[1.0], np.sign(x) * np.log1p(np.abs(x))])
+
+
+class ConstrainedTSPolicy(Policy):
+    name = "constrained-ts"
+    version = "1"
+    state_fields: ClassVar[tuple[str, ...]] = (
+        "P",
+        "b",
+        "sse",
+        "n_cost",
+        "Pq",
+        "bq",
+        "sseq",
+        "nq",
+    )
+
+    def __init__(
+        self,
+        n_arms: int,
+        n_features: int,
+        *,
+        arms: np.ndarray | None = None,
+        seed: int = 0,
+        quality_floor: float | None = None,
+        reference_arm: int = 0,
+        arm_features: int = 3,
+        z: float = 2.33,
+        probe_limit: int = 20,
+        draws: int = 32,
+        prior_noise: float = 0.3,
+    ) -> None:
+        super().__init__(n_arms, n_features, arms=arms, seed=seed)
+        if quality_floor is not None and not 0.0 < float(quality_floor) < 1.0:
+            raise ValueError(f"policy_config.quality_floor={quality_floor} must be in (0, 1)")
+        if not 0 <= int(reference_arm) < n_arms:
+            raise ValueError(f"policy_config.reference_arm={reference_arm} is out of range")
+        self.floor = None if quality_floor is None else float(quality_floor)
+        self.reference = int(reference_arm)
+        self.s = 1 + min(int(arm_features), n_features)  # phi_s: intercept + leading features
+        self.d = 1 + n_features + n_arms * self.s
+        self.z = float(z)
+        self.probe_limit = int(probe_limit)
+        self.draws = int(draws)
+        self.prior_noise = float(prior_noise)
+        # Cost model: precision P, moment b; prequential residuals estimate the noise.
+        self.P = np.eye(self.d)
+        self.b = np.zeros(self.d)
+        self.sse = 0.0
+        self.n_cost = 0
+        # Quality model per arm (shortfall in log space).
+        self.Pq = np.tile(np.eye(self.s) * 0.1, (n_arms, 1, 1))
+        self.bq = np.zeros((n_arms, self.s))
+        self.sseq = np.zeros(n_arms)
+        self.nq = np.zeros(n_arms)
+
+    # ------------------------------------------------------------------ features
+    def _joint(self, x: np.ndarray) -> np.ndarray:
+        """K x d: the joint feature row of every arm at context ``x``."""
+        f = _phi(x)
+        out = np.zeros((self.n_arms, self.d))
+        out[:, : f.size] = f
+        for a in range(self.n_arms):
+            o = f.size + a * self.s
+            out[a, o : o + self.s] = f[: self.s]
+        return out
+
+    def _noise(self) -> float:
+        n0 = 4.0  # prior pseudo-observations of the noise level
+        return float((n0 * self.prior_noise**2 + self.sse) / (n0 + self.n_cost))
+
+    # ------------------------------------------------------------------ quality
+    def feasibility(self, x: np.ndarray) -> np.ndarray:
+        """Per arm: 1 feasible, 0 uncertain, -1 infeasible (all 1 without a floor)."""
+        status = np.ones(self.n_arms)
+        if self.floor is None:
+            return status
+        thr = np.log(1.0 - self.floor)
+        f = _phi(x)[: self.s]
+        for a in range(self.n_arms):
+            if a == self.reference:
+                continue
+            if self.nq[a] < 2:
+                status[a] = 0
+                continue
+            cov = np.linalg.inv(self.Pq[a])
+            mean = float(f @ cov @ self.bq[a])
+            noise = (1.0 + self.sseq[a]) / (1.0 + self.nq[a])
+            sd = float(np.sqrt(noise * (1.0 + f @ cov @ f)))
+            if mean + self.z * sd < thr:
+                status[a] = 1
+            elif mean - self.z * sd > thr or self.nq[a] >= self.probe_limit:
+                status[a] = -1
+            else:
+                status[a] = 0
+        return status
+
+    # ------------------------------------------------------------------ decisions
+    def _sampled_costs(self, x: np.ndarray, key: int) -> np.ndarray:
+        """draws x K sampled log costs (row 0 is the decision's own draw)."""
+        cov = np.linalg.inv(self.P)
+        mean = cov @ self.b
+        chol = np.linalg.cholesky(cov * self._noise() + 1e-12 * np.eye(self.d))
+        z = self.rng(key).standard_normal((self.draws, self.d))
+        theta = mean[None, :] + z @ chol.T
+        return theta @ self._joint(x).T  # type: ignore[no-any-return]
+
+    def choose(self, context: np.ndarray, key: int) -> Decision:
+        x = np.asarray(context, dtype=float)
+        status = self.feasibility(x)
+        allowed = status >= 0
+        sampled = self._sampled_costs(x, key)
+        masked = np.where(allowed[None, :], sampled, np.inf)
+        picks = masked.argmin(axis=1)
+        arm = int(picks[0])
+        propensity = float(np.mean(picks == arm))
+        return Decision(arm, propensity, PROBE if status[arm] == 0 else "policy")
+
+    def probabilities(self, context: np.ndarray, key: int, draws: int = 64) -> np.ndarray:
+        x = np.asarray(context, dtype=float)
+        allowed = self.feasibility(x) >= 0
+        masked = np.where(allowed[None, :], self._sampled_costs(x, key), np.inf)
+        return np.bincount(masked.argmin(axis=1), minlength=self.n_arms) / masked.shape[0]
+
+    # ------------------------------------------------------------------ learning
+    def _update(self, context: np.ndarray, arm: int, cost: float) -> None:
+        y = float(np.log(max(cost, 0.0) + 1e-3))
+        f = self._joint(context)[arm]
+        pred = float(f @ np.linalg.solve(self.P, self.b))
+        self.sse += (y - pred) ** 2
+        self.n_cost += 1
+        self.P += np.outer(f, f)
+        self.b += f * y
+
+    def _observe_quality(self, context: np.ndarray, arm: int, quality: float) -> None:
+        y = float(np.log(max(1.0 - quality, 1e-6)))
+        f = _phi(context)[: self.s]
+        pred = float(f @ np.linalg.solve(self.Pq[arm], self.bq[arm])) if self.nq[arm] else y
+        self.sseq[arm] += (y - pred) ** 2
+        self.nq[arm] += 1
+        self.Pq[arm] += np.outer(f, f)
+        self.bq[arm] += f * y
