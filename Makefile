@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-EXTRAS ?= dev,bench
+EXTRAS ?= dev,bench,inference
 
 .PHONY: install demo test lint unit integration acceptance migration bench clean services
 

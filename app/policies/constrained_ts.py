@@ -41,8 +41,9 @@ class ConstrainedTSPolicy(Policy):
     state_fields: ClassVar[tuple[str, ...]] = (
         "P",
         "b",
-        "sse",
+        "yy",
         "n_cost",
+        "cheap",
         "Pq",
         "bq",
         "sseq",
@@ -58,11 +59,14 @@ class ConstrainedTSPolicy(Policy):
         seed: int = 0,
         quality_floor: float | None = None,
         reference_arm: int = 0,
-        arm_features: int = 3,
+        arm_features: int = 2,
+        quality_features: int = 0,
         z: float = 2.33,
         probe_limit: int = 20,
         draws: int = 32,
         prior_noise: float = 0.3,
+        probe_quantile: float = 0.5,
+        explore: float = 0.5,
     ) -> None:
         super().__init__(n_arms, n_features, arms=arms, seed=seed)
         if quality_floor is not None and not 0.0 < float(quality_floor) < 1.0:
@@ -72,19 +76,34 @@ class ConstrainedTSPolicy(Policy):
         self.floor = None if quality_floor is None else float(quality_floor)
         self.reference = int(reference_arm)
         self.s = 1 + min(int(arm_features), n_features)  # phi_s: intercept + leading features
+        # Quality is mostly a property of the arm: by default an intercept per arm only.
+        self.sq = 1 + min(int(quality_features), n_features)
         self.d = 1 + n_features + n_arms * self.s
         self.z = float(z)
         self.probe_limit = int(probe_limit)
         self.draws = int(draws)
         self.prior_noise = float(prior_noise)
-        # Cost model: precision P, moment b; prequential residuals estimate the noise.
-        self.P = np.eye(self.d)
+        if not 0.0 < float(probe_quantile) <= 1.0:
+            raise ValueError(f"policy_config.probe_quantile={probe_quantile} must be in (0, 1]")
+        self.probe_quantile = float(probe_quantile)
+        self.explore = float(explore)  # scale of the posterior draws (1 = plain Thompson)
+        # Running quantile of observed log costs: probes (which also pay for the reference)
+        # are taken on batches predicted cheaper than it, where learning quality costs little.
+        self.cheap = np.nan
+        # Cost model: Gram matrix P, moment b, and sum of y^2 for the residual noise level.
+        # The coefficients' prior is fixed (sd 1; 10 for the intercepts), not scaled by the
+        # noise: with quiet timings a noise-scaled prior would stop exploring too early.
+        self.P = np.zeros((self.d, self.d))
+        prior_sd = np.ones(self.d)
+        prior_sd[0] = 10.0
+        prior_sd[1 + n_features :: self.s] = 3.0
+        self.prior_prec = 1.0 / prior_sd**2
         self.b = np.zeros(self.d)
-        self.sse = 0.0
+        self.yy = 0.0
         self.n_cost = 0
         # Quality model per arm (shortfall in log space).
-        self.Pq = np.tile(np.eye(self.s) * 0.1, (n_arms, 1, 1))
-        self.bq = np.zeros((n_arms, self.s))
+        self.Pq = np.tile(np.eye(self.sq) * 0.1, (n_arms, 1, 1))
+        self.bq = np.zeros((n_arms, self.sq))
         self.sseq = np.zeros(n_arms)
         self.nq = np.zeros(n_arms)
 
@@ -100,8 +119,12 @@ class ConstrainedTSPolicy(Policy):
         return out
 
     def _noise(self) -> float:
-        n0 = 4.0  # prior pseudo-observations of the noise level
-        return float((n0 * self.prior_noise**2 + self.sse) / (n0 + self.n_cost))
+        """Posterior noise variance: residual sum of squares of the ridge fit, shrunk to the
+        prior level by a few pseudo-observations."""
+        n0 = 4.0
+        fit = np.linalg.solve(self.P + 1e-3 * np.eye(self.d), self.b)
+        ssr = max(self.yy - float(self.b @ fit), 0.0)
+        return float((n0 * self.prior_noise**2 + ssr) / (n0 + self.n_cost))
 
     # ------------------------------------------------------------------ quality
     def feasibility(self, x: np.ndarray) -> np.ndarray:
@@ -110,11 +133,11 @@ class ConstrainedTSPolicy(Policy):
         if self.floor is None:
             return status
         thr = np.log(1.0 - self.floor)
-        f = _phi(x)[: self.s]
+        f = _phi(x)[: self.sq]
         for a in range(self.n_arms):
             if a == self.reference:
                 continue
-            if self.nq[a] < 2:
+            if self.nq[a] < 1:
                 status[a] = 0
                 continue
             cov = np.linalg.inv(self.Pq[a])
@@ -132,17 +155,28 @@ class ConstrainedTSPolicy(Policy):
     # ------------------------------------------------------------------ decisions
     def _sampled_costs(self, x: np.ndarray, key: int) -> np.ndarray:
         """draws x K sampled log costs (row 0 is the decision's own draw)."""
-        cov = np.linalg.inv(self.P)
+        noise = self._noise()
+        cov = np.linalg.inv(self.P + noise * np.diag(self.prior_prec))
         mean = cov @ self.b
-        chol = np.linalg.cholesky(cov * self._noise() + 1e-12 * np.eye(self.d))
+        chol = np.linalg.cholesky(cov * noise * self.explore**2 + 1e-12 * np.eye(self.d))
         z = self.rng(key).standard_normal((self.draws, self.d))
         theta = mean[None, :] + z @ chol.T
         return theta @ self._joint(x).T  # type: ignore[no-any-return]
 
+    def _allowed(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        status = self.feasibility(x)
+        allowed = status > 0
+        if self.probe_quantile >= 1.0 or not np.isfinite(self.cheap):
+            return status, status >= 0
+        a = self.P + self._noise() * np.diag(self.prior_prec)
+        ref_cost = float(self._joint(x)[self.reference] @ np.linalg.solve(a, self.b))
+        if ref_cost <= self.cheap:
+            allowed = status >= 0
+        return status, allowed
+
     def choose(self, context: np.ndarray, key: int) -> Decision:
         x = np.asarray(context, dtype=float)
-        status = self.feasibility(x)
-        allowed = status >= 0
+        status, allowed = self._allowed(x)
         sampled = self._sampled_costs(x, key)
         masked = np.where(allowed[None, :], sampled, np.inf)
         picks = masked.argmin(axis=1)
@@ -152,7 +186,7 @@ class ConstrainedTSPolicy(Policy):
 
     def probabilities(self, context: np.ndarray, key: int, draws: int = 64) -> np.ndarray:
         x = np.asarray(context, dtype=float)
-        allowed = self.feasibility(x) >= 0
+        _status, allowed = self._allowed(x)
         masked = np.where(allowed[None, :], self._sampled_costs(x, key), np.inf)
         return np.bincount(masked.argmin(axis=1), minlength=self.n_arms) / masked.shape[0]
 
@@ -160,15 +194,19 @@ class ConstrainedTSPolicy(Policy):
     def _update(self, context: np.ndarray, arm: int, cost: float) -> None:
         y = float(np.log(max(cost, 0.0) + 1e-3))
         f = self._joint(context)[arm]
-        pred = float(f @ np.linalg.solve(self.P, self.b))
-        self.sse += (y - pred) ** 2
+        self.yy += y * y
         self.n_cost += 1
+        if not np.isfinite(self.cheap):
+            self.cheap = y
+        else:  # stochastic-approximation quantile, step shrinking with the count
+            step = max(0.05, 1.0 / np.sqrt(self.n_cost))
+            self.cheap += step * (self.probe_quantile - float(y < self.cheap))
         self.P += np.outer(f, f)
         self.b += f * y
 
     def _observe_quality(self, context: np.ndarray, arm: int, quality: float) -> None:
         y = float(np.log(max(1.0 - quality, 1e-6)))
-        f = _phi(context)[: self.s]
+        f = _phi(context)[: self.sq]
         pred = float(f @ np.linalg.solve(self.Pq[arm], self.bq[arm])) if self.nq[arm] else y
         self.sseq[arm] += (y - pred) ** 2
         self.nq[arm] += 1
