@@ -44,6 +44,7 @@ class LocalCluster:
                 "BANDITQ_HOME": str(self.settings.home),
                 "BANDITQ_QUEUE": self.settings.queue,
                 "BANDITQ_SWEEP_SECONDS": str(self.settings.sweep_seconds),
+                "BANDITQ_LEASE_SECONDS": str(self.settings.lease_seconds),
             }
         )
         env.update(self.extra_env)

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kombu
+import sqlalchemy
 from kombu.message import Message
 from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.orm import Session
@@ -89,8 +90,24 @@ class Scheduler:
                     return
                 except (OSError, kombu.exceptions.OperationalError) as exc:
                     log.warning("broker connection lost (%s); reconnecting in 2 s", exc)
-                    self._buffer.clear()
+                    self._requeue_buffer()
                     self._stop.wait(2.0)
+                except sqlalchemy.exc.DBAPIError as exc:
+                    # PostgreSQL restarting: in-memory state is a cache of the database, so
+                    # drop it and carry on once the database answers again.
+                    log.warning("database unavailable (%s); retrying in 2 s", exc.orig)
+                    self.runtimes.clear()
+                    self._requeue_buffer()
+                    self._stop.wait(2.0)
+
+    def _requeue_buffer(self) -> None:
+        """Hand unprocessed messages back (redelivered later; results are idempotent)."""
+        for _b, m in self._buffer:
+            try:
+                m.requeue()
+            except Exception:  # the channel is gone: the broker redelivers unacked messages
+                pass
+        self._buffer.clear()
 
     def _serve(
         self, idle_exit: float | None, last_work: float, on_step: Callable[[], None] | None

@@ -39,7 +39,8 @@ def require(ok: bool, what: str) -> None:
 
 
 def _admin():  # type: ignore[no-untyped-def]
-    return create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    # pre-ping: a fault test restarts PostgreSQL, killing pooled connections under us
+    return create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
 
 
 @pytest.fixture(scope="session")

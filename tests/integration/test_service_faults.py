@@ -1,0 +1,229 @@
+"""Service faults against the real PostgreSQL and RabbitMQ: the broker stopped for 10 s, the
+database restarted, the scheduler SIGKILLed three times. Each campaign completes with exactly
+one succeeded result per instance, and the services are restored even when a test fails."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from app.client import Client
+from app.config import Settings
+from app.local import LocalCluster
+from app.runtime import build_policy, load_runtime
+from models import Arm, Campaign, Instance, Result, Trial
+from tests.integration.test_faults import _check_exactly_once
+
+PG_VERSION = sorted(os.listdir("/etc/postgresql"))[0] if Path("/etc/postgresql").exists() else ""
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_port(port: int, up: bool, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _port_open(port) == up:
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"port {port} did not go {'up' if up else 'down'} in {timeout} s")
+
+
+def _rabbit_start() -> None:
+    if not _port_open(5672):
+        subprocess.run(["rabbitmq-server", "-detached"], check=False, capture_output=True)
+        _wait_port(5672, True, 90)
+
+
+def _pg_start() -> None:
+    if not _port_open(5432):
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", PG_VERSION, "main", "start"],
+            check=False,
+            capture_output=True,
+        )
+        _wait_port(5432, True, 60)
+
+
+@pytest.fixture
+def restore_services() -> Iterator[None]:
+    """Whatever happens in the test, both services are running again afterwards."""
+    try:
+        yield
+    finally:
+        _rabbit_start()
+        _pg_start()
+
+
+def _fast(settings: Settings) -> Settings:
+    return Settings(**{**settings.__dict__, "lease_seconds": 20.0, "sweep_seconds": 1.0})
+
+
+def _campaign(client: Client, name: str, n: int, seconds: float = 0.02):  # type: ignore[no-untyped-def]
+    camp = client.create_campaign(
+        name,
+        "sleep",
+        [{"seconds": s} for s in (seconds, 2 * seconds, 3 * seconds)],
+        context_features=["x"],
+        max_in_flight=4,
+        max_attempts=5,
+    )
+    camp.submit_many([(None, {"x": float(i % 7)}) for i in range(n)])
+    return camp
+
+
+def _when_done(
+    client: Client, name: str, count: int, action: Callable[[], None]
+) -> threading.Thread:
+    """Run ``action`` in a thread once ``count`` instances of ``name`` are done."""
+
+    def run() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            done = client.campaign(name).counts().get("done", 0)
+            if done >= count:
+                action()
+                return
+            time.sleep(0.2)
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th
+
+
+def test_rabbitmq_stopped_for_ten_seconds_mid_campaign(
+    pg_settings: Settings, restore_services: None
+) -> None:
+    settings = _fast(pg_settings)
+    client = Client(settings=settings)
+    n = 300
+    events: list[str] = []
+
+    def outage() -> None:
+        subprocess.run(["rabbitmqctl", "stop"], check=False, capture_output=True, timeout=60)
+        _wait_port(5672, False, 30)
+        events.append("stopped")
+        time.sleep(10)
+        _rabbit_start()
+        events.append("started")
+
+    with LocalCluster(settings, workers=2) as cluster:
+        camp = _campaign(client, "mq-outage", n)
+        th = _when_done(client, "mq-outage", 60, outage)
+        camp.wait(timeout=300)
+        th.join(120)
+        cluster.check()  # scheduler and workers rode it out: none exited
+    assert events == ["stopped", "started"]
+    _check_exactly_once(client, "mq-outage", n)
+
+
+def test_postgresql_restarted_mid_campaign(pg_settings: Settings, restore_services: None) -> None:
+    settings = _fast(pg_settings)
+    client = Client(settings=settings)
+    n = 300
+    events: list[str] = []
+
+    def restart() -> None:
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", PG_VERSION, "main", "restart"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        events.append("restarted")
+
+    with LocalCluster(settings, workers=2) as cluster:
+        camp = _campaign(client, "pg-restart", n)
+        th = _when_done(client, "pg-restart", 60, restart)
+        deadline = time.monotonic() + 300
+        while True:  # the client's own connections die in the restart too: retry reads
+            try:
+                camp.wait(timeout=max(1.0, deadline - time.monotonic()))
+                break
+            except TimeoutError:
+                raise
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+        th.join(60)
+        cluster.check()
+    assert events == ["restarted"]
+    _check_exactly_once(client, "pg-restart", n)
+
+
+def test_scheduler_sigkilled_three_times_then_replay_matches_live(pg_settings: Settings) -> None:
+    settings = _fast(pg_settings)
+    client = Client(settings=settings)
+    n = 400
+    kills: list[int] = []
+    cluster = LocalCluster(settings, workers=2, scheduler=False)
+    with cluster:
+        sched = [cluster.start_scheduler()]
+
+        def kill_and_restart() -> None:
+            os.killpg(sched[0].pid, signal.SIGKILL)
+            sched[0].wait()
+            kills.append(sched[0].pid)
+            time.sleep(0.5)
+            sched[0] = cluster.start_scheduler()
+
+        camp = _campaign(client, "sched-kill", n, seconds=0.01)
+        for target in (60, 150, 250):
+            _when_done(client, "sched-kill", target, kill_and_restart).join(120)
+        camp.wait(timeout=300)
+    assert len(kills) == 3
+    _check_exactly_once(client, "sched-kill", n)
+    with client.Session() as s:
+        cid = s.scalar(select(Campaign.id).where(Campaign.name == "sched-kill"))
+        decisions = s.scalar(
+            select(Trial.id).where(Trial.campaign_id == cid).order_by(Trial.id.desc()).limit(1)
+        )
+        n_trials = len(s.scalars(select(Trial.id).where(Trial.campaign_id == cid)).all())
+        # The live state: the scheduler's last snapshot (written at its SIGTERM on exit) plus
+        # the results after it -- what a restart resumes from.
+        live = load_runtime(s, cid).policy
+        camp_row = s.get(Campaign, cid)
+        assert camp_row is not None
+        arms = list(s.scalars(select(Arm).where(Arm.campaign_id == cid).order_by(Arm.index)))
+        fresh = build_policy(camp_row, arms)
+        rows = s.execute(
+            select(Result.cost, Trial.arm_index, Instance.context, Result.quality)
+            .join(Trial, Trial.id == Result.trial_id)
+            .join(Instance, Instance.id == Trial.instance_id)
+            .where(Result.campaign_id == cid, Result.applied.is_(True))
+            .order_by(Result.id)
+        ).all()
+        for cost, arm, ctx, quality in rows:
+            fresh.update(np.array([ctx["x"]]), arm, float(cost), quality)
+    assert decisions is not None and n_trials == n  # one decision per instance, none repeated
+    assert fresh.n_updates == live.n_updates == n
+    assert _same_state(fresh.get_state(), live.get_state())
+    for k in range(20):
+        x = np.array([float(k % 7)])
+        assert fresh.choose(x, key=10_000 + k) == live.choose(x, key=10_000 + k)
+
+
+def _same_state(a: object, b: object) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or abs(a - b) <= 1e-9 * max(1.0, abs(a))
+    return a == b
