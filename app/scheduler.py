@@ -12,6 +12,7 @@ in one transaction, so the policy's state always equals snapshot + applied resul
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -103,10 +104,9 @@ class Scheduler:
     def _requeue_buffer(self) -> None:
         """Hand unprocessed messages back (redelivered later; results are idempotent)."""
         for _b, m in self._buffer:
-            try:
+            # If the channel is gone the broker redelivers unacked messages anyway.
+            with contextlib.suppress(Exception):
                 m.requeue()
-            except Exception:  # the channel is gone: the broker redelivers unacked messages
-                pass
         self._buffer.clear()
 
     def _serve(
