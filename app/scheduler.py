@@ -163,12 +163,14 @@ class Scheduler:
         """Handle buffered messages, decide for woken campaigns, publish. Returns work done."""
         buffered, self._buffer = self._buffer, []
         results = [b for b, _ in buffered if b.get("type") == "result"]
+        beats = [b for b, _ in buffered if b.get("type") == "heartbeat"]
         for b, _ in buffered:
             if b.get("type") == "wake":
                 self._wake(b.get("campaign"))
         done = 0
         try:
             with self.Session() as session, session.begin():
+                self._renew_leases(session, beats)
                 done += self._record_results(session, results)
                 decided = self._decide(session)
                 t_commit = time.perf_counter()
@@ -207,6 +209,26 @@ class Scheduler:
             cid = session.scalar(select(Campaign.id).where(Campaign.name == name))
             if cid is not None:
                 self.runtimes[cid] = load_runtime(session, cid)
+
+    def _renew_leases(self, session: Session, beats: list[dict[str, Any]]) -> None:
+        """A worker running a trial sends heartbeats: the attempt it names (only that one)
+        is marked running and its lease extended, so a long trial is never re-issued."""
+        until = _now() + timedelta(seconds=self.settings.lease_seconds)
+        for b in beats:
+            trial, attempt = b.get("trial"), b.get("attempt")
+            if not isinstance(trial, str) or not isinstance(attempt, int):
+                continue
+            session.execute(
+                update(Trial)
+                .where(Trial.uuid == trial, Trial.attempt == attempt, Trial.state.in_(OPEN_STATES))
+                .values(
+                    state="running",
+                    lease_expires_at=until,
+                    worker=_str_or_none(b.get("worker"), 200),
+                )
+            )
+        if beats:
+            self.metrics.inc("heartbeats", len(beats))
 
     def _record_results(self, session: Session, messages: list[dict[str, Any]]) -> int:
         if not messages:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -110,10 +111,73 @@ def register(app: Celery) -> None:
         else:
             if journal is not None:
                 journal.write_text(str(starts))
-            message = execute(payload, worker)
+            with Heartbeat(app, payload, worker):
+                message = execute(payload, worker)
         publish_result(app, message)
         if journal is not None:
             journal.unlink(missing_ok=True)
+
+
+class Heartbeat:
+    """While a trial runs, a thread tells the scheduler every third of the lease that this
+    attempt is alive, so its lease is extended however long the trial takes. It runs beside
+    the trial code (torch and numpy release the GIL; pure-Python loops are preempted), on a
+    connection of its own. Trials shorter than a third of the lease send nothing."""
+
+    def __init__(self, app: Celery, payload: Any, worker: str) -> None:
+        self.app = app
+        self.worker = worker
+        ok = isinstance(payload, dict) and isinstance(payload.get("trial"), str)
+        self.trial = payload.get("trial") if ok else None
+        self.attempt = payload.get("attempt") if ok else None
+        self.interval = max(0.5, app.conf["banditq_settings"].lease_seconds / 3.0)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Heartbeat:
+        if self.trial is not None:
+            self._thread = threading.Thread(target=self._run, name="banditq-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        settings = self.app.conf["banditq_settings"]
+        q = results_queue(settings.queue)
+        conn = None
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    if conn is None:
+                        conn = self.app.connection_for_write()
+                    conn.Producer().publish(
+                        {
+                            "v": PROTOCOL,
+                            "type": "heartbeat",
+                            "trial": self.trial,
+                            "attempt": self.attempt,
+                            "worker": self.worker,
+                            "at": now_iso(),
+                        },
+                        exchange=q.exchange,
+                        routing_key=q.routing_key,
+                        serializer="json",
+                        declare=[q],
+                        retry=True,
+                        retry_policy={"max_retries": 3},
+                    )
+                except Exception as exc:  # the lease has slack: the next beat may get through
+                    log.warning("heartbeat for trial %s failed: %s", self.trial, exc)
+                    if conn is not None:
+                        conn.release()
+                    conn = None
+        finally:
+            if conn is not None:
+                conn.release()
 
 
 def publish_result(app: Celery, message: dict[str, Any]) -> None:

@@ -227,3 +227,18 @@ def _same_state(a: object, b: object) -> bool:
     if isinstance(a, float) and isinstance(b, float):
         return a == b or abs(a - b) <= 1e-9 * max(1.0, abs(a))
     return a == b
+
+
+def test_trials_longer_than_the_lease_keep_it_by_heartbeat(pg_settings: Settings) -> None:
+    settings = Settings(**{**pg_settings.__dict__, "lease_seconds": 3.0, "sweep_seconds": 0.5})
+    client = Client(settings=settings)
+    camp = client.create_campaign(
+        "long", "sleep", [{"seconds": 7.0}], context_features=[], max_in_flight=2, max_attempts=1
+    )
+    with LocalCluster(settings, workers=2):
+        camp.submit_many([(None, {}) for _ in range(2)])
+        camp.wait(timeout=120)
+    rows = camp.results()
+    # without heartbeats the 3 s lease would expire and, with max_attempts=1, fail the trial
+    assert [r["status"] for r in rows] == ["succeeded", "succeeded"]
+    assert [r["attempt"] for r in rows] == [1, 1]
