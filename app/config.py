@@ -27,6 +27,12 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "BANDITQ_SWEEP_SECONDS": ("sweep_seconds", "scheduler safety sweep interval (seconds)"),
     "BANDITQ_LEASE_SECONDS": ("lease_seconds", "lease on a published or running trial"),
     "BANDITQ_METRICS_PORT": ("metrics_port", "Prometheus metrics HTTP port (0 = off)"),
+    "BANDITQ_CONSUMER_TIMEOUT": (
+        "consumer_timeout",
+        "the broker's delivery-acknowledgement timeout in seconds (RabbitMQ consumer_timeout, "
+        "default 1800): campaigns whose max_trial_seconds exceed half of it are acknowledged "
+        "on receipt and protected by the lease and heartbeats instead",
+    ),
     "BANDITQ_PUBLISH_CONFIRMS": (
         "publish_confirms",
         "1 = wait for a RabbitMQ confirm per message (about 2x slower publishing; the outbox "
@@ -53,6 +59,7 @@ class Settings:
     lease_seconds: float = 300.0
     metrics_port: int = 0
     publish_confirms: int = 0
+    consumer_timeout: float = 1800.0
 
     def __post_init__(self) -> None:
         # Fill the embedded defaults from ``home`` so that one variable moves everything.

@@ -45,6 +45,7 @@ class LocalCluster:
                 "BANDITQ_QUEUE": self.settings.queue,
                 "BANDITQ_SWEEP_SECONDS": str(self.settings.sweep_seconds),
                 "BANDITQ_LEASE_SECONDS": str(self.settings.lease_seconds),
+                "BANDITQ_CONSUMER_TIMEOUT": str(self.settings.consumer_timeout),
             }
         )
         env.update(self.extra_env)

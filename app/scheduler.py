@@ -37,6 +37,7 @@ from models import Campaign, Instance, PolicySnapshot, Result, Trial
 from tasks.celery_app import make_celery
 from tasks.messages import (
     PROTOCOL,
+    RUN_LONG_TRIAL_TASK,
     RUN_TRIAL_TASK,
     events_queue,
     parse_time,
@@ -435,18 +436,34 @@ class Scheduler:
     def _publish(self, payloads: list[dict[str, Any]]) -> None:
         """Send trials, then mark them published with a lease (the outbox relay retries the
         unpublished; the sweep re-issues trials whose lease ran out)."""
-        sent = self._send(payloads)
-        if sent:
-            now = _now()
-            with self.Session() as session, session.begin():
+        sent = set(self._send(payloads))
+        if not sent:
+            return
+        now = _now()
+        by_lease: dict[float, list[str]] = {}
+        for p in payloads:
+            if p["trial"] in sent:
+                by_lease.setdefault(self._queued_lease(p), []).append(p["trial"])
+        with self.Session() as session, session.begin():
+            for seconds, uuids in by_lease.items():
                 session.execute(
                     update(Trial)
-                    .where(Trial.uuid.in_(sent))
-                    .values(
-                        published_at=now,
-                        lease_expires_at=now + timedelta(seconds=self.settings.lease_seconds),
-                    )
+                    .where(Trial.uuid.in_(uuids))
+                    .values(published_at=now, lease_expires_at=now + timedelta(seconds=seconds))
                 )
+
+    def _queued_lease(self, payload: dict[str, Any]) -> float:
+        """Lease of a trial not yet started. With a wall-time limit it may wait in the queue
+        behind the campaign's other in-flight trials, each up to that limit, before its first
+        heartbeat: the lease covers that wait (running trials renew theirs by heartbeat)."""
+        secs = (payload.get("limits") or {}).get("max_seconds")
+        if not isinstance(secs, int | float) or isinstance(secs, bool):
+            return self.settings.lease_seconds
+        in_flight = next(
+            (rt.max_in_flight for rt in self.runtimes.values() if rt.name == payload["campaign"]),
+            1,
+        )
+        return self.settings.lease_seconds + float(secs) * in_flight
 
     def _send(self, payloads: list[dict[str, Any]]) -> list[str]:
         sent: list[str] = []
@@ -454,7 +471,7 @@ class Scheduler:
             with self.celery.producer_or_acquire() as producer:
                 for p in payloads:
                     self.celery.send_task(
-                        RUN_TRIAL_TASK,
+                        self._task_for(p),
                         args=[p],
                         task_id=p["trial"],
                         queue=self.settings.queue,
@@ -474,6 +491,12 @@ class Scheduler:
                 exc,
             )
         return sent
+
+    def _task_for(self, payload: dict[str, Any]) -> str:
+        """Trials that may outlive the broker's acknowledgement timeout are acked on receipt."""
+        secs = (payload.get("limits") or {}).get("max_seconds")
+        long = isinstance(secs, int | float) and secs > self.settings.consumer_timeout / 2
+        return RUN_LONG_TRIAL_TASK if long else RUN_TRIAL_TASK
 
     # ------------------------------------------------------------------ safety sweep
     def sweep(self) -> int:

@@ -30,6 +30,10 @@ def make_celery(settings: Settings) -> Celery:
         "worker_prefetch_multiplier": 1,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "broker_connection_retry_on_startup": True,
+        # A channel closed by RabbitMQ's consumer_timeout (a prefetched trial waiting behind a
+        # long one) is reopened instead of killing the worker; long trials are acked on
+        # receipt (RUN_LONG_TRIAL_TASK), so only the waiting message is redelivered.
+        "broker_channel_error_retry": True,
         "broker_connection_max_retries": 100,
         "broker_transport_options": settings.broker_transport_options(),
         "task_queues": [trials],

@@ -12,6 +12,9 @@ from tasks.fs_transport import register as _register_fs_transport
 _register_fs_transport()
 
 RUN_TRIAL_TASK = "banditq.run_trial"
+#: The same task acknowledged on receipt, for trials that may outlive the broker's
+#: delivery-acknowledgement timeout (their lease and heartbeats stand in for redelivery).
+RUN_LONG_TRIAL_TASK = "banditq.run_long_trial"
 
 #: Protocol version carried in every message; a scheduler refuses versions it does not know.
 PROTOCOL = 1

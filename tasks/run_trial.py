@@ -20,7 +20,13 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from app.errors import InputError
 from tasks.kinds import get_kind
-from tasks.messages import PROTOCOL, RUN_TRIAL_TASK, now_iso, results_queue
+from tasks.messages import (
+    PROTOCOL,
+    RUN_LONG_TRIAL_TASK,
+    RUN_TRIAL_TASK,
+    now_iso,
+    results_queue,
+)
 
 log = logging.getLogger("banditq.worker")
 
@@ -96,26 +102,35 @@ def _journal(app: Celery, payload: Any) -> Path | None:
 def register(app: Celery) -> None:
     @app.task(name=RUN_TRIAL_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
     def run_trial(self: Task, payload: dict[str, Any]) -> None:
-        worker = self.request.hostname or f"{socket.gethostname()}:{os.getpid()}"
-        journal = _journal(app, payload)
-        starts = int(journal.read_text() or 0) + 1 if journal and journal.exists() else 1
-        if journal is not None and starts > MAX_CRASHES:
-            log.error(
-                "trial %s killed its worker %d times; failing it", payload["trial"], starts - 1
-            )
-            message = execute({**payload, "v": -1}, worker)
-            message.update(
-                status="failed",
-                error=f"worker process died {starts - 1} times running this trial; not retried",
-            )
-        else:
-            if journal is not None:
-                journal.write_text(str(starts))
-            with Heartbeat(app, payload, worker):
-                message = execute(payload, worker)
-        publish_result(app, message)
+        _run(app, self, payload)
+
+    # Acknowledged on receipt: RabbitMQ would otherwise close the channel of a trial that
+    # outlives its consumer_timeout and redeliver it in a loop (celery #6760). A worker that
+    # dies mid-trial stops heartbeating; the lease then re-issues the trial as a new attempt.
+    @app.task(name=RUN_LONG_TRIAL_TASK, bind=True, acks_late=False)
+    def run_long_trial(self: Task, payload: dict[str, Any]) -> None:
+        _run(app, self, payload)
+
+
+def _run(app: Celery, task: Task, payload: dict[str, Any]) -> None:
+    worker = task.request.hostname or f"{socket.gethostname()}:{os.getpid()}"
+    journal = _journal(app, payload)
+    starts = int(journal.read_text() or 0) + 1 if journal and journal.exists() else 1
+    if journal is not None and starts > MAX_CRASHES:
+        log.error("trial %s killed its worker %d times; failing it", payload["trial"], starts - 1)
+        message = execute({**payload, "v": -1}, worker)
+        message.update(
+            status="failed",
+            error=f"worker process died {starts - 1} times running this trial; not retried",
+        )
+    else:
         if journal is not None:
-            journal.unlink(missing_ok=True)
+            journal.write_text(str(starts))
+        with Heartbeat(app, payload, worker):
+            message = execute(payload, worker)
+    publish_result(app, message)
+    if journal is not None:
+        journal.unlink(missing_ok=True)
 
 
 class Heartbeat:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from app.client import Client
 from app.config import Settings
@@ -242,3 +242,62 @@ def test_trials_longer_than_the_lease_keep_it_by_heartbeat(pg_settings: Settings
     # without heartbeats the 3 s lease would expire and, with max_attempts=1, fail the trial
     assert [r["status"] for r in rows] == ["succeeded", "succeeded"]
     assert [r["attempt"] for r in rows] == [1, 1]
+
+
+def _consumer_timeout_ms(value: int | None = None) -> int:
+    """Read (or set) RabbitMQ's node-wide consumer_timeout; 3.10 has no per-queue argument."""
+    if value is not None:
+        subprocess.run(
+            ["rabbitmqctl", "eval", f"application:set_env(rabbit, consumer_timeout, {value})."],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    out = subprocess.run(
+        ["rabbitmqctl", "eval", "application:get_env(rabbit, consumer_timeout)."],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    return int(out.strip().strip("{}").split(",")[1])
+
+
+def test_trials_longer_than_the_consumer_timeout_complete_exactly_once(
+    pg_settings: Settings, restore_services: None
+) -> None:
+    before = _consumer_timeout_ms()
+    settings = Settings(
+        **{
+            **pg_settings.__dict__,
+            "lease_seconds": 4.0,
+            "sweep_seconds": 0.5,
+            "consumer_timeout": 3.0,
+        }
+    )
+    client = Client(settings=settings)
+    camp = client.create_campaign(
+        "past-timeout",
+        "sleep",
+        [{"seconds": 65.0}],
+        context_features=[],
+        max_in_flight=2,
+        max_attempts=1,
+        max_trial_seconds=120,
+    )
+    try:
+        # A delivery unacked for 3 s closes its channel; RabbitMQ checks about once a minute,
+        # hence trials of 65 s. One worker, two trials: the second waits (prefetched) as long.
+        assert _consumer_timeout_ms(3000) == 3000
+        with LocalCluster(settings, workers=1) as cluster:
+            camp.submit_many([(None, {}) for _ in range(2)])
+            camp.wait(timeout=240)
+            cluster.check()
+    finally:
+        _consumer_timeout_ms(before)
+    rows = camp.results()
+    assert [r["status"] for r in rows] == ["succeeded"] * 2
+    assert [r["attempt"] for r in rows] == [1, 1]  # heartbeats held the 4 s lease
+    with client.engine.connect() as c:
+        n = c.execute(text("SELECT count(*) FROM results")).scalar()
+    assert n == 2
