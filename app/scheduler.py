@@ -124,6 +124,7 @@ class Scheduler:
                 queues=[results_queue(self.settings.queue), events_queue(self.settings.queue)],
                 callbacks=[self._on_message],
                 accept=["json"],
+                on_decode_error=self._on_decode_error,
                 prefetch_count=self.batch_size * 2,
             )
             consumer.consume()
@@ -148,6 +149,16 @@ class Scheduler:
                     log.info("idle for %.1f s; exiting", idle_exit)
                     return
             self.step()
+
+    def _on_decode_error(self, message: Message, exc: Exception) -> None:
+        """A message that is not JSON (a pickle, say) is refused: logged, counted, dropped."""
+        log.warning(
+            "refusing a message of content type %r (only JSON is accepted): %s",
+            message.content_type,
+            exc,
+        )
+        self.metrics.inc("malformed_messages")
+        message.ack()
 
     def _on_message(self, body: Any, message: Message) -> None:
         if not isinstance(body, dict) or body.get("v") != PROTOCOL:
