@@ -30,7 +30,7 @@ cli.add_typer(db_cli, name="db")
 
 
 def _settings() -> Settings:
-    return Settings.from_env()
+    return Settings.from_env()  # a malformed variable raises ConfigError, handled in main()
 
 
 def _fail(msg: str, code: int = 2) -> None:

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from app.errors import ConfigError
+
 #: Environment variable -> (setting name, help text). The CLI prints this table in ``--help``.
 ENV_VARS: dict[str, tuple[str, str]] = {
     "BANDITQ_DATABASE_URL": (
@@ -127,7 +129,9 @@ def _coerce(env: str, raw: str, typ: str) -> object:
         if "float" in typ:
             return float(raw)
     except ValueError as exc:
-        raise ValueError(f"{env}={raw!r} is not a valid {typ}") from exc
+        raise ConfigError(
+            f"{env}={raw!r} is not a valid {typ}; `banditq --help` lists the variables"
+        ) from exc
     return raw
 
 

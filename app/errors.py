@@ -22,3 +22,7 @@ class NotFoundError(BanditqError, LookupError):
 
 class SchemaMissingError(BanditqError, RuntimeError):
     """The database has no banditq tables yet."""
+
+
+class ConfigError(BanditqError, ValueError):
+    """A malformed ``BANDITQ_*`` environment variable."""

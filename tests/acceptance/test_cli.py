@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,3 +106,41 @@ def test_compose_commands_exist_in_the_cli(tmp_path: Path) -> None:
         assert out.returncode == 0, f"{name}: {argv} is not a CLI command: {out.stderr}"
         env = svc.get("environment", {})
         assert "BANDITQ_DATABASE_URL" in env and "BANDITQ_BROKER_URL" in env
+
+
+def _tables(tmp_path: Path) -> None:
+    import numpy as np
+
+    ctx, arms = np.zeros((3, 1)), np.arange(2.0)
+    np.savez(tmp_path / "nan.npz", contexts=ctx, arms=arms, costs=np.array([[1, np.nan]] * 3))
+    np.savez(tmp_path / "neg.npz", contexts=ctx, arms=arms, costs=-np.ones((3, 2)))
+    np.savez(tmp_path / "rows.npz", contexts=ctx, arms=arms, costs=np.ones((4, 2)))
+    np.savez(tmp_path / "nocosts.npz", contexts=ctx, arms=arms)
+    (tmp_path / "junk.npz").write_text("not a zip file")
+
+
+CLI_BAD = [
+    ("missing table", ["replay", "nothere.npz"], {}, "no such file"),
+    ("nan costs", ["replay", "nan.npz"], {}, "costs: must be finite"),
+    ("negative costs", ["replay", "neg.npz"], {}, "costs: must be non-negative"),
+    ("row mismatch", ["replay", "rows.npz"], {}, "contexts: has 3 rows"),
+    ("no costs", ["replay", "nocosts.npz"], {}, "costs: missing"),
+    ("not an npz", ["replay", "junk.npz"], {}, "not a readable .npz"),
+    ("unknown results campaign", ["results", "nope"], {}, "no campaign named 'nope'"),
+    ("bad results format", ["results", "x", "--format", "xml"], {}, "--format must be"),
+    ("sql injection name", ["status", "x'; DROP TABLE campaigns; --"], {}, "no campaign named"),
+    ("unknown ope campaign", ["ope", "nope", "--policy", "random"], {}, "no campaign named"),
+    ("bad role name", ["db", "grant-reader", "bad;role"], {}, "role='bad;role'"),
+    ("bad env number", ["status"], {"BANDITQ_SNAPSHOT_EVERY": "abc"}, "BANDITQ_SNAPSHOT_EVERY"),
+]
+
+
+@pytest.mark.parametrize(("label", "args", "env", "message"), CLI_BAD, ids=[c[0] for c in CLI_BAD])
+def test_bad_cli_input_is_a_clear_error(
+    tmp_path: Path, label: str, args: list[str], env: dict[str, str], message: str
+) -> None:
+    _tables(tmp_path)
+    out = banditq(*args, cwd=tmp_path, env={"BANDITQ_HOME": str(tmp_path / "h"), **env})
+    assert out.returncode == 2, (label, out.stderr[-500:])
+    assert message in out.stderr, (label, out.stderr[-500:])
+    assert "Traceback" not in out.stderr
