@@ -43,6 +43,7 @@ from tasks.messages import (
     parse_time,
     results_queue,
 )
+from tasks.publish import TaskPublisher
 
 log = logging.getLogger("banditq.scheduler")
 
@@ -66,6 +67,7 @@ class Scheduler:
         self.engine = engine or make_engine(settings.database_url)
         self.Session = session_factory(self.engine)
         self.celery = make_celery(settings)
+        self.publisher = TaskPublisher(settings.queue)
         self.batch_size = batch_size
         self.metrics = metrics or Metrics()
         self.runtimes: dict[int, CampaignRuntime] = {}
@@ -481,17 +483,16 @@ class Scheduler:
         try:
             with self.celery.producer_or_acquire() as producer:
                 for p in payloads:
-                    self.celery.send_task(
+                    limits = _time_limits(p)
+                    self.publisher.publish(
+                        producer,
                         self._task_for(p),
-                        args=[p],
-                        task_id=p["trial"],
-                        queue=self.settings.queue,
-                        producer=producer,
-                        retry=True,
+                        p["trial"],
+                        p,
                         # Celery would saferepr() the whole payload for its logs: costly.
                         argsrepr=f"trial {p['trial']} attempt {p['attempt']}",
-                        kwargsrepr="{}",
-                        **_time_limits(p),
+                        time_limit=limits.get("time_limit"),
+                        soft_time_limit=limits.get("soft_time_limit"),
                     )
                     sent.append(p["trial"])
         except Exception as exc:

@@ -53,3 +53,26 @@ def test_inference_campaign_through_scheduler_and_workers(pg_settings: Settings)
     assert monitored and all(0.0 < r.quality <= 1.0 + 1e-6 for r in monitored)
     # the lossy arm is only ever run as a monitored probe (its output is never served blind)
     assert all(r.quality is not None for r in rows if r.arm_name == "fp32+skip2")
+
+
+def test_inference_campaign_on_the_embedded_default_with_worker_processes(
+    embedded_settings: Settings,
+) -> None:
+    client = Client(settings=embedded_settings)
+    camp = client.create_inference_campaign(
+        "accel-embedded",
+        arms=[AccelArm().to_json(), AccelArm(dtype="bf16").to_json()],
+        monitor_fraction=0.5,
+        device="cpu",
+    )
+    with LocalCluster(embedded_settings, workers=1) as cluster:
+        camp.submit_texts([["short text"], ["a longer text about heat flow", "and more"]] * 3)
+        try:
+            camp.wait(timeout=240)
+        except TimeoutError:
+            cluster.check()
+            raise
+    rows = camp.results()
+    assert len(rows) == 6 and all(r["status"] == "succeeded" for r in rows)
+    assert all(r["latency_ms"] > 0 for r in rows)
+    assert any(r["quality"] is not None for r in rows)

@@ -208,3 +208,25 @@ def test_max_length_out_of_range_is_refused(embedded_settings: Settings) -> None
     with pytest.raises(InputError) as info:
         camp.submit_texts([["fine"]], max_length=1)
     assert info.value.field == "batches[0].max_length"
+
+
+def test_warm_start_from_an_earlier_inference_campaign(embedded_settings: Settings) -> None:
+    client = Client(settings=embedded_settings)
+    arms = _arms()[:3]
+    first = client.create_inference_campaign(
+        "history", arms=arms, device="cpu", monitor_fraction=1.0
+    )
+    first.submit_texts([TEXTS[: 1 + i % 6] for i in range(8)], max_length=32)
+    InlineScheduler(embedded_settings).run_until_idle()
+    second = client.create_inference_campaign(
+        "next", arms=arms, device="cpu", warm_start_from=["history"]
+    )
+    with client.Session() as s:
+        row = s.scalar(select(Campaign).where(Campaign.name == "next"))
+        assert row is not None
+        from app.runtime import load_runtime
+
+        policy = load_runtime(s, row.id).policy
+    assert policy.n_updates == 8  # every earlier result, costs and monitored quality
+    assert float(policy.nq.sum()) == 8  # type: ignore[attr-defined]
+    assert second.counts() == {}
