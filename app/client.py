@@ -299,7 +299,7 @@ class Client:
                     self.settings.broker_url,
                     transport_options=self.settings.broker_transport_options(),
                 )
-            q = events_queue(self.settings.queue)
+            q = events_queue(self.settings.queue, self.settings.queue_type)
             with self._conn.Producer() as producer:
                 producer.publish(
                     {"v": PROTOCOL, "type": "wake", "campaign": name},

@@ -29,6 +29,12 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "BANDITQ_SWEEP_SECONDS": ("sweep_seconds", "scheduler safety sweep interval (seconds)"),
     "BANDITQ_LEASE_SECONDS": ("lease_seconds", "lease on a published or running trial"),
     "BANDITQ_METRICS_PORT": ("metrics_port", "Prometheus metrics HTTP port (0 = off)"),
+    "BANDITQ_QUEUE_TYPE": (
+        "queue_type",
+        "classic (default) or quorum: replicated RabbitMQ quorum queues for trials, results "
+        "and wake-ups (publisher confirms are then always on; use a new BANDITQ_QUEUE name, "
+        "an existing queue cannot change type)",
+    ),
     "BANDITQ_CONSUMER_TIMEOUT": (
         "consumer_timeout",
         "the broker's delivery-acknowledgement timeout in seconds (RabbitMQ consumer_timeout, "
@@ -62,6 +68,7 @@ class Settings:
     metrics_port: int = 0
     publish_confirms: int = 0
     consumer_timeout: float = 1800.0
+    queue_type: str = "classic"
 
     def __post_init__(self) -> None:
         # Fill the embedded defaults from ``home`` so that one variable moves everything.
@@ -69,6 +76,10 @@ class Settings:
             object.__setattr__(self, "database_url", f"sqlite:///{self.home / 'banditq.db'}")
         if not self.broker_url:
             object.__setattr__(self, "broker_url", "filesystem://")
+        if self.queue_type not in ("classic", "quorum"):
+            raise ConfigError(
+                f"BANDITQ_QUEUE_TYPE={self.queue_type!r}: must be 'classic' or 'quorum'"
+            )
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -107,7 +118,8 @@ class Settings:
                 # Virtual transports poll their store; keep the wake-up latency low.
                 "polling_interval": 0.02,
             }
-        if self.broker_url.startswith(("amqp", "pyamqp")) and self.publish_confirms:
+        confirms = self.publish_confirms or self.queue_type == "quorum"
+        if self.broker_url.startswith(("amqp", "pyamqp")) and confirms:
             # Synchronous per message in py-amqp (shared/CELERY.md: ~3,300/s -> ~510/s).
             return {"confirm_publish": True}
         return {}

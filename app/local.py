@@ -46,6 +46,7 @@ class LocalCluster:
                 "BANDITQ_SWEEP_SECONDS": str(self.settings.sweep_seconds),
                 "BANDITQ_LEASE_SECONDS": str(self.settings.lease_seconds),
                 "BANDITQ_CONSUMER_TIMEOUT": str(self.settings.consumer_timeout),
+                "BANDITQ_QUEUE_TYPE": self.settings.queue_type,
             }
         )
         env.update(self.extra_env)

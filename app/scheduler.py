@@ -67,7 +67,7 @@ class Scheduler:
         self.engine = engine or make_engine(settings.database_url)
         self.Session = session_factory(self.engine)
         self.celery = make_celery(settings)
-        self.publisher = TaskPublisher(settings.queue)
+        self.publisher = TaskPublisher(settings.queue, settings.queue_type)
         self.batch_size = batch_size
         self.metrics = metrics or Metrics()
         self.runtimes: dict[int, CampaignRuntime] = {}
@@ -123,7 +123,10 @@ class Scheduler:
             channel = conn.channel()
             consumer = kombu.Consumer(
                 channel,
-                queues=[results_queue(self.settings.queue), events_queue(self.settings.queue)],
+                queues=[
+                    results_queue(self.settings.queue, self.settings.queue_type),
+                    events_queue(self.settings.queue, self.settings.queue_type),
+                ],
                 callbacks=[self._on_message],
                 accept=["json"],
                 on_decode_error=self._on_decode_error,

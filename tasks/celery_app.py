@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Exchange, Queue
 
 from app.config import Settings
 from tasks import messages as _messages  # noqa: F401  (registers the embedded transport)
@@ -14,9 +13,7 @@ from tasks import messages as _messages  # noqa: F401  (registers the embedded t
 def make_celery(settings: Settings) -> Celery:
     """A Celery app bound to ``settings``; the same configuration for scheduler and workers."""
     app = Celery("banditq", broker=settings.broker_url, set_as_current=False)
-    trials = Queue(
-        settings.queue, Exchange(settings.queue, type="direct"), settings.queue, durable=True
-    )
+    trials = _messages.trials_queue(settings.queue, settings.queue_type)
     conf: dict[str, Any] = {
         # No pickle anywhere: a message in another format is refused by kombu and logged.
         "task_serializer": "json",
@@ -37,6 +34,8 @@ def make_celery(settings: Settings) -> Celery:
         "broker_connection_max_retries": 100,
         "broker_transport_options": settings.broker_transport_options(),
         "task_queues": [trials],
+        # Quorum queues: Celery then turns off global QoS, which they do not support.
+        "task_default_queue_type": settings.queue_type,
         "task_default_queue": settings.queue,
         "task_default_exchange": settings.queue,
         "task_default_routing_key": settings.queue,

@@ -20,18 +20,24 @@ RUN_LONG_TRIAL_TASK = "banditq.run_long_trial"
 PROTOCOL = 1
 
 
-def _direct(name: str) -> Queue:
-    return Queue(name, Exchange(name, type="direct"), name, durable=True)
+def _direct(name: str, queue_type: str = "classic") -> Queue:
+    args = {"x-queue-type": "quorum"} if queue_type == "quorum" else None
+    return Queue(name, Exchange(name, type="direct"), name, durable=True, queue_arguments=args)
 
 
-def results_queue(trial_queue: str) -> Queue:
-    """Workers -> scheduler: one result message per finished attempt."""
-    return _direct(f"{trial_queue}.results")
+def trials_queue(name: str, queue_type: str = "classic") -> Queue:
+    """Scheduler -> workers: Celery task messages, one per trial attempt."""
+    return _direct(name, queue_type)
 
 
-def events_queue(trial_queue: str) -> Queue:
+def results_queue(trial_queue: str, queue_type: str = "classic") -> Queue:
+    """Workers -> scheduler: one result message per finished attempt (and heartbeats)."""
+    return _direct(f"{trial_queue}.results", queue_type)
+
+
+def events_queue(trial_queue: str, queue_type: str = "classic") -> Queue:
     """Clients -> scheduler: wake-ups after new instances are committed."""
-    return _direct(f"{trial_queue}.events")
+    return _direct(f"{trial_queue}.events", queue_type)
 
 
 def now_iso() -> str:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from kombu import Connection, Exchange, Producer, Queue
+from kombu import Connection, Producer
+
+from tasks.messages import trials_queue
 
 EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 RETRY_POLICY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2}
@@ -21,8 +23,8 @@ RETRY_POLICY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "
 class TaskPublisher:
     """Sends tasks to one durable direct queue over a producer the caller supplies."""
 
-    def __init__(self, queue: str) -> None:
-        self.queue = Queue(queue, Exchange(queue, type="direct"), queue, durable=True)
+    def __init__(self, queue: str, queue_type: str = "classic") -> None:
+        self.queue = trials_queue(queue, queue_type)
         self.origin = f"banditq-scheduler@{socket.gethostname()}"
         self._declared: set[int] = set()
 

@@ -162,7 +162,7 @@ class Heartbeat:
 
     def _run(self) -> None:
         settings = self.app.conf["banditq_settings"]
-        q = results_queue(settings.queue)
+        q = results_queue(settings.queue, settings.queue_type)
         conn = None
         try:
             while not self._stop.wait(self.interval):
@@ -196,7 +196,8 @@ class Heartbeat:
 
 
 def publish_result(app: Celery, message: dict[str, Any]) -> None:
-    q = results_queue(app.conf["banditq_settings"].queue)
+    settings = app.conf["banditq_settings"]
+    q = results_queue(settings.queue, settings.queue_type)
     with app.producer_or_acquire() as producer:
         producer.publish(
             message,

@@ -132,6 +132,7 @@ CLI_BAD = [
     ("unknown ope campaign", ["ope", "nope", "--policy", "random"], {}, "no campaign named"),
     ("bad role name", ["db", "grant-reader", "bad;role"], {}, "role='bad;role'"),
     ("bad env number", ["status"], {"BANDITQ_SNAPSHOT_EVERY": "abc"}, "BANDITQ_SNAPSHOT_EVERY"),
+    ("bad queue type", ["status"], {"BANDITQ_QUEUE_TYPE": "fancy"}, "BANDITQ_QUEUE_TYPE"),
 ]
 
 

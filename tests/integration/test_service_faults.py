@@ -301,3 +301,32 @@ def test_trials_longer_than_the_consumer_timeout_complete_exactly_once(
     with client.engine.connect() as c:
         n = c.execute(text("SELECT count(*) FROM results")).scalar()
     assert n == 2
+
+
+def test_quorum_queues_carry_a_campaign_exactly_once(pg_settings: Settings) -> None:
+    settings = Settings(
+        **{**pg_settings.__dict__, "queue_type": "quorum", "queue": pg_settings.queue + "q"}
+    )
+    client = Client(settings=settings)
+    camp = client.create_campaign(
+        "quorum", "noop", [{"cost": 1.0}, {"cost": 2.0}], context_features=[], max_in_flight=8
+    )
+    try:
+        with LocalCluster(settings, workers=2) as cluster:
+            camp.submit_many([(None, {}) for _ in range(200)])
+            camp.wait(timeout=120)
+            cluster.check()
+        listed = subprocess.run(
+            ["rabbitmqctl", "list_queues", "name", "type", "--quiet"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        types = dict(line.split()[:2] for line in listed.splitlines() if line.strip())
+        for name in (settings.queue, f"{settings.queue}.results", f"{settings.queue}.events"):
+            assert types.get(name) == "quorum", (name, types.get(name))
+    finally:
+        for name in (settings.queue, f"{settings.queue}.results", f"{settings.queue}.events"):
+            subprocess.run(["rabbitmqctl", "delete_queue", name], capture_output=True, timeout=60)
+    _check_exactly_once(client, "quorum", 200)
