@@ -134,38 +134,59 @@ def _run(app: Celery, task: Task, payload: dict[str, Any]) -> None:
 
 
 class Heartbeat:
-    """While a trial runs, a thread tells the scheduler every third of the lease that this
-    attempt is alive, so its lease is extended however long the trial takes. It runs beside
-    the trial code (torch and numpy release the GIL; pure-Python loops are preempted), on a
-    connection of its own. Trials shorter than a third of the lease send nothing."""
+    """While a trial runs, this process's heartbeat thread tells the scheduler every third of
+    the lease that the attempt is alive, so its lease is extended however long the trial
+    takes. The thread runs beside the trial code (torch and numpy release the GIL; pure-Python
+    loops are preempted), on a connection of its own; entering and leaving only registers the
+    attempt, and trials shorter than a third of the lease send nothing."""
 
     def __init__(self, app: Celery, payload: Any, worker: str) -> None:
+        ok = isinstance(payload, dict) and isinstance(payload.get("trial"), str)
+        self.key = (payload["trial"], payload.get("attempt")) if ok else None
         self.app = app
         self.worker = worker
-        ok = isinstance(payload, dict) and isinstance(payload.get("trial"), str)
-        self.trial = payload.get("trial") if ok else None
-        self.attempt = payload.get("attempt") if ok else None
-        self.interval = max(0.5, app.conf["banditq_settings"].lease_seconds / 3.0)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Heartbeat:
-        if self.trial is not None:
-            self._thread = threading.Thread(target=self._run, name="banditq-heartbeat", daemon=True)
-            self._thread.start()
+        if self.key is not None:
+            _beater(self.app).add(self.key, self.worker)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if self.key is not None:
+            _beater(self.app).remove(self.key)
 
-    def _run(self) -> None:
+
+class _Beater:
+    """The per-process heartbeat thread (started lazily in the pool child, after the fork)."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        self.pid = os.getpid()
+        self.interval = max(0.5, app.conf["banditq_settings"].lease_seconds / 3.0)
+        self.lock = threading.Lock()
+        self.running: dict[tuple[str, Any], tuple[str, float]] = {}  # key -> (worker, last)
+        threading.Thread(target=self._loop, name="banditq-heartbeat", daemon=True).start()
+
+    def add(self, key: tuple[str, Any], worker: str) -> None:
+        with self.lock:
+            self.running[key] = (worker, time.monotonic())
+
+    def remove(self, key: tuple[str, Any]) -> None:
+        with self.lock:
+            self.running.pop(key, None)
+
+    def _loop(self) -> None:
         settings = self.app.conf["banditq_settings"]
         q = results_queue(settings.queue, settings.queue_type)
         conn = None
-        try:
-            while not self._stop.wait(self.interval):
+        while True:
+            time.sleep(min(self.interval / 4, 1.0))
+            now = time.monotonic()
+            with self.lock:
+                due = [
+                    (k, w) for k, (w, last) in self.running.items() if now - last >= self.interval
+                ]
+            for (trial, attempt), worker in due:
                 try:
                     if conn is None:
                         conn = self.app.connection_for_write()
@@ -173,9 +194,9 @@ class Heartbeat:
                         {
                             "v": PROTOCOL,
                             "type": "heartbeat",
-                            "trial": self.trial,
-                            "attempt": self.attempt,
-                            "worker": self.worker,
+                            "trial": trial,
+                            "attempt": attempt,
+                            "worker": worker,
                             "at": now_iso(),
                         },
                         exchange=q.exchange,
@@ -185,14 +206,24 @@ class Heartbeat:
                         retry=True,
                         retry_policy={"max_retries": 3},
                     )
+                    with self.lock:
+                        if (trial, attempt) in self.running:
+                            self.running[(trial, attempt)] = (worker, now)
                 except Exception as exc:  # the lease has slack: the next beat may get through
-                    log.warning("heartbeat for trial %s failed: %s", self.trial, exc)
+                    log.warning("heartbeat for trial %s failed: %s", trial, exc)
                     if conn is not None:
                         conn.release()
                     conn = None
-        finally:
-            if conn is not None:
-                conn.release()
+
+
+_BEATER: _Beater | None = None
+
+
+def _beater(app: Celery) -> _Beater:
+    global _BEATER
+    if _BEATER is None or _BEATER.pid != os.getpid():  # a forked child needs its own thread
+        _BEATER = _Beater(app)
+    return _BEATER
 
 
 def publish_result(app: Celery, message: dict[str, Any]) -> None:
