@@ -213,6 +213,7 @@ class Scheduler:
                 self.metrics.observe("decision_latency_ms", choose_ms + commit_ms)
             self._publish([t for t, _ in decided])
             done += len(decided)
+        self._snapshot_due()
         return done
 
     def _wake(self, name: Any) -> None:
@@ -352,8 +353,6 @@ class Scheduler:
                 update(Campaign).where(Campaign.id == cid).values(n_updates=Campaign.n_updates + n)
             )
             rt = self.runtimes[cid]
-            if rt.since_snapshot >= self.settings.snapshot_every:
-                self._snapshot(session, rt)
         self.metrics.inc("results", len(new_results))
         self.metrics.inc("failures", sum(1 for r in new_results if r["status"] == "failed"))
         return len(new_results)
@@ -376,6 +375,24 @@ class Scheduler:
             metrics.get("arm"),
             served,
         )
+
+    def _snapshot_due(self) -> None:
+        """Snapshot policies with ``snapshot_every`` new results, in a transaction of their
+        own after the decisions committed (a snapshot is a cache of committed results: it
+        need not delay decisions). A failure only postpones it to the next step."""
+        due = [
+            rt for rt in self.runtimes.values() if rt.since_snapshot >= self.settings.snapshot_every
+        ]
+        if not due:
+            return
+        try:
+            with self.Session() as session, session.begin():
+                for rt in due:
+                    self._snapshot(session, rt)
+        except sqlalchemy.exc.DBAPIError as exc:
+            log.warning("policy snapshot postponed (%s)", exc.orig)
+            for rt in due:
+                rt.since_snapshot = self.settings.snapshot_every
 
     def _snapshot(self, session: Session, rt: CampaignRuntime) -> None:
         session.add(
