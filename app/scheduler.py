@@ -489,14 +489,14 @@ class Scheduler:
         """Lease of a trial not yet started. With a wall-time limit it may wait in the queue
         behind the campaign's other in-flight trials, each up to that limit, before its first
         heartbeat: the lease covers that wait (running trials renew theirs by heartbeat)."""
-        secs = (payload.get("limits") or {}).get("max_seconds")
-        if not isinstance(secs, int | float) or isinstance(secs, bool):
+        secs = _max_seconds(payload)
+        if secs is None:
             return self.settings.lease_seconds
         in_flight = next(
             (rt.max_in_flight for rt in self.runtimes.values() if rt.name == payload["campaign"]),
             1,
         )
-        return self.settings.lease_seconds + float(secs) * in_flight
+        return self.settings.lease_seconds + secs * in_flight
 
     def _send(self, payloads: list[dict[str, Any]]) -> list[str]:
         sent: list[str] = []
@@ -526,8 +526,8 @@ class Scheduler:
 
     def _task_for(self, payload: dict[str, Any]) -> str:
         """Trials that may outlive the broker's acknowledgement timeout are acked on receipt."""
-        secs = (payload.get("limits") or {}).get("max_seconds")
-        long = isinstance(secs, int | float) and secs > self.settings.consumer_timeout / 2
+        secs = _max_seconds(payload)
+        long = secs is not None and secs > self.settings.consumer_timeout / 2
         return RUN_LONG_TRIAL_TASK if long else RUN_TRIAL_TASK
 
     # ------------------------------------------------------------------ safety sweep
@@ -638,13 +638,21 @@ class Scheduler:
             )
 
 
+def _max_seconds(payload: dict[str, Any]) -> float | None:
+    """The campaign's wall-time limit carried in a payload, if it set one."""
+    secs = (payload.get("limits") or {}).get("max_seconds")
+    if isinstance(secs, int | float) and not isinstance(secs, bool) and secs > 0:
+        return float(secs)
+    return None
+
+
 def _time_limits(payload: dict[str, Any]) -> dict[str, float]:
     """A trial past ``max_seconds`` gets SoftTimeLimitExceeded (recorded as timed out); the
     hard limit a little later kills a child that ignores it."""
-    secs = (payload.get("limits") or {}).get("max_seconds")
-    if isinstance(secs, int | float) and not isinstance(secs, bool) and secs > 0:
-        return {"soft_time_limit": float(secs), "time_limit": float(secs) + 10.0}
-    return {}
+    secs = _max_seconds(payload)
+    if secs is None:
+        return {}
+    return {"soft_time_limit": secs, "time_limit": secs + 10.0}
 
 
 def _valid_cost(v: Any) -> bool:

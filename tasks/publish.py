@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from kombu import Connection, Producer
+from kombu import Producer
 
 from tasks.messages import trials_queue
 
@@ -26,7 +26,6 @@ class TaskPublisher:
     def __init__(self, queue: str, queue_type: str = "classic") -> None:
         self.queue = trials_queue(queue, queue_type)
         self.origin = f"banditq-scheduler@{socket.gethostname()}"
-        self._declared: set[int] = set()
 
     def publish(
         self,
@@ -38,8 +37,6 @@ class TaskPublisher:
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
     ) -> None:
-        conn: Connection = producer.connection
-        declare = [] if id(conn) in self._declared else [self.queue]
         producer.publish(
             [[payload], {}, EMBED],
             exchange=self.queue.exchange.name,
@@ -48,7 +45,7 @@ class TaskPublisher:
             delivery_mode=2,
             correlation_id=task_id,
             reply_to="",
-            declare=declare,
+            declare=[self.queue],  # kombu declares once per connection (maybe_declare cache)
             retry=True,
             retry_policy=RETRY_POLICY,
             headers={
@@ -66,4 +63,3 @@ class TaskPublisher:
                 "ignore_result": True,
             },
         )
-        self._declared.add(id(conn))
