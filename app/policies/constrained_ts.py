@@ -153,41 +153,33 @@ class ConstrainedTSPolicy(Policy):
         return status
 
     # ------------------------------------------------------------------ decisions
-    def _sampled_costs(self, x: np.ndarray, key: int) -> np.ndarray:
-        """draws x K sampled log costs (row 0 is the decision's own draw)."""
+    def _masked_draws(self, x: np.ndarray, key: int) -> tuple[np.ndarray, np.ndarray]:
+        """(feasibility per arm, draws x K sampled log costs with disallowed arms at +inf).
+        Row 0 is the decision's own draw. The cost posterior is computed once per call."""
+        status = self.feasibility(x)
+        joint = self._joint(x)
         noise = self._noise()
         cov = np.linalg.inv(self.P + noise * np.diag(self.prior_prec))
         mean = cov @ self.b
+        allowed = status >= 0
+        # Uncertain arms (probes) only where the reference is predicted cheap.
+        gated = self.probe_quantile < 1.0 and np.isfinite(self.cheap)
+        if gated and float(joint[self.reference] @ mean) > self.cheap:
+            allowed = status > 0
         chol = np.linalg.cholesky(cov * noise * self.explore**2 + 1e-12 * np.eye(self.d))
         z = self.rng(key).standard_normal((self.draws, self.d))
         theta = mean[None, :] + z @ chol.T
-        return theta @ self._joint(x).T  # type: ignore[no-any-return]
-
-    def _allowed(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        status = self.feasibility(x)
-        allowed = status > 0
-        if self.probe_quantile >= 1.0 or not np.isfinite(self.cheap):
-            return status, status >= 0
-        a = self.P + self._noise() * np.diag(self.prior_prec)
-        ref_cost = float(self._joint(x)[self.reference] @ np.linalg.solve(a, self.b))
-        if ref_cost <= self.cheap:
-            allowed = status >= 0
-        return status, allowed
+        return status, np.where(allowed[None, :], theta @ joint.T, np.inf)
 
     def choose(self, context: np.ndarray, key: int) -> Decision:
-        x = np.asarray(context, dtype=float)
-        status, allowed = self._allowed(x)
-        sampled = self._sampled_costs(x, key)
-        masked = np.where(allowed[None, :], sampled, np.inf)
+        status, masked = self._masked_draws(np.asarray(context, dtype=float), key)
         picks = masked.argmin(axis=1)
         arm = int(picks[0])
         propensity = float(np.mean(picks == arm))
         return Decision(arm, propensity, PROBE if status[arm] == 0 else "policy")
 
     def probabilities(self, context: np.ndarray, key: int, draws: int = 64) -> np.ndarray:
-        x = np.asarray(context, dtype=float)
-        _status, allowed = self._allowed(x)
-        masked = np.where(allowed[None, :], self._sampled_costs(x, key), np.inf)
+        _status, masked = self._masked_draws(np.asarray(context, dtype=float), key)
         return np.bincount(masked.argmin(axis=1), minlength=self.n_arms) / masked.shape[0]
 
     # ------------------------------------------------------------------ learning
