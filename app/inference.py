@@ -133,10 +133,15 @@ def batch_instances(
 
     settings = row.settings or {}
     bundle = load_bundle(settings["kind_options"]["model"])
-    seen = {
-        shape_bucket(int(c.get("batch_size", 1)), int(c.get("seq_len_max", 1)))
-        for c in session.scalars(select(Instance.context).where(Instance.campaign_id == row.id))
-    }
+    # Only the distinct shapes already submitted, not every instance's context.
+    shapes = session.execute(
+        select(
+            Instance.context["batch_size"].as_float(), Instance.context["seq_len_max"].as_float()
+        )
+        .where(Instance.campaign_id == row.id)
+        .distinct()
+    ).all()
+    seen = {shape_bucket(int(b or 1), int(n or 1)) for b, n in shapes}
     for i, texts in enumerate(batches):
         if isinstance(texts, str) or not isinstance(texts, Sequence) or not texts:
             raise InputError(f"batches[{i}]", "must be a non-empty list of strings")
