@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from app.policies.base import Decision, Policy
-from app.policies.ridge import PerArmRidge, feature_map
+from app.policies.ridge import PerArmRidge, feature_map, model_input
 
 
 class ConservativeGuard(Policy):
@@ -38,13 +38,10 @@ class ConservativeGuard(Policy):
         self.baseline_spent = 0.0  # estimated cumulative cost of always-baseline
         self.max_cost = 0.0
 
-    def _x(self, c: np.ndarray) -> np.ndarray:
-        return c if c.size else np.zeros(1)
-
     def _estimate(self, context: np.ndarray, arm: int, upper: bool) -> float:
         if self.model.n[arm] == 0:
             return 2.0 * self.max_cost if upper else self.max_cost
-        mean, width, _f = self.model.predict(self._x(context))
+        mean, width, _f = self.model.predict(model_input(context))
         z = 2.0 if upper else 0.0
         return float(np.expm1(mean[arm] + z * width[arm] * 0.3))
 
@@ -77,7 +74,7 @@ class ConservativeGuard(Policy):
         self.spent += cost
         self.baseline_spent += b
         self.max_cost = max(self.max_cost, cost)
-        self.model.add(self._x(context), arm, float(np.log1p(cost)))
+        self.model.add(model_input(context), arm, float(np.log1p(cost)))
         self.inner.update(context, arm, cost)
 
     def _observe_quality(self, context: np.ndarray, arm: int, quality: float) -> None:

@@ -6,6 +6,7 @@ import numpy as np
 
 from app.policies.base import Decision
 from app.policies.linear import _LinearBase
+from app.policies.ridge import model_input
 
 
 class LinTSPolicy(_LinearBase):
@@ -14,7 +15,7 @@ class LinTSPolicy(_LinearBase):
     name = "lin-ts"
 
     def _draws(self, context: np.ndarray, key: int, n: int) -> np.ndarray:
-        mean, width, _f = self.model.predict(self._x(context))
+        mean, width, _f = self.model.predict(model_input(context))
         # Per arm the predictive is N(mean, (v*sigma*width)^2): sample it directly.
         z = self.rng(key).standard_normal((n, self.n_arms))
         return mean + self.alpha * self._sigma() * width * z

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from app.policies.base import Decision, Policy, softmin_argmin
-from app.policies.ridge import PerArmRidge, feature_map
+from app.policies.ridge import PerArmRidge, feature_map, model_input
 
 
 class _LinearBase(Policy):
@@ -30,15 +30,12 @@ class _LinearBase(Policy):
         self.log_cost = bool(log_cost)
         self.resid = [0.0, 0.0]  # running sum of squared residuals and count: noise scale
 
-    def _x(self, context: np.ndarray) -> np.ndarray:
-        return context if context.size else np.zeros(1)
-
     def _sigma(self) -> float:
         return float(np.sqrt(max(self.resid[0] / self.resid[1], 1e-4))) if self.resid[1] else 1.0
 
     def _update(self, context: np.ndarray, arm: int, cost: float) -> None:
         y = float(np.log1p(cost)) if self.log_cost else cost
-        x = self._x(context)
+        x = model_input(context)
         if self.model.n[arm] > 0:
             mean, _w, _f = self.model.predict(x)
             self.resid[0] += (y - mean[arm]) ** 2
@@ -62,5 +59,5 @@ class LinUCBPolicy(_LinearBase):
         untried = np.flatnonzero(self.model.n == 0)
         if untried.size:
             return Decision(int(untried[0]), 1.0, "initial")
-        mean, width, _f = self.model.predict(self._x(context))
+        mean, width, _f = self.model.predict(model_input(context))
         return Decision(softmin_argmin(mean - self.alpha * self._sigma() * width), 1.0, "lcb")

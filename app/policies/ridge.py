@@ -24,6 +24,11 @@ def feature_map(name: str, degree: int) -> FeatureMap:
     raise ValueError(f"policy_config.features={name!r}: allowed chebyshev, linear")
 
 
+def model_input(context: np.ndarray) -> np.ndarray:
+    """The ridge models' input: the context, or one constant feature when it has none."""
+    return context if context.size else np.zeros(1)
+
+
 class PerArmRidge:
     """Not thread-safe. State: scaler range, buffer, per-arm (A, b). Targets as given."""
 

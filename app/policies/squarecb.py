@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from app.policies.base import Decision, Policy
-from app.policies.ridge import PerArmRidge, feature_map
+from app.policies.ridge import PerArmRidge, feature_map, model_input
 
 
 def igw(pred: np.ndarray, gamma: float) -> np.ndarray:
@@ -41,16 +41,13 @@ class SquareCBPolicy(Policy):
         self.log_cost = bool(log_cost)
         self.scale = 0.0
 
-    def _x(self, context: np.ndarray) -> np.ndarray:
-        return context if context.size else np.zeros(1)
-
     def _probs(self, context: np.ndarray) -> np.ndarray:
         untried = np.flatnonzero(self.model.n == 0)
         if untried.size:
             p = np.zeros(self.n_arms)
             p[untried[0]] = 1.0
             return p
-        mean, _w, _f = self.model.predict(self._x(context))
+        mean, _w, _f = self.model.predict(model_input(context))
         scale = max(self.scale, 1e-12)
         gamma = self.gamma0 * np.sqrt(self.n_arms * (self.n_updates + 1))
         return igw(mean / scale, gamma)
@@ -68,7 +65,7 @@ class SquareCBPolicy(Policy):
     def _update(self, context: np.ndarray, arm: int, cost: float) -> None:
         y = float(np.log1p(cost)) if self.log_cost else cost
         self.scale = max(self.scale, abs(y))
-        self.model.add(self._x(context), arm, y)
+        self.model.add(model_input(context), arm, y)
 
     def _extra_state(self) -> dict[str, Any]:
         return {"model": self.model.get_state(), "scale": self.scale}
