@@ -25,16 +25,16 @@ from typing import Any
 import kombu
 import sqlalchemy
 from kombu.message import Message
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
+from app.bulk import BulkWriter
 from app.config import Settings
 from app.db import make_engine, session_factory
 from app.locks import SchedulerLock
 from app.metrics import Metrics
 from app.runtime import OPEN_STATES, CampaignRuntime, load_runtime
-from models import Campaign, Instance, PolicySnapshot, Result, Trial
-from tasks.celery_app import make_celery
+from models import Campaign, Instance, PolicySnapshot, Trial
 from tasks.messages import (
     PROTOCOL,
     RUN_LONG_TRIAL_TASK,
@@ -66,8 +66,8 @@ class Scheduler:
         self.settings = settings
         self.engine = engine or make_engine(settings.database_url)
         self.Session = session_factory(self.engine)
-        self.celery = make_celery(settings)
-        self.publisher = TaskPublisher(settings.queue, settings.queue_type)
+        self.bulk = BulkWriter(self.engine)
+        self.publisher = TaskPublisher(self._broker, settings.queue, settings.queue_type)
         self.batch_size = batch_size
         self.metrics = metrics or Metrics()
         self.runtimes: dict[int, CampaignRuntime] = {}
@@ -75,6 +75,11 @@ class Scheduler:
         self._stop = threading.Event()
         self._last_sweep = 0.0
         self.decision_latencies: deque[float] = deque(maxlen=200_000)
+
+    def _broker(self) -> kombu.Connection:
+        return kombu.Connection(
+            self.settings.broker_url, transport_options=self.settings.broker_transport_options()
+        )
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self) -> None:
@@ -86,23 +91,29 @@ class Scheduler:
         """Serve until :meth:`stop` (or ``idle_exit`` seconds with nothing to do)."""
         with SchedulerLock(self.settings, self.engine):
             log.info("scheduler started: %s", self.settings.redacted())
-            self.sweep()
-            last_work = time.monotonic()
-            while not self._stop.is_set():
-                try:
-                    self._serve(idle_exit, last_work, on_step)
-                    return
-                except (OSError, kombu.exceptions.OperationalError) as exc:
-                    log.warning("broker connection lost (%s); reconnecting in 2 s", exc)
-                    self._requeue_buffer()
-                    self._stop.wait(2.0)
-                except sqlalchemy.exc.DBAPIError as exc:
-                    # PostgreSQL restarting: in-memory state is a cache of the database, so
-                    # drop it and carry on once the database answers again.
-                    log.warning("database unavailable (%s); retrying in 2 s", exc.orig)
-                    self.runtimes.clear()
-                    self._requeue_buffer()
-                    self._stop.wait(2.0)
+            try:
+                self._run(idle_exit, on_step)
+            finally:
+                self.publisher.close()
+
+    def _run(self, idle_exit: float | None, on_step: Callable[[], None] | None) -> None:
+        self.sweep()
+        last_work = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self._serve(idle_exit, last_work, on_step)
+                return
+            except (OSError, kombu.exceptions.OperationalError) as exc:
+                log.warning("broker connection lost (%s); reconnecting in 2 s", exc)
+                self._requeue_buffer()
+                self._stop.wait(2.0)
+            except sqlalchemy.exc.DBAPIError as exc:
+                # PostgreSQL restarting: in-memory state is a cache of the database, so
+                # drop it and carry on once the database answers again.
+                log.warning("database unavailable (%s); retrying in 2 s", exc.orig)
+                self.runtimes.clear()
+                self._requeue_buffer()
+                self._stop.wait(2.0)
 
     def _requeue_buffer(self) -> None:
         """Hand unprocessed messages back (redelivered later; results are idempotent)."""
@@ -115,10 +126,7 @@ class Scheduler:
     def _serve(
         self, idle_exit: float | None, last_work: float, on_step: Callable[[], None] | None
     ) -> None:
-        with kombu.Connection(
-            self.settings.broker_url,
-            transport_options=self.settings.broker_transport_options(),
-        ) as conn:
+        with self._broker() as conn:
             conn.ensure_connection(max_retries=30, interval_start=0.5, interval_max=5)
             channel = conn.channel()
             consumer = kombu.Consumer(
@@ -267,7 +275,7 @@ class Scheduler:
                 Instance.context,
             )
             .join(Instance, Instance.id == Trial.instance_id)
-            .where(Trial.uuid.in_(list(by_uuid)))
+            .where(self.bulk.uuid_in(list(by_uuid)))
         ).all()
         new_results: list[dict[str, Any]] = []
         trial_updates: list[dict[str, Any]] = []
@@ -334,25 +342,19 @@ class Scheduler:
                 applied.append((rt, t.context, t.arm_index, float(cost or 0.0), quality))
         if not new_results:
             return 0
-        # sort_by_parameter_order: ids come back in the order of the rows we passed.
-        result_ids = session.scalars(
-            insert(Result).returning(Result.id, sort_by_parameter_order=True), new_results
-        ).all()
-        session.execute(update(Trial), trial_updates)
-        session.execute(update(Instance), instance_updates)
+        result_ids = self.bulk.insert_results(session, new_results)
+        self.bulk.finish_trials(session, trial_updates)
+        self.bulk.set_instance_status(session, instance_updates)
         # Apply in result-id order: the same order a restart replays them in.
         ok_ids = [rid for rid, r in zip(result_ids, new_results, strict=True) if r["applied"]]
         per_campaign: dict[int, int] = {}
-        for (rt, context, arm_index, cost, quality), rid in zip(applied, ok_ids, strict=True):
+        in_order = sorted(zip(ok_ids, applied, strict=True), key=lambda pair: pair[0])
+        for rid, (rt, context, arm_index, cost, quality) in in_order:
             rt.policy.update(rt.vector(context), arm_index, cost, quality)
             rt.last_result_id = rid
             rt.since_snapshot += 1
             per_campaign[rt.id] = per_campaign.get(rt.id, 0) + 1
-        for cid, n in per_campaign.items():
-            session.execute(
-                update(Campaign).where(Campaign.id == cid).values(n_updates=Campaign.n_updates + n)
-            )
-            rt = self.runtimes[cid]
+        self.bulk.add_updates(session, per_campaign)
         self.metrics.inc("results", len(new_results))
         self.metrics.inc("failures", sum(1 for r in new_results if r["status"] == "failed"))
         return len(new_results)
@@ -460,8 +462,8 @@ class Scheduler:
                         choose_ms,
                     )
                 )
-            session.execute(Trial.__table__.insert(), trials)  # type: ignore[attr-defined]
-            session.execute(update(Instance), inst_updates)
+            self.bulk.insert_trials(session, trials)
+            self.bulk.set_instance_status(session, inst_updates)
             rt.in_flight += len(trials)
             self.metrics.inc("decisions", len(trials))
         return out
@@ -479,11 +481,7 @@ class Scheduler:
                 by_lease.setdefault(self._queued_lease(p), []).append(p["trial"])
         with self.Session() as session, session.begin():
             for seconds, uuids in by_lease.items():
-                session.execute(
-                    update(Trial)
-                    .where(Trial.uuid.in_(uuids))
-                    .values(published_at=now, lease_expires_at=now + timedelta(seconds=seconds))
-                )
+                self.bulk.mark_published(session, uuids, now, now + timedelta(seconds=seconds))
 
     def _queued_lease(self, payload: dict[str, Any]) -> float:
         """Lease of a trial not yet started. With a wall-time limit it may wait in the queue
@@ -501,20 +499,18 @@ class Scheduler:
     def _send(self, payloads: list[dict[str, Any]]) -> list[str]:
         sent: list[str] = []
         try:
-            with self.celery.producer_or_acquire() as producer:
-                for p in payloads:
-                    limits = _time_limits(p)
-                    self.publisher.publish(
-                        producer,
-                        self._task_for(p),
-                        p["trial"],
-                        p,
-                        # Celery would saferepr() the whole payload for its logs: costly.
-                        argsrepr=f"trial {p['trial']} attempt {p['attempt']}",
-                        time_limit=limits.get("time_limit"),
-                        soft_time_limit=limits.get("soft_time_limit"),
-                    )
-                    sent.append(p["trial"])
+            for p in payloads:
+                limits = _time_limits(p)
+                self.publisher.publish(
+                    self._task_for(p),
+                    p["trial"],
+                    p,
+                    # Celery would saferepr() the whole payload for its logs: costly.
+                    argsrepr=f"trial {p['trial']} attempt {p['attempt']}",
+                    time_limit=limits.get("time_limit"),
+                    soft_time_limit=limits.get("soft_time_limit"),
+                )
+                sent.append(p["trial"])
         except Exception as exc:
             log.warning(
                 "publish failed after %d of %d trials (%s); outbox will retry",
