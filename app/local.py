@@ -47,6 +47,7 @@ class LocalCluster:
                 "BANDITQ_LEASE_SECONDS": str(self.settings.lease_seconds),
                 "BANDITQ_CONSUMER_TIMEOUT": str(self.settings.consumer_timeout),
                 "BANDITQ_QUEUE_TYPE": self.settings.queue_type,
+                "BANDITQ_DURABLE_DECISIONS": str(self.settings.durable_decisions),
             }
         )
         env.update(self.extra_env)

@@ -57,6 +57,8 @@ class CampaignRuntime:
     in_flight: int = 0
     last_result_id: int = 0
     since_snapshot: int = 0
+    #: time.monotonic() of the last snapshot (0: none yet in this process)
+    snapshot_at: float = 0.0
     maybe_pending: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -25,7 +25,7 @@ from typing import Any
 import kombu
 import sqlalchemy
 from kombu.message import Message
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session
 
 from app.bulk import BulkWriter
@@ -74,7 +74,12 @@ class Scheduler:
         self._buffer: list[tuple[dict[str, Any], Message]] = []
         self._stop = threading.Event()
         self._last_sweep = 0.0
+        #: published trials whose published_at/lease the next transaction records
+        self._unmarked: list[tuple[list[str], datetime, datetime]] = []
+        #: per decision: policy choice plus the commit of its transaction (ms)
         self.decision_latencies: deque[float] = deque(maxlen=200_000)
+        #: per transaction that committed decisions: the COMMIT alone (ms)
+        self.commit_latencies: deque[float] = deque(maxlen=200_000)
 
     def _broker(self) -> kombu.Connection:
         return kombu.Connection(
@@ -185,7 +190,15 @@ class Scheduler:
 
     # ------------------------------------------------------------------ the work
     def step(self) -> int:
-        """Handle buffered messages, decide for woken campaigns, publish. Returns work done."""
+        """Handle buffered messages, decide for woken campaigns, publish. Returns work done.
+
+        Two transactions: results (and heartbeats) commit durably before their messages are
+        acknowledged; then decisions commit and are published. Unless ``durable_decisions``
+        is set, the decision transaction does not wait for PostgreSQL's WAL flush (the next
+        durable commit, or the WAL writer within ~0.6 s, flushes it): after a database crash
+        the lost tail of decisions is decided again, and results for the lost trials are
+        refused as unknown. WAL is written in order, so a durable result never refers to a
+        lost decision, and the database is always a consistent prefix of what happened."""
         buffered, self._buffer = self._buffer, []
         results = [b for b, _ in buffered if b.get("type") == "result"]
         beats = [b for b, _ in buffered if b.get("type") == "heartbeat"]
@@ -194,28 +207,33 @@ class Scheduler:
                 self._wake(b.get("campaign"))
         done = 0
         try:
+            if results or beats:
+                with self.Session() as session, session.begin():
+                    self._flush_marks(session)
+                    self._renew_leases(session, beats)
+                    done += self._record_results(session, results)
+        except Exception as exc:
+            self._database_failed(exc, buffered)
+            return 0
+        self._ack(buffered)
+        if not self._wants_decisions():
+            self._snapshot_due()
+            return done
+        try:
             with self.Session() as session, session.begin():
-                self._renew_leases(session, beats)
-                done += self._record_results(session, results)
+                if self.bulk.pg and not self.settings.durable_decisions:
+                    session.execute(text("SET LOCAL synchronous_commit TO off"))
+                self._flush_marks(session)
                 decided = self._decide(session)
                 t_commit = time.perf_counter()
             committed = time.perf_counter()
         except Exception as exc:
-            # The database is the truth: forget in-memory state, hand the messages back, and
-            # retry after a pause (a restarting PostgreSQL comes back within seconds).
-            log.warning("database transaction failed (%s); retrying in 1 s", exc)
-            self.runtimes.clear()
-            for _b, m in buffered:
-                try:
-                    m.requeue()
-                except Exception:
-                    log.warning("could not requeue a message; the broker will redeliver it")
-            self._stop.wait(1.0)
-            return 0
-        for _b, m in buffered:
-            m.ack()
+            self._database_failed(exc, [])
+            return done
         if decided:
             commit_ms = (committed - t_commit) * 1000.0
+            self.commit_latencies.append(commit_ms)
+            self.metrics.observe("commit_latency_ms", commit_ms)
             for _t, choose_ms in decided:
                 self.decision_latencies.append(choose_ms + commit_ms)
                 self.metrics.observe("decision_latency_ms", choose_ms + commit_ms)
@@ -223,6 +241,43 @@ class Scheduler:
             done += len(decided)
         self._snapshot_due()
         return done
+
+    def _database_failed(self, exc: Exception, buffered: list[tuple[Any, Message]]) -> None:
+        """The database is the truth: forget in-memory state, hand the messages back, and
+        retry after a pause (a restarting PostgreSQL comes back within seconds)."""
+        log.warning("database transaction failed (%s); retrying in 1 s", exc)
+        self.runtimes.clear()
+        self._unmarked.clear()  # unmarked trials are republished by the outbox: harmless
+        for _b, m in buffered:
+            try:
+                m.requeue()
+            except Exception:
+                log.warning("could not requeue a message; the broker will redeliver it")
+        self._stop.wait(1.0)
+
+    def _ack(self, buffered: list[tuple[Any, Message]]) -> None:
+        """Acknowledge a handled burst. On AMQP one ``multiple`` ack of the last delivery
+        covers every earlier one on the channel (all handled, acked or requeued by now);
+        kombu's virtual transports ignore ``multiple``, so there each is acked."""
+        if not buffered:
+            return
+        if self.settings.embedded_broker:
+            for _b, m in buffered:
+                m.ack()
+        else:
+            buffered[-1][1].ack(multiple=True)
+
+    def _wants_decisions(self) -> bool:
+        return bool(self._unmarked) or any(
+            rt.maybe_pending and rt.in_flight < rt.max_in_flight for rt in self.runtimes.values()
+        )
+
+    def _flush_marks(self, session: Session) -> None:
+        """Record ``published_at`` and the queued lease of trials published since the last
+        transaction (deferred so that it costs no transaction of its own)."""
+        for uuids, now, until in self._unmarked:
+            self.bulk.mark_published(session, uuids, now, until)
+        self._unmarked.clear()
 
     def _wake(self, name: Any) -> None:
         if not isinstance(name, str):
@@ -277,6 +332,11 @@ class Scheduler:
             .join(Instance, Instance.id == Trial.instance_id)
             .where(self.bulk.uuid_in(list(by_uuid)))
         ).all()
+        if len(trials) < len(by_uuid):
+            # A trial whose (non-durable) decision a database crash lost: decided again.
+            unknown = len(by_uuid) - len(trials)
+            self.metrics.inc("unknown_results", unknown)
+            log.warning("refused %d result(s) for trials the database does not know", unknown)
         new_results: list[dict[str, Any]] = []
         trial_updates: list[dict[str, Any]] = []
         instance_updates: list[dict[str, Any]] = []
@@ -379,11 +439,16 @@ class Scheduler:
         )
 
     def _snapshot_due(self) -> None:
-        """Snapshot policies with ``snapshot_every`` new results, in a transaction of their
+        """Snapshot policies with ``snapshot_every`` new results (and none in the last
+        ``snapshot_seconds``: a snapshot can be large), in a transaction of their
         own after the decisions committed (a snapshot is a cache of committed results: it
         need not delay decisions). A failure only postpones it to the next step."""
+        now = time.monotonic()
         due = [
-            rt for rt in self.runtimes.values() if rt.since_snapshot >= self.settings.snapshot_every
+            rt
+            for rt in self.runtimes.values()
+            if rt.since_snapshot >= self.settings.snapshot_every
+            and now - rt.snapshot_at >= self.settings.snapshot_seconds
         ]
         if not due:
             return
@@ -408,6 +473,7 @@ class Scheduler:
             )
         )
         rt.since_snapshot = 0
+        rt.snapshot_at = time.monotonic()
 
     def _runtime(self, session: Session, campaign_id: int) -> CampaignRuntime:
         rt = self.runtimes.get(campaign_id)
@@ -479,9 +545,8 @@ class Scheduler:
         for p in payloads:
             if p["trial"] in sent:
                 by_lease.setdefault(self._queued_lease(p), []).append(p["trial"])
-        with self.Session() as session, session.begin():
-            for seconds, uuids in by_lease.items():
-                self.bulk.mark_published(session, uuids, now, now + timedelta(seconds=seconds))
+        for seconds, uuids in by_lease.items():
+            self._unmarked.append((uuids, now, now + timedelta(seconds=seconds)))
 
     def _queued_lease(self, payload: dict[str, Any]) -> float:
         """Lease of a trial not yet started. With a wall-time limit it may wait in the queue
@@ -530,10 +595,17 @@ class Scheduler:
     def sweep(self) -> int:
         """Find pending work no message announced, and republish the unpublished outbox."""
         self._last_sweep = time.monotonic()
+        if self._unmarked:  # before the outbox query: those trials were published
+            with self.Session() as session, session.begin():
+                self._flush_marks(session)
         with self.Session() as session:
-            cids = session.scalars(
-                select(Instance.campaign_id).where(Instance.status == "pending").distinct()
-            ).all()
+            # One index probe per campaign (a DISTINCT over instances would read them all).
+            has_pending = (
+                select(Instance.id)
+                .where(Instance.campaign_id == Campaign.id, Instance.status == "pending")
+                .exists()
+            )
+            cids = session.scalars(select(Campaign.id).where(has_pending)).all()
             for cid in cids:
                 self._runtime(session, cid).maybe_pending = True
             stale = session.execute(

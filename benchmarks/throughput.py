@@ -215,6 +215,7 @@ def banditq_run(n_total: int, n_campaigns: int = 1, in_flight: int = 256) -> dic
                 for r in c.execute(text("SELECT recorded_at FROM results ORDER BY id"))
             ]
         lat = np.array(sch.decision_latencies)
+        commits = np.array(sch.commit_latencies)
         return {
             "trials": per * n_campaigns,
             "seconds": elapsed,
@@ -222,6 +223,8 @@ def banditq_run(n_total: int, n_campaigns: int = 1, in_flight: int = 256) -> dic
             "stamps": stamps,
             "decision_p50_ms": float(np.percentile(lat, 50)),
             "decision_p99_ms": float(np.percentile(lat, 99)),
+            "commit_p50_ms": float(np.percentile(commits, 50)),
+            "commit_p99_ms": float(np.percentile(commits, 99)),
         }
     finally:
         database.drop()

@@ -14,7 +14,7 @@ class FakeMessage:
     def __init__(self) -> None:
         self.acked = False
 
-    def ack(self) -> None:
+    def ack(self, multiple: bool = False) -> None:
         self.acked = True
 
     def requeue(self) -> None:

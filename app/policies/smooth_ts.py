@@ -146,7 +146,9 @@ class SmoothTSPolicy(Policy):
         self.have_y0 = False
         self.resid_ss = 0.0
         self.resid_n = 0.0
-        self.buf = np.zeros((0, d + 2))  # rows: context..., arm, y
+        self._store = np.zeros((0, d + 2))  # rows: context..., arm, y (see ``buf``)
+        self._start = self._end = 0
+        self._eye = np.eye(n_arms)
 
     # ----------------------------------------------------------------- model
     def _prior_precision(
@@ -178,6 +180,30 @@ class SmoothTSPolicy(Policy):
     def _reset_posterior(self) -> None:
         self.S = np.linalg.inv(self.prior)
         self.mu = self.mu0.copy()
+
+    @property
+    def buf(self) -> np.ndarray:
+        """The last ``buffer`` observations, oldest first (a view: do not keep it)."""
+        return self._store[self._start : self._end]
+
+    @buf.setter
+    def buf(self, rows: np.ndarray) -> None:
+        self._store = np.array(rows, float).reshape(-1, self.d + 2)
+        self._start, self._end = 0, len(self._store)
+
+    def _append(self, row: np.ndarray) -> None:
+        """Amortized O(1): rows go into spare capacity (twice the buffer) and the window
+        slides; only when the capacity is used up do the newest rows move to the front.
+        (Stacking a new array per update copied the whole buffer every time.)"""
+        if self._end == len(self._store):
+            keep = self.buf[len(self.buf) - min(len(self.buf), self.buffer_size - 1) :]
+            store = np.empty((max(2 * self.buffer_size, 16), self.d + 2))
+            store[: len(keep)] = keep
+            self._store, self._start, self._end = store, 0, len(keep)
+        self._store[self._end] = row
+        self._end += 1
+        if self._end - self._start > self.buffer_size:
+            self._start += 1
 
     def _basis(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Active context-grid indices and weights at x."""
@@ -245,38 +271,49 @@ class SmoothTSPolicy(Policy):
         self.mu = self.S @ (h + self.prior @ self.mu0)
 
     def _predictive(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predictive mean and covariance of every arm's log cost at x. The posterior is laid
+        out grid point by grid point, K arms each: the active points' blocks of ``S`` are
+        contiguous with one context feature (a view, no gather), and the covariance is
+        ``B' S_sub B`` with ``B`` stacking ``w_j I_K`` (two small products)."""
         gi, gw = self._basis(x)
-        K = self.n_arms
-        idx = gi[None, :] * K + np.arange(K)[:, None]  # (K, J_active)
-        mean = (self.mu[idx] * gw).sum(axis=1) + self.y0
-        flat = idx.reshape(-1)
-        sub = self.S[np.ix_(flat, flat)].reshape(K, len(gi), K, len(gi))
-        cov = np.einsum("j,ajbk,k->ab", gw, sub, gw)
+        K, m = self.n_arms, len(gi)
+        if m == 1 or (m == 2 and gi[1] == gi[0] + 1):
+            lo = int(gi[0]) * K
+            mu, sub = self.mu[lo : lo + m * K], self.S[lo : lo + m * K, lo : lo + m * K]
+        else:
+            flat = (gi[:, None] * K + np.arange(K)).reshape(-1)
+            mu, sub = self.mu[flat], self.S[np.ix_(flat, flat)]
+        mean = gw @ mu.reshape(m, K) + self.y0
+        B = (gw[:, None, None] * self._eye).reshape(m * K, K)
+        cov = B.T @ sub @ B
         return mean, (cov + cov.T) / 2.0
 
-    def _draws(self, context: np.ndarray, key: int) -> np.ndarray:
+    def _draws(self, context: np.ndarray, key: int) -> tuple[np.ndarray, float]:
+        """``mc`` joint posterior draws of the arms' log costs, and a uniform for the choice
+        (both from the one generator of ``key``)."""
         mean, cov = self._predictive(np.asarray(context, float))
-        cov = cov * self.explore**2
-        jitter = 1e-10 * max(float(np.trace(cov)) / self.n_arms, 1e-12)
+        K = self.n_arms
+        cov *= self.explore**2
+        jittered = cov.copy()
+        jittered.flat[:: K + 1] += 1e-10 * max(float(np.trace(cov)) / K, 1e-12)
         try:
-            L = np.linalg.cholesky(cov + jitter * np.eye(self.n_arms))
+            L = np.linalg.cholesky(jittered)
         except np.linalg.LinAlgError:
             vals, vecs = np.linalg.eigh(cov)
             L = vecs * np.sqrt(np.maximum(vals, 0.0))
-        z = self.rng(key).standard_normal((self.mc, self.n_arms))
-        return mean + z @ L.T
+        rng = self.rng(key)
+        z = rng.standard_normal((self.mc, K))
+        return mean + z @ L.T, float(rng.random())
 
     # ----------------------------------------------------------------- interface
     def _distribution(self, context: np.ndarray, key: int) -> tuple[np.ndarray, float]:
         """Posterior probability that each arm is cheapest (Monte Carlo), with arms below
         ``min_prob`` pruned: a one-in-hundreds draw at an expensive context costs more than
         the information it buys. Returns (distribution, uniform for the choice)."""
-        draws = self._draws(context, key)
+        draws, u = self._draws(context, key)
         p = np.bincount(np.argmin(draws, axis=1), minlength=self.n_arms) / len(draws)
         p = np.where(p >= self.min_prob, p, 0.0)
-        p = p / p.sum()
-        u = float(self.rng(key + 0x5BD1E995).random())
-        return p, u
+        return p / p.sum(), u
 
     def choose(self, context: np.ndarray, key: int) -> Decision:
         p, u = self._distribution(context, key)
@@ -293,9 +330,7 @@ class SmoothTSPolicy(Policy):
         x = np.asarray(context, float)[: self.d]
         if not self.have_y0:
             self.y0, self.have_y0 = y, True  # prior mean: the first cost seen
-        self.buf = np.vstack([self.buf, np.concatenate([x, [arm, y]])[None, :]])
-        if len(self.buf) > self.buffer_size:
-            self.buf = self.buf[-self.buffer_size :]
+        self._append(np.concatenate([x, [arm, y]]))
         changed = self.d > 0 and self.scaler.observe(x)
         n = len(self.buf)
         if changed or (self.d > 0 and n >= self.next_refit):
@@ -322,7 +357,7 @@ class SmoothTSPolicy(Policy):
         }
 
     def _load_extra_state(self, s: dict[str, Any]) -> None:
-        self.S, self.mu, self.buf = s["S"], s["mu"], s["buf"]
+        self.S, self.mu, self.buf = s["S"], s["mu"], np.asarray(s["buf"], float)
         self.knots = [np.asarray(k, float) for k in s["knots"]]
         self.next_refit = int(s["next_refit"])
         self.prior = self._prior_precision(*self.hyper)

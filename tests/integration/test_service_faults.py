@@ -132,24 +132,45 @@ def test_rabbitmq_stopped_for_ten_seconds_mid_campaign(
     _check_exactly_once(client, "mq-outage", n)
 
 
-def test_postgresql_restarted_mid_campaign(pg_settings: Settings, restore_services: None) -> None:
+def _pg_ctl(*args: str) -> None:
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", PG_VERSION, "main", *args],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param("restart", id="clean-restart"),
+        # Immediate stop = a crash: no shutdown checkpoint, recovery from WAL on start. The
+        # decisions committed without waiting for the WAL flush may be lost; they must be
+        # decided again, and nothing else lost or counted twice.
+        pytest.param("crash", id="crash-recovery"),
+    ],
+)
+def test_postgresql_restarted_mid_campaign(
+    pg_settings: Settings, restore_services: None, fault: str
+) -> None:
     settings = _fast(pg_settings)
     client = Client(settings=settings)
     n = 300
     events: list[str] = []
 
     def restart() -> None:
-        subprocess.run(
-            ["pg_ctlcluster", "--skip-systemctl-redirect", PG_VERSION, "main", "restart"],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        if fault == "restart":
+            _pg_ctl("restart")
+        else:
+            _pg_ctl("stop", "-m", "immediate")
+            _pg_ctl("start")
         events.append("restarted")
 
+    name = f"pg-{fault}"
     with LocalCluster(settings, workers=2) as cluster:
-        camp = _campaign(client, "pg-restart", n)
-        th = _when_done(client, "pg-restart", 60, restart)
+        camp = _campaign(client, name, n)
+        th = _when_done(client, name, 60, restart)
         deadline = time.monotonic() + 300
         while True:  # the client's own connections die in the restart too: retry reads
             try:
@@ -164,7 +185,7 @@ def test_postgresql_restarted_mid_campaign(pg_settings: Settings, restore_servic
         th.join(60)
         cluster.check()
     assert events == ["restarted"]
-    _check_exactly_once(client, "pg-restart", n)
+    _check_exactly_once(client, name, n)
 
 
 def test_scheduler_sigkilled_three_times_then_replay_matches_live(pg_settings: Settings) -> None:

@@ -31,6 +31,15 @@ def _wait_for(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-unty
         time.sleep(0.1)
 
 
+def _consumers(settings: Settings) -> int:
+    """Consumers on the trials queue (0 while it does not exist yet)."""
+    with kombu.Connection(settings.broker_url) as conn:
+        try:
+            return int(conn.channel().queue_declare(settings.queue, passive=True).consumer_count)
+        except Exception:  # not declared yet: the passive declare closes the channel
+            return 0
+
+
 def test_sigterm_on_a_worker_finishes_its_running_trial(pg_settings: Settings) -> None:
     settings = _settings(pg_settings)
     client = Client(settings=settings)
@@ -41,6 +50,8 @@ def test_sigterm_on_a_worker_finishes_its_running_trial(pg_settings: Settings) -
     with cluster:
         cluster.start_scheduler()
         worker = cluster.start_worker(1)
+        # A worker still starting up has no SIGTERM handler yet: wait until it consumes.
+        _wait_for(lambda: _consumers(settings) >= 1)
         camp.submit_many([(None, {}) for _ in range(3)])
         _wait_for(lambda: camp.counts().get("decided", 0) == 1)
         time.sleep(0.8)  # the first trial is running now

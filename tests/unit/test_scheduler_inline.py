@@ -85,7 +85,7 @@ def test_duplicate_and_stale_results_count_once(embedded_settings: Settings) -> 
 
 
 def test_restart_restores_policy_state_from_snapshot_plus_results(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    settings = Settings(home=tmp_path, snapshot_every=7)
+    settings = Settings(home=tmp_path, snapshot_every=7, snapshot_seconds=0)
     client = Client(settings=settings)
     camp = _campaign(client, n=25)
     live = InlineScheduler(settings)
