@@ -82,41 +82,43 @@ def _select_list(columns: Sequence[tuple[str, str]]) -> str:
     return ", ".join(f"CAST(v.{c} AS jsonb)" if c in JSON_COLUMNS else f"v.{c}" for c, _ in columns)
 
 
-def _arrays(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> dict[str, Any]:
+def _arrays(
+    rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], prefix: str = ""
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for c, _t in columns:
         if c in JSON_COLUMNS:
-            out[c] = [None if r[c] is None else json.dumps(r[c]) for r in rows]
+            out[prefix + c] = [None if r[c] is None else json.dumps(r[c]) for r in rows]
         else:
-            out[c] = [r[c] for r in rows]
+            out[prefix + c] = [r[c] for r in rows]
     return out
 
 
-_INSERT_TRIALS = text(
-    f"INSERT INTO trials ({', '.join(c for c, _ in TRIAL_COLUMNS)}) "
-    f"SELECT {_select_list(TRIAL_COLUMNS)} FROM {_unnest(TRIAL_COLUMNS)}"
+# A decision burst in one statement: the trials, and their instances marked decided.
+_DECIDE = text(
+    f"WITH ins AS (INSERT INTO trials ({', '.join(c for c, _ in TRIAL_COLUMNS)}) "
+    f"SELECT {_select_list(TRIAL_COLUMNS)} FROM {_unnest(TRIAL_COLUMNS)} "
+    "RETURNING instance_id) "
+    "UPDATE instances AS i SET status = 'decided' FROM ins WHERE i.id = ins.instance_id"
 )
+# A result burst in one statement (data-modifying CTEs all run, once, to completion): the
+# results, their trials finished, their instances' status, the campaigns' update counts.
 # RETURNING pairs each id with its trial (one result per trial in a burst), so the caller
 # never depends on the order rows come back in.
-_INSERT_RESULTS = text(
-    f"INSERT INTO results ({', '.join(c for c, _ in RESULT_COLUMNS)}) "
+_RECORD = text(
+    f"WITH r AS (INSERT INTO results ({', '.join(c for c, _ in RESULT_COLUMNS)}) "
     f"SELECT {_select_list(RESULT_COLUMNS)} FROM {_unnest(RESULT_COLUMNS)} "
-    "RETURNING id, trial_id"
-)
-_FINISH_TRIALS = text(
-    "UPDATE trials AS t SET state = v.state, worker = v.worker, started_at = v.started_at, "
-    f"finished_at = v.finished_at, error = v.error FROM {_unnest(FINISH_COLUMNS)} "
-    "WHERE t.id = v.id"
-)
-_INSTANCE_STATUS = text(
-    "UPDATE instances AS i SET status = v.status "
-    "FROM unnest(CAST(:id AS integer[]), CAST(:status AS varchar[])) AS v(id, status) "
-    "WHERE i.id = v.id"
-)
-_ADD_UPDATES = text(
-    "UPDATE campaigns AS c SET n_updates = c.n_updates + v.n "
-    "FROM unnest(CAST(:id AS integer[]), CAST(:n AS integer[])) AS v(id, n) "
-    "WHERE c.id = v.id"
+    "RETURNING id, trial_id), "
+    "t AS (UPDATE trials AS t SET state = v.state, worker = v.worker, "
+    "started_at = v.started_at, finished_at = v.finished_at, error = v.error "
+    f"FROM {_unnest(FINISH_COLUMNS, 'f_')} WHERE t.id = v.id), "
+    "i AS (UPDATE instances AS i SET status = v.status "
+    "FROM unnest(CAST(:i_id AS integer[]), CAST(:i_status AS varchar[])) AS v(id, status) "
+    "WHERE i.id = v.id), "
+    "c AS (UPDATE campaigns AS c SET n_updates = c.n_updates + v.n "
+    "FROM unnest(CAST(:c_id AS integer[]), CAST(:c_n AS integer[])) AS v(id, n) "
+    "WHERE c.id = v.id) "
+    "SELECT id, trial_id FROM r"
 )
 _MARK_PUBLISHED = text(
     "UPDATE trials SET published_at = :now, lease_expires_at = :until "
@@ -125,7 +127,7 @@ _MARK_PUBLISHED = text(
 
 
 class BulkWriter:
-    """The scheduler's writes, each one statement per burst on PostgreSQL. Stateless apart
+    """The scheduler's writes, one statement per burst on PostgreSQL. Stateless apart
     from the dialect; safe to share, but every call runs in the caller's session."""
 
     def __init__(self, engine: Engine) -> None:
@@ -137,67 +139,57 @@ class BulkWriter:
             return Trial.uuid == any_(bindparam("uuids", uuids, type_=postgresql.ARRAY(String)))
         return Trial.uuid.in_(uuids)
 
-    def insert_trials(self, session: Session, rows: list[dict[str, Any]]) -> None:
-        if not rows:
+    def record_decisions(self, session: Session, trials: list[dict[str, Any]]) -> None:
+        """Insert trial rows (``TRIAL_COLUMNS``) and mark their instances decided."""
+        if not trials:
             return
         if self.pg:
-            session.execute(_INSERT_TRIALS, _arrays(rows, TRIAL_COLUMNS))
-        else:
-            session.execute(insert(Trial), rows)
-
-    def insert_results(self, session: Session, rows: list[dict[str, Any]]) -> list[int]:
-        """Insert results; their ids in the order of ``rows``."""
-        if not rows:
-            return []
-        if self.pg:
-            ids = dict(
-                (trial_id, rid)
-                for rid, trial_id in session.execute(
-                    _INSERT_RESULTS, _arrays(rows, RESULT_COLUMNS)
-                ).all()
-            )
-            return [ids[r["trial_id"]] for r in rows]
-        # sort_by_parameter_order: ids come back in the order of the rows we passed.
-        return list(
-            session.scalars(
-                insert(Result).returning(Result.id, sort_by_parameter_order=True), rows
-            ).all()
+            session.execute(_DECIDE, _arrays(trials, TRIAL_COLUMNS))
+            return
+        session.execute(insert(Trial), trials)
+        session.execute(
+            update(Instance),
+            [{"id": t["instance_id"], "status": "decided"} for t in trials],
         )
 
-    def finish_trials(self, session: Session, rows: list[dict[str, Any]]) -> None:
-        """Rows of ``id, state, worker, started_at, finished_at, error``."""
-        if not rows:
-            return
+    def record_results(
+        self,
+        session: Session,
+        results: list[dict[str, Any]],
+        finished: list[dict[str, Any]],
+        statuses: list[dict[str, Any]],
+        per_campaign: dict[int, int],
+    ) -> list[int]:
+        """Insert ``results`` (``RESULT_COLUMNS``), finish their trials (rows of ``id, state,
+        worker, started_at, finished_at, error``), set instance ``statuses`` (``id, status``)
+        and add ``per_campaign`` applied updates to ``campaigns.n_updates``. Returns the
+        result ids in the order of ``results``."""
+        if not results:
+            return []
         if self.pg:
-            session.execute(_FINISH_TRIALS, _arrays(rows, FINISH_COLUMNS))
-        else:
-            session.execute(update(Trial), rows)
-
-    def set_instance_status(self, session: Session, rows: list[dict[str, Any]]) -> None:
-        """Rows of ``id, status``."""
-        if not rows:
-            return
-        if self.pg:
-            session.execute(
-                _INSTANCE_STATUS,
-                {"id": [r["id"] for r in rows], "status": [r["status"] for r in rows]},
-            )
-        else:
-            session.execute(update(Instance), rows)
-
-    def add_updates(self, session: Session, per_campaign: dict[int, int]) -> None:
-        """``campaigns.n_updates += n`` for each campaign id."""
-        if not per_campaign:
-            return
-        if self.pg:
-            session.execute(
-                _ADD_UPDATES, {"id": list(per_campaign), "n": list(per_campaign.values())}
-            )
-            return
+            params = {
+                **_arrays(results, RESULT_COLUMNS),
+                **_arrays(finished, FINISH_COLUMNS, "f_"),
+                "i_id": [r["id"] for r in statuses],
+                "i_status": [r["status"] for r in statuses],
+                "c_id": list(per_campaign),
+                "c_n": list(per_campaign.values()),
+            }
+            ids = dict((trial_id, rid) for rid, trial_id in session.execute(_RECORD, params).all())
+            return [ids[r["trial_id"]] for r in results]
+        # sort_by_parameter_order: ids come back in the order of the rows we passed.
+        out = list(
+            session.scalars(
+                insert(Result).returning(Result.id, sort_by_parameter_order=True), results
+            ).all()
+        )
+        session.execute(update(Trial), finished)
+        session.execute(update(Instance), statuses)
         for cid, n in per_campaign.items():
             session.execute(
                 update(Campaign).where(Campaign.id == cid).values(n_updates=Campaign.n_updates + n)
             )
+        return out
 
     def mark_published(
         self, session: Session, uuids: list[str], now: datetime, until: datetime

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 from types import TracebackType
@@ -31,14 +32,7 @@ class SchedulerLock:
 
     def __enter__(self) -> SchedulerLock:
         if self.engine.dialect.name == "postgresql":
-            self._conn = self.engine.connect()
-            got = self._conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY})
-            if not got.scalar():
-                self._conn.close()
-                raise SchedulerLockedError(
-                    "another banditq scheduler holds this database's lock; stop it first"
-                )
-            self._conn.commit()
+            self._take_pg()
         else:
             path = self.settings.home / "scheduler.lock"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,6 +45,40 @@ class SchedulerLock:
                     f"another banditq scheduler is running on {self.settings.home}; stop it first"
                 ) from exc
         return self
+
+    def _take_pg(self) -> None:
+        conn = self.engine.connect()
+        try:
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar()
+            conn.commit()
+        except Exception:
+            conn.close()
+            raise
+        if not got:
+            conn.close()
+            raise SchedulerLockedError(
+                "another banditq scheduler holds this database's lock; stop it first"
+            )
+        self._conn = conn
+
+    def check(self) -> None:
+        """Re-take the advisory lock when its session is gone (a PostgreSQL restart ends
+        every session, and the lock with it). Raises :class:`SchedulerLockedError` if
+        another scheduler took it meanwhile, or the database error if it is still down
+        (the caller retries)."""
+        if self.engine.dialect.name != "postgresql":
+            return
+        if self._conn is not None:
+            try:
+                self._conn.execute(text("SELECT 1"))
+                self._conn.commit()
+                return
+            except Exception:
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+                self._conn = None
+        log.warning("the scheduler lock's database session was lost; taking the lock again")
+        self._take_pg()
 
     def __exit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None

@@ -13,6 +13,7 @@ in one transaction, so the policy's state always equals snapshot + applied resul
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import threading
 import time
@@ -25,7 +26,7 @@ from typing import Any
 import kombu
 import sqlalchemy
 from kombu.message import Message
-from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy import Engine, event, func, select, update
 from sqlalchemy.orm import Session
 
 from app.bulk import BulkWriter
@@ -61,19 +62,28 @@ class Scheduler:
         *,
         engine: Engine | None = None,
         batch_size: int = 500,
+        decision_chunk: int = 32,
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
-        self.engine = engine or make_engine(settings.database_url)
+        # No pre-ping: every failure inside a transaction is handled (state dropped, messages
+        # requeued, retried), and a ping is a round trip per transaction.
+        self.engine = engine or make_engine(settings.database_url, pool_pre_ping=False)
         self.Session = session_factory(self.engine)
         self.bulk = BulkWriter(self.engine)
+        self.DecisionSession = self.Session
+        if self.bulk.pg and not settings.durable_decisions:
+            self.decision_engine = _async_commit_engine(self.engine)
+            self.DecisionSession = session_factory(self.decision_engine)
         self.publisher = TaskPublisher(self._broker, settings.queue, settings.queue_type)
         self.batch_size = batch_size
+        self.decision_chunk = decision_chunk
         self.metrics = metrics or Metrics()
         self.runtimes: dict[int, CampaignRuntime] = {}
         self._buffer: list[tuple[dict[str, Any], Message]] = []
         self._stop = threading.Event()
         self._last_sweep = 0.0
+        self._lock: SchedulerLock | None = None
         #: published trials whose published_at/lease the next transaction records
         self._unmarked: list[tuple[list[str], datetime, datetime]] = []
         #: per decision: policy choice plus the commit of its transaction (ms)
@@ -94,7 +104,7 @@ class Scheduler:
         self, *, idle_exit: float | None = None, on_step: Callable[[], None] | None = None
     ) -> None:
         """Serve until :meth:`stop` (or ``idle_exit`` seconds with nothing to do)."""
-        with SchedulerLock(self.settings, self.engine):
+        with SchedulerLock(self.settings, self.engine) as self._lock:
             log.info("scheduler started: %s", self.settings.redacted())
             try:
                 self._run(idle_exit, on_step)
@@ -103,6 +113,10 @@ class Scheduler:
 
     def _run(self, idle_exit: float | None, on_step: Callable[[], None] | None) -> None:
         self.sweep()
+        # Modules, policies and caches loaded so far live as long as the process: keep them
+        # out of the cyclic collector, whose full passes over them (~50 ms here) would stall
+        # decisions now and then.
+        gc.freeze()
         last_work = time.monotonic()
         while not self._stop.is_set():
             try:
@@ -216,31 +230,45 @@ class Scheduler:
             self._database_failed(exc, buffered)
             return 0
         self._ack(buffered)
-        if not self._wants_decisions():
-            self._snapshot_due()
-            return done
+        if self._wants_decisions():
+            done += self._decide_and_publish()
+        self._snapshot_due()
+        return done
+
+    def _decide_and_publish(self) -> int:
+        """Decide for every campaign with room and pending instances, committing and
+        in chunks of ``decision_chunk``, then publishing: a decision waits only for its own
+        chunk's commit (a commit's latency grows with the rows it covers: 0.28 ms for one,
+        0.66 ms for 160 trials here)."""
         try:
-            with self.Session() as session, session.begin():
-                if self.bulk.pg and not self.settings.durable_decisions:
-                    session.execute(text("SET LOCAL synchronous_commit TO off"))
+            with self.DecisionSession() as session, session.begin():
                 self._flush_marks(session)
-                decided = self._decide(session)
-                t_commit = time.perf_counter()
-            committed = time.perf_counter()
+                todo = self._pending(session)
         except Exception as exc:
             self._database_failed(exc, [])
-            return done
-        if decided:
+            return 0
+        payloads: list[dict[str, Any]] = []
+        for lo in range(0, len(todo), self.decision_chunk):
+            try:
+                with self.DecisionSession() as session, session.begin():
+                    decided = self._decide(session, todo[lo : lo + self.decision_chunk])
+                    t_commit = time.perf_counter()
+                committed = time.perf_counter()
+            except Exception as exc:
+                self._publish(payloads)  # the chunks committed before the failure
+                self._database_failed(exc, [])
+                return len(payloads)
             commit_ms = (committed - t_commit) * 1000.0
             self.commit_latencies.append(commit_ms)
             self.metrics.observe("commit_latency_ms", commit_ms)
             for _t, choose_ms in decided:
                 self.decision_latencies.append(choose_ms + commit_ms)
                 self.metrics.observe("decision_latency_ms", choose_ms + commit_ms)
-            self._publish([t for t, _ in decided])
-            done += len(decided)
-        self._snapshot_due()
-        return done
+            payloads.extend(t for t, _ in decided)
+        # Published together after the last chunk: publishing wakes the broker and workers,
+        # which on a shared host would preempt the choices of the next chunk.
+        self._publish(payloads)
+        return len(payloads)
 
     def _database_failed(self, exc: Exception, buffered: list[tuple[Any, Message]]) -> None:
         """The database is the truth: forget in-memory state, hand the messages back, and
@@ -402,19 +430,19 @@ class Scheduler:
                 applied.append((rt, t.context, t.arm_index, float(cost or 0.0), quality))
         if not new_results:
             return 0
-        result_ids = self.bulk.insert_results(session, new_results)
-        self.bulk.finish_trials(session, trial_updates)
-        self.bulk.set_instance_status(session, instance_updates)
+        per_campaign: dict[int, int] = {}
+        for rt, *_ in applied:
+            per_campaign[rt.id] = per_campaign.get(rt.id, 0) + 1
+        result_ids = self.bulk.record_results(
+            session, new_results, trial_updates, instance_updates, per_campaign
+        )
         # Apply in result-id order: the same order a restart replays them in.
         ok_ids = [rid for rid, r in zip(result_ids, new_results, strict=True) if r["applied"]]
-        per_campaign: dict[int, int] = {}
         in_order = sorted(zip(ok_ids, applied, strict=True), key=lambda pair: pair[0])
         for rid, (rt, context, arm_index, cost, quality) in in_order:
             rt.policy.update(rt.vector(context), arm_index, cost, quality)
             rt.last_result_id = rid
             rt.since_snapshot += 1
-            per_campaign[rt.id] = per_campaign.get(rt.id, 0) + 1
-        self.bulk.add_updates(session, per_campaign)
         self.metrics.inc("results", len(new_results))
         self.metrics.inc("failures", sum(1 for r in new_results if r["status"] == "failed"))
         return len(new_results)
@@ -482,9 +510,10 @@ class Scheduler:
             self.runtimes[campaign_id] = rt
         return rt
 
-    def _decide(self, session: Session) -> list[tuple[dict[str, Any], float]]:
-        """Decisions for every campaign with room in flight; rows added to ``session``."""
-        out: list[tuple[dict[str, Any], float]] = []
+    def _pending(self, session: Session) -> list[tuple[CampaignRuntime, Any]]:
+        """Pending instances (oldest first) of every campaign with room in flight. Only the
+        scheduler moves an instance out of ``pending``, so they stay pending until decided."""
+        out: list[tuple[CampaignRuntime, Any]] = []
         for rt in list(self.runtimes.values()):
             room = rt.max_in_flight - rt.in_flight
             if room <= 0 or not rt.maybe_pending:
@@ -497,41 +526,41 @@ class Scheduler:
             ).all()
             if len(pending) < room:
                 rt.maybe_pending = False
-            if not pending:
-                continue
-            trials, inst_updates = [], []
-            for inst in pending:
-                t0 = time.perf_counter()
-                d = rt.policy.choose(rt.vector(inst.context), key=inst.seq)
-                choose_ms = (time.perf_counter() - t0) * 1000.0
-                tid = str(uuid.uuid4())
-                trials.append(
-                    {
-                        "uuid": tid,
-                        "campaign_id": rt.id,
-                        "instance_id": inst.id,
-                        "arm_id": rt.arm_ids[d.arm],
-                        "arm_index": d.arm,
-                        "propensity": float(d.propensity),
-                        "policy_name": rt.policy.name,
-                        "policy_version": rt.policy.version,
-                        "reason": d.reason,
-                        "state": "queued",
-                        "attempt": 1,
-                        "created_at": _now(),
-                    }
-                )
-                inst_updates.append({"id": inst.id, "status": "decided"})
-                out.append(
-                    (
-                        rt.payload(tid, 1, inst.spec, d.arm, d.reason, inst.seq),
-                        choose_ms,
-                    )
-                )
-            self.bulk.insert_trials(session, trials)
-            self.bulk.set_instance_status(session, inst_updates)
-            rt.in_flight += len(trials)
-            self.metrics.inc("decisions", len(trials))
+            out.extend((rt, inst) for inst in pending)
+        return out
+
+    def _decide(
+        self, session: Session, todo: list[tuple[CampaignRuntime, Any]]
+    ) -> list[tuple[dict[str, Any], float]]:
+        """Choose an arm for each instance; trial rows and status updates go to ``session``.
+        Returns (payload, choice time in ms) per decision."""
+        out: list[tuple[dict[str, Any], float]] = []
+        trials = []
+        for rt, inst in todo:
+            t0 = time.perf_counter()
+            d = rt.policy.choose(rt.vector(inst.context), key=inst.seq)
+            choose_ms = (time.perf_counter() - t0) * 1000.0
+            tid = str(uuid.uuid4())
+            trials.append(
+                {
+                    "uuid": tid,
+                    "campaign_id": rt.id,
+                    "instance_id": inst.id,
+                    "arm_id": rt.arm_ids[d.arm],
+                    "arm_index": d.arm,
+                    "propensity": float(d.propensity),
+                    "policy_name": rt.policy.name,
+                    "policy_version": rt.policy.version,
+                    "reason": d.reason,
+                    "state": "queued",
+                    "attempt": 1,
+                    "created_at": _now(),
+                }
+            )
+            out.append((rt.payload(tid, 1, inst.spec, d.arm, d.reason, inst.seq), choose_ms))
+            rt.in_flight += 1
+        self.bulk.record_decisions(session, trials)
+        self.metrics.inc("decisions", len(trials))
         return out
 
     def _publish(self, payloads: list[dict[str, Any]]) -> None:
@@ -595,6 +624,8 @@ class Scheduler:
     def sweep(self) -> int:
         """Find pending work no message announced, and republish the unpublished outbox."""
         self._last_sweep = time.monotonic()
+        if self._lock is not None:
+            self._lock.check()
         if self._unmarked:  # before the outbox query: those trials were published
             with self.Session() as session, session.begin():
                 self._flush_marks(session)
@@ -704,6 +735,20 @@ class Scheduler:
                 )
                 or 0
             )
+
+
+def _async_commit_engine(engine: Engine) -> Engine:
+    """A second engine on the same database whose connections commit without waiting for
+    the WAL flush (a session setting, so no statement per transaction)."""
+    decisions = make_engine(engine.url.render_as_string(hide_password=False), pool_pre_ping=False)
+
+    @event.listens_for(decisions, "connect")
+    def _no_flush_wait(dbapi_conn: Any, _record: Any) -> None:
+        with dbapi_conn.cursor() as cur:
+            cur.execute("SET synchronous_commit TO off")
+        dbapi_conn.commit()
+
+    return decisions
 
 
 def _max_seconds(payload: dict[str, Any]) -> float | None:

@@ -45,3 +45,45 @@ class InlineScheduler(Scheduler):
             self.feed(execute(payload, "inline-worker"))
             self.step()
         raise AssertionError("did not become idle")
+
+
+def statements_per_step(
+    settings: Settings, trials: int = 700, in_flight: int = 10, name: str = "h"
+) -> list[int]:
+    """SQL statements the scheduler runs for a step that records ``in_flight`` results and
+    decides as many trials, early (after 50 trials) and late (after ``trials - 50``)."""
+    from sqlalchemy import event
+
+    from app.client import Client
+
+    client = Client(settings=settings)
+    camp = client.create_campaign(
+        name,
+        "noop",
+        [{"cost": float(i)} for i in range(5)],
+        context_features=["x"],
+        max_in_flight=in_flight,
+    )
+    camp.submit_many([(None, {"x": float(i % 7)}) for i in range(trials)])
+    sch = InlineScheduler(settings)
+    statements = [0]
+
+    def _count(*_a: object) -> None:
+        statements[0] += 1
+
+    for engine in {sch.engine, getattr(sch, "decision_engine", sch.engine)}:
+        event.listen(engine, "before_cursor_execute", _count)
+    sch.sweep()
+    counts: list[int] = []
+    done = 0
+    while done < trials - in_flight:
+        batch, sch.published = sch.published, []
+        for p in batch:
+            sch.feed(execute(p, "w"))
+        statements[0] = 0
+        sch.step()  # records in_flight results, decides in_flight trials
+        done += len(batch)
+        marks = (50, trials - 50)
+        if len(counts) < 2 and done >= marks[len(counts)]:
+            counts.append(statements[0])
+    return counts

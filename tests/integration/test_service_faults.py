@@ -20,9 +20,11 @@ from sqlalchemy import select, text
 from app.client import Client
 from app.config import Settings
 from app.local import LocalCluster
+from app.locks import LOCK_KEY, SchedulerLock, SchedulerLockedError
 from app.runtime import build_policy, load_runtime
 from models import Arm, Campaign, Instance, Result, Trial
 from tests.integration.test_faults import _check_exactly_once
+from tests.integration.test_shutdown_and_wire import _consumers, _wait_for
 
 PG_VERSION = sorted(os.listdir("/etc/postgresql"))[0] if Path("/etc/postgresql").exists() else ""
 
@@ -183,9 +185,32 @@ def test_postgresql_restarted_mid_campaign(
                     raise
                 time.sleep(1.0)
         th.join(60)
+        # The session holding the scheduler's advisory lock died with the restart: the
+        # scheduler takes the lock again, so a second scheduler is still refused.
+        deadline = time.monotonic() + 30
+        while _lock_holders(client) != 1:
+            assert time.monotonic() < deadline, "the scheduler did not take its lock again"
+            time.sleep(0.5)
+        with pytest.raises(SchedulerLockedError), SchedulerLock(settings, client.engine):
+            pass
         cluster.check()
     assert events == ["restarted"]
     _check_exactly_once(client, name, n)
+
+
+def _lock_holders(client: Client) -> int:
+    with client.engine.connect() as c:
+        return int(
+            c.execute(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND objid = :k AND database = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database())"
+                ),
+                {"k": LOCK_KEY},
+            ).scalar()
+            or 0
+        )
 
 
 def test_scheduler_sigkilled_three_times_then_replay_matches_live(pg_settings: Settings) -> None:
@@ -257,6 +282,9 @@ def test_trials_longer_than_the_lease_keep_it_by_heartbeat(pg_settings: Settings
         "long", "sleep", [{"seconds": 7.0}], context_features=[], max_in_flight=2, max_attempts=1
     )
     with LocalCluster(settings, workers=2):
+        # Queued trials hold only the 3 s lease until a worker starts them: submit once both
+        # workers consume (a loaded machine can take longer than that to boot one).
+        _wait_for(lambda: _consumers(settings) >= 2)
         camp.submit_many([(None, {}) for _ in range(2)])
         camp.wait(timeout=120)
     rows = camp.results()

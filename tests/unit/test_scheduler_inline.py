@@ -12,7 +12,7 @@ from app.linsys import LinearSystem
 from app.runtime import load_runtime
 from models import Campaign, Instance, PolicySnapshot, Result, Trial
 from tasks.run_trial import execute
-from tests.inline import InlineScheduler
+from tests.inline import InlineScheduler, statements_per_step
 
 OMEGAS = [1.0, 1.2, 1.4, 1.6, 1.8]
 
@@ -233,34 +233,5 @@ def test_expired_lease_reissues_then_fails_with_the_reason(tmp_path) -> None:  #
 def test_sql_statements_per_decided_trial_do_not_grow_with_history(
     embedded_settings: Settings,
 ) -> None:
-    from sqlalchemy import event
-
-    client = Client(settings=embedded_settings)
-    camp = client.create_campaign(
-        "h",
-        "noop",
-        [{"cost": float(i)} for i in range(5)],
-        context_features=["x"],
-        max_in_flight=10,
-    )
-    camp.submit_many([(None, {"x": float(i % 7)}) for i in range(700)])
-    sch = InlineScheduler(embedded_settings)
-    counts: list[int] = []
-    statements = [0]
-
-    @event.listens_for(sch.engine, "before_cursor_execute")
-    def _count(*_a: object) -> None:
-        statements[0] += 1
-
-    sch.sweep()
-    done = 0
-    while done < 690:
-        batch, sch.published = sch.published, []
-        for p in batch:
-            sch.feed(execute(p, "w"))
-        statements[0] = 0
-        sch.step()  # records 10 results, decides 10 trials
-        done += len(batch)
-        if done in (50, 650):
-            counts.append(statements[0])
+    counts = statements_per_step(embedded_settings)
     assert len(counts) == 2 and counts[0] == counts[1]  # constant, not growing with history
