@@ -125,12 +125,21 @@ def worker(
     ] = None,
     name: Annotated[str | None, typer.Option(help="worker name (Celery hostname)")] = None,
     loglevel: Annotated[str, typer.Option(help="log level")] = "INFO",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="serve this worker's Prometheus metrics (trials, running, durations) on "
+            "this port (env BANDITQ_WORKER_METRICS_PORT)"
+        ),
+    ] = None,
 ) -> None:
     """Run a worker daemon consuming trials (Celery prefork; JSON only; late ack)."""
     from workers.daemon import run_worker
 
     _logging(loglevel)
-    run_worker(_settings(), concurrency=concurrency, name=name, loglevel=loglevel)
+    s = _settings()
+    port = metrics_port if metrics_port is not None else s.worker_metrics_port
+    run_worker(s, concurrency=concurrency, name=name, loglevel=loglevel, metrics_port=port)
 
 
 def _client() -> Any:

@@ -33,7 +33,11 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     ),
     "BANDITQ_SWEEP_SECONDS": ("sweep_seconds", "scheduler safety sweep interval (seconds)"),
     "BANDITQ_LEASE_SECONDS": ("lease_seconds", "lease on a published or running trial"),
-    "BANDITQ_METRICS_PORT": ("metrics_port", "Prometheus metrics HTTP port (0 = off)"),
+    "BANDITQ_METRICS_PORT": ("metrics_port", "scheduler's Prometheus metrics port (0 = off)"),
+    "BANDITQ_WORKER_METRICS_PORT": (
+        "worker_metrics_port",
+        "a worker's Prometheus metrics port (0 = off): trials, running, duration histogram",
+    ),
     "BANDITQ_QUEUE_TYPE": (
         "queue_type",
         "classic (default) or quorum: replicated RabbitMQ quorum queues for trials, results "
@@ -79,6 +83,7 @@ class Settings:
     sweep_seconds: float = 5.0
     lease_seconds: float = 300.0
     metrics_port: int = 0
+    worker_metrics_port: int = 0
     publish_confirms: int = 0
     durable_decisions: int = 0
     consumer_timeout: float = 1800.0

@@ -1,4 +1,4 @@
-"""Counters and a latency histogram, rendered in Prometheus text format on request.
+"""Counters, gauges and latency histograms, rendered in Prometheus text format on request.
 
 Thread-safe: the scheduler thread writes, an HTTP thread reads.
 """
@@ -6,6 +6,7 @@ Thread-safe: the scheduler thread writes, an HTTP thread reads.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 BUCKETS_MS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 100.0, 1000.0)
@@ -54,12 +55,19 @@ class Metrics:
 
     def serve(self, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
         """Serve ``/metrics`` on a daemon thread; returns the server (``.shutdown()`` stops)."""
-        metrics = self
+        return Metrics.serve_render(self.render, port, host)
+
+    @staticmethod
+    def serve_render(
+        render: Callable[[], str], port: int, host: str = "127.0.0.1"
+    ) -> ThreadingHTTPServer:
+        """Serve what ``render`` returns at ``/metrics`` (404 elsewhere) on a daemon thread."""
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server API
-                body = metrics.render().encode()
-                self.send_response(200 if self.path.startswith("/metrics") else 404)
+                ok = self.path.startswith("/metrics")
+                body = render().encode() if ok else b"not found: try /metrics\n"
+                self.send_response(200 if ok else 404)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

@@ -233,6 +233,8 @@ class Scheduler:
         if self._wants_decisions():
             done += self._decide_and_publish()
         self._snapshot_due()
+        self.metrics.set("in_flight", sum(rt.in_flight for rt in self.runtimes.values()))
+        self.metrics.set("campaigns_loaded", len(self.runtimes))
         return done
 
     def _decide_and_publish(self) -> int:

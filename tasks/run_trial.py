@@ -112,18 +112,20 @@ def _journal(app: Celery, task: Task, payload: Any) -> Path | None:
 
 def register(app: Celery) -> None:
     @app.task(name=RUN_TRIAL_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
-    def run_trial(self: Task, payload: dict[str, Any]) -> None:
-        _run(app, self, payload)
+    def run_trial(self: Task, payload: dict[str, Any]) -> str:
+        return _run(app, self, payload)
 
     # Acknowledged on receipt: RabbitMQ would otherwise close the channel of a trial that
     # outlives its consumer_timeout and redeliver it in a loop (celery #6760). A worker that
     # dies mid-trial stops heartbeating; the lease then re-issues the trial as a new attempt.
     @app.task(name=RUN_LONG_TRIAL_TASK, bind=True, acks_late=False)
-    def run_long_trial(self: Task, payload: dict[str, Any]) -> None:
-        _run(app, self, payload)
+    def run_long_trial(self: Task, payload: dict[str, Any]) -> str:
+        return _run(app, self, payload)
 
 
-def _run(app: Celery, task: Task, payload: dict[str, Any]) -> None:
+def _run(app: Celery, task: Task, payload: dict[str, Any]) -> str:
+    """Run one attempt and publish its result; returns the trial's status (the task's
+    return value, ignored by the broker, read by the worker's metrics)."""
     worker = task.request.hostname or f"{socket.gethostname()}:{os.getpid()}"
     journal = _journal(app, task, payload)
     # Without a file a journalled start is the first on this host, or (AMQP) the first
@@ -145,6 +147,7 @@ def _run(app: Celery, task: Task, payload: dict[str, Any]) -> None:
     publish_result(app, message)
     if journal is not None:
         journal.unlink(missing_ok=True)
+    return str(message.get("status"))
 
 
 class Heartbeat:

@@ -16,6 +16,7 @@ from celery.signals import worker_process_init
 
 from app.config import Settings
 from tasks.celery_app import make_celery
+from workers.metrics import install as install_metrics
 
 log = logging.getLogger("banditq.worker")
 
@@ -52,6 +53,7 @@ def run_worker(
     name: str | None = None,
     loglevel: str = "INFO",
     queues: list[str] | None = None,
+    metrics_port: int = 0,
 ) -> None:
     gpus = gpu_count()
     if concurrency is None:
@@ -60,6 +62,10 @@ def run_worker(
         visible = os.environ.get("CUDA_VISIBLE_DEVICES") or ",".join(str(i) for i in range(gpus))
         os.environ["BANDITQ_WORKER_GPUS"] = visible
     app = make_celery(settings)
+    if metrics_port:
+        # Created before the pool forks: every pool process adds to the same counters.
+        install_metrics().serve(metrics_port)
+        log.info("worker metrics on http://127.0.0.1:%d/metrics", metrics_port)
     hostname = name or f"banditq-{socket.gethostname()}-{os.getpid()}@%h"
     log.info(
         "worker %s: %d process(es), broker %s",
