@@ -115,6 +115,11 @@ class Settings:
             kwargs["home"] = Path(str(kwargs["home"])).resolve()
         return cls(**kwargs)  # type: ignore[arg-type]
 
+    def to_env(self) -> dict[str, str]:
+        """The ``BANDITQ_*`` variables that make :meth:`from_env` rebuild these settings
+        (for child processes: every setting travels, not a hand-kept subset)."""
+        return {env: str(getattr(self, name)) for env, (name, _help) in ENV_VARS.items()}
+
     @property
     def embedded_broker(self) -> bool:
         return self.broker_url.startswith("filesystem://")

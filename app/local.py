@@ -37,19 +37,7 @@ class LocalCluster:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(
-            {
-                "BANDITQ_DATABASE_URL": self.settings.database_url,
-                "BANDITQ_BROKER_URL": self.settings.broker_url,
-                "BANDITQ_HOME": str(self.settings.home),
-                "BANDITQ_QUEUE": self.settings.queue,
-                "BANDITQ_SWEEP_SECONDS": str(self.settings.sweep_seconds),
-                "BANDITQ_LEASE_SECONDS": str(self.settings.lease_seconds),
-                "BANDITQ_CONSUMER_TIMEOUT": str(self.settings.consumer_timeout),
-                "BANDITQ_QUEUE_TYPE": self.settings.queue_type,
-                "BANDITQ_DURABLE_DECISIONS": str(self.settings.durable_decisions),
-            }
-        )
+        env.update(self.settings.to_env())
         env.update(self.extra_env)
         return env
 
