@@ -194,8 +194,10 @@ class _Beater:
 
     def _loop(self) -> None:
         settings = self.app.conf["banditq_settings"]
-        q = results_queue(settings.queue, settings.queue_type)
-        conn = None
+        # Its own publisher (not thread-safe, so not the result publisher of this process).
+        publisher = ChannelPublisher(
+            self.app.connection_for_write, results_queue(settings.queue, settings.queue_type)
+        )
         while True:
             time.sleep(min(self.interval / 4, 1.0))
             now = time.monotonic()
@@ -204,33 +206,22 @@ class _Beater:
                     (k, w) for k, (w, last) in self.running.items() if now - last >= self.interval
                 ]
             for (trial, attempt), worker in due:
+                beat = {
+                    "v": PROTOCOL,
+                    "type": "heartbeat",
+                    "trial": trial,
+                    "attempt": attempt,
+                    "worker": worker,
+                    "at": now_iso(),
+                }
                 try:
-                    if conn is None:
-                        conn = self.app.connection_for_write()
-                    conn.Producer().publish(
-                        {
-                            "v": PROTOCOL,
-                            "type": "heartbeat",
-                            "trial": trial,
-                            "attempt": attempt,
-                            "worker": worker,
-                            "at": now_iso(),
-                        },
-                        exchange=q.exchange,
-                        routing_key=q.routing_key,
-                        serializer="json",
-                        declare=[q],
-                        retry=True,
-                        retry_policy={"max_retries": 3},
-                    )
-                    with self.lock:
-                        if (trial, attempt) in self.running:
-                            self.running[(trial, attempt)] = (worker, now)
+                    publisher.publish(dumps(beat))
                 except Exception as exc:  # the lease has slack: the next beat may get through
                     log.warning("heartbeat for trial %s failed: %s", trial, exc)
-                    if conn is not None:
-                        conn.release()
-                    conn = None
+                    continue
+                with self.lock:
+                    if (trial, attempt) in self.running:
+                        self.running[(trial, attempt)] = (worker, now)
 
 
 _BEATER: _Beater | None = None
