@@ -71,10 +71,13 @@ class Scheduler:
         self.engine = engine or make_engine(settings.database_url, pool_pre_ping=False)
         self.Session = session_factory(self.engine)
         self.bulk = BulkWriter(self.engine)
-        self.DecisionSession = self.Session
-        if self.bulk.pg and not settings.durable_decisions:
-            self.decision_engine = _async_commit_engine(self.engine)
-            self.DecisionSession = session_factory(self.decision_engine)
+        #: decisions commit here: without waiting for the WAL flush unless durable_decisions
+        self.decision_engine = (
+            _async_commit_engine(self.engine)
+            if self.bulk.pg and not settings.durable_decisions
+            else self.engine
+        )
+        self.DecisionSession = session_factory(self.decision_engine)
         self.publisher = TaskPublisher(self._broker, settings.queue, settings.queue_type)
         self.batch_size = batch_size
         self.decision_chunk = decision_chunk
@@ -238,8 +241,8 @@ class Scheduler:
         return done
 
     def _decide_and_publish(self) -> int:
-        """Decide for every campaign with room and pending instances, committing and
-        in chunks of ``decision_chunk``, then publishing: a decision waits only for its own
+        """Decide for every campaign with room and pending instances, committing in chunks
+        of ``decision_chunk``, then publish them all: a decision waits only for its own
         chunk's commit (a commit's latency grows with the rows it covers: 0.28 ms for one,
         0.66 ms for 160 trials here)."""
         try:

@@ -71,7 +71,7 @@ def statements_per_step(
     def _count(*_a: object) -> None:
         statements[0] += 1
 
-    for engine in {sch.engine, getattr(sch, "decision_engine", sch.engine)}:
+    for engine in {sch.engine, sch.decision_engine}:
         event.listen(engine, "before_cursor_execute", _count)
     sch.sweep()
     counts: list[int] = []

@@ -84,7 +84,7 @@ def test_the_schedulers_queries_use_indexes_on_a_long_history(pg_settings: Setti
             captured.append((statement, params))
 
     sch.sweep()  # loads the campaign (a one-off replay of its results), first decisions
-    for engine in {sch.engine, getattr(sch, "decision_engine", sch.engine)}:
+    for engine in {sch.engine, sch.decision_engine}:
         event.listen(engine, "before_cursor_execute", _capture)
     sch.sweep()  # pending campaigns, outbox, expired leases
     for p in sch.published:
