@@ -12,7 +12,6 @@ Ownership: called only by the scheduler, inside its transaction; nothing here co
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -23,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from app.runtime import OPEN_STATES
 from models import Campaign, Instance, Result, Trial
+from models.base import json_dumps
 
 TRIAL_COLUMNS = (
     ("uuid", "varchar"),
@@ -88,7 +88,7 @@ def _arrays(
     out: dict[str, Any] = {}
     for c, _t in columns:
         if c in JSON_COLUMNS:
-            out[prefix + c] = [None if r[c] is None else json.dumps(r[c]) for r in rows]
+            out[prefix + c] = [None if r[c] is None else json_dumps(r[c]) for r in rows]
         else:
             out[prefix + c] = [r[c] for r in rows]
     return out

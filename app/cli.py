@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -15,8 +16,12 @@ import typer
 
 from app.config import ENV_VARS, Settings
 
-ENV_HELP = "Environment variables (read at start-up):\n\n" + "\n\n".join(
-    f"  {k}: {h}" for k, (_n, h) in ENV_VARS.items()
+ENV_HELP = (
+    "Environment variables (read at start-up):\n\n"
+    + "\n\n".join(f"  {k}: {h}" for k, (_n, h) in ENV_VARS.items())
+    + "\n\n  BANDITQ_DEBUG: 1 = print the full traceback of an error (same as --debug)"
+    + "\n\nErrors print one line and exit with status 2; --debug (anywhere on the command "
+    "line) shows the traceback."
 )
 
 cli = typer.Typer(
@@ -97,12 +102,14 @@ def scheduler(
 ) -> None:
     """Run the scheduler: decides arms, publishes trials, records results, updates policies."""
     from app import db
+    from app.clierrors import check_broker
     from app.scheduler import Scheduler
 
     _logging(loglevel)
     s = _settings()
     if s.database_url.startswith("sqlite"):
         db.upgrade(s.database_url)
+    check_broker(s.broker_url, s.broker_transport_options())
     sch = Scheduler(s)
     port = metrics_port if metrics_port is not None else s.metrics_port
     if port:
@@ -134,10 +141,12 @@ def worker(
     ] = None,
 ) -> None:
     """Run a worker daemon consuming trials (Celery prefork; JSON only; late ack)."""
+    from app.clierrors import check_broker
     from workers.daemon import run_worker
 
     _logging(loglevel)
     s = _settings()
+    check_broker(s.broker_url, s.broker_transport_options())
     port = metrics_port if metrics_port is not None else s.worker_metrics_port
     run_worker(s, concurrency=concurrency, name=name, loglevel=loglevel, metrics_port=port)
 
@@ -348,15 +357,19 @@ def demo(
 
 
 def main() -> None:
+    from app.clierrors import debug_enabled, describe
+
+    if "--debug" in sys.argv[1:]:
+        sys.argv.remove("--debug")
+        os.environ["BANDITQ_DEBUG"] = "1"
     try:
         cli()
     except Exception as exc:  # errors that say what to do, not a traceback
-        from app.errors import BanditqError
-
-        if isinstance(exc, BanditqError):
-            typer.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(2)
-        raise
+        line = describe(exc)
+        if line is None or debug_enabled():
+            raise
+        typer.secho(f"error: {line} (details: --debug or BANDITQ_DEBUG=1)", fg="red", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import Any
 
 import kombu
 import numpy as np
-from sqlalchemy import func, inspect, select, text, update
+from sqlalchemy import func, select, text, update
 
 from app import db
 from app.accel import AccelArm
@@ -117,12 +117,18 @@ class Client:
         self.engine = db.make_engine(self.settings.database_url)
         self.Session = db.session_factory(self.engine)
         self._conn: kombu.Connection | None = None
-        if self.engine.dialect.name == "sqlite" and not db.is_current(self.engine):
-            db.upgrade(self.settings.database_url)
-        elif not inspect(self.engine).has_table("campaigns"):
+        if self.engine.dialect.name == "sqlite":
+            if not db.is_current(self.engine):
+                db.upgrade(self.settings.database_url)
+        elif db.is_behind(self.engine):
+            where = self.settings.redacted()["database_url"]
+            found = db.current_revision(self.engine)
+            self.engine.dispose()
             raise SchemaMissingError(
-                f"database {self.settings.redacted()['database_url']} has no banditq schema; "
-                "run `banditq db upgrade` first"
+                f"database {where} has no banditq schema; run `banditq db upgrade` first"
+                if found is None
+                else f"database {where} is at schema revision {found}, this banditq needs "
+                f"{db.head_revision()}; run `banditq db upgrade` (in place, data kept)"
             )
 
     def __enter__(self) -> Client:

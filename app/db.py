@@ -7,19 +7,31 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, inspect
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import sessionmaker
 
 import migrations
+from models.base import json_dumps
+
+
+def ensure_sqlite_folder(url: str) -> None:
+    """Create the folder of an SQLite database file (the embedded default's ``BANDITQ_HOME``
+    may not exist yet); other URLs are left alone."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine with the settings each backend needs for several processes at once."""
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        ensure_sqlite_folder(url)
+        engine = create_engine(
+            url, connect_args={"timeout": 30}, json_serializer=json_dumps, **kwargs
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -33,16 +45,20 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    return create_engine(url, json_serializer=json_dumps, **kwargs)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Any]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+#: The Alembic script folder (tests point it at a copy holding an extra revision).
+SCRIPT_LOCATION = str(Path(migrations.__file__).parent)
+
+
 def alembic_config(url: str) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    cfg.set_main_option("script_location", SCRIPT_LOCATION)
     # '%' must be escaped for ConfigParser interpolation (URL-encoded passwords).
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
@@ -50,6 +66,7 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Apply migrations up to ``revision`` (in place: existing data is kept)."""
+    ensure_sqlite_folder(url)
     command.upgrade(alembic_config(url), revision)
 
 
@@ -57,8 +74,34 @@ def downgrade(url: str, revision: str) -> None:
     command.downgrade(alembic_config(url), revision)
 
 
+def head_revision() -> str | None:
+    """The newest migration this installation ships."""
+    return ScriptDirectory(SCRIPT_LOCATION).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at (None: never migrated)."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
 def is_current(engine: Engine) -> bool:
-    return inspect(engine).has_table("alembic_version") and inspect(engine).has_table("trials")
+    """True when the database is at this installation's head revision (tables that exist
+    at an older revision are not enough: a later migration would never be applied)."""
+    return current_revision(engine) == head_revision()
+
+
+def is_behind(engine: Engine) -> bool:
+    """True when the database has no schema or an older revision this installation knows
+    (a newer revision, from a newer banditq, is not "behind")."""
+    current = current_revision(engine)
+    if current is None:
+        return True
+    head = head_revision()
+    if current == head:
+        return False
+    known = {rev.revision for rev in ScriptDirectory(SCRIPT_LOCATION).walk_revisions()}
+    return current in known
 
 
 READER_VIEWS = ("trial_results",)

@@ -9,7 +9,13 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+#: Scheduler latencies (decisions, commits): sub-millisecond to a second.
 BUCKETS_MS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 100.0, 1000.0)
+#: Trial durations: a no-op takes milliseconds, a large solve or a long simulation step hours.
+TRIAL_BUCKETS_MS = (
+    1.0, 5.0, 10.0, 50.0, 100.0, 500.0,
+    1e3, 5e3, 1e4, 3e4, 6e4, 3e5, 6e5, 1.8e6, 3.6e6, 1.44e7, 8.64e7,
+)  # fmt: skip
 
 
 class Metrics:
@@ -19,6 +25,8 @@ class Metrics:
         self.counters: dict[str, float] = {}
         self.gauges: dict[str, float] = {}
         self.hist: dict[str, list[float]] = {}
+        #: bucket bounds per histogram (default ``BUCKETS_MS``)
+        self.buckets: dict[str, tuple[float, ...]] = {}
 
     def inc(self, name: str, n: float = 1.0) -> None:
         with self._lock:
@@ -30,8 +38,9 @@ class Metrics:
 
     def observe(self, name: str, value: float) -> None:
         with self._lock:
-            h = self.hist.setdefault(name, [0.0] * (len(BUCKETS_MS) + 2))
-            for i, b in enumerate(BUCKETS_MS):
+            bounds = self.buckets.get(name, BUCKETS_MS)
+            h = self.hist.setdefault(name, [0.0] * (len(bounds) + 2))
+            for i, b in enumerate(bounds):
                 if value <= b:
                     h[i] += 1
             h[-2] += 1  # count
@@ -47,7 +56,7 @@ class Metrics:
                 lines += [f"# TYPE {p}_{k} gauge", f"{p}_{k} {v:g}"]
             for k, h in sorted(self.hist.items()):
                 lines.append(f"# TYPE {p}_{k} histogram")
-                for b, c in zip(BUCKETS_MS, h, strict=False):
+                for b, c in zip(self.buckets.get(k, BUCKETS_MS), h, strict=False):
                     lines.append(f'{p}_{k}_bucket{{le="{b:g}"}} {c:g}')
                 lines.append(f'{p}_{k}_bucket{{le="+Inf"}} {h[-2]:g}')
                 lines += [f"{p}_{k}_count {h[-2]:g}", f"{p}_{k}_sum {h[-1]:g}"]

@@ -34,8 +34,9 @@ from app.config import Settings
 from app.db import make_engine, session_factory
 from app.locks import SchedulerLock
 from app.metrics import Metrics
+from app.policies.base import Decision
 from app.runtime import OPEN_STATES, CampaignRuntime, load_runtime
-from models import Campaign, Instance, PolicySnapshot, Trial
+from models import Campaign, Instance, PolicySnapshot, Result, Trial
 from tasks.messages import (
     PROTOCOL,
     RUN_LONG_TRIAL_TASK,
@@ -47,6 +48,16 @@ from tasks.messages import (
 from tasks.publish import TaskPublisher
 
 log = logging.getLogger("banditq.scheduler")
+
+#: Failures of the database or the broker: in-memory state is dropped, messages requeued and
+#: the step retried. Anything else is a bug and is not retried as if a service had failed.
+RETRYABLE: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.DBAPIError,
+    sqlalchemy.exc.DisconnectionError,
+    sqlalchemy.exc.TimeoutError,
+    OSError,
+    kombu.exceptions.OperationalError,
+)
 
 
 def _now() -> datetime:
@@ -229,7 +240,7 @@ class Scheduler:
                     self._flush_marks(session)
                     self._renew_leases(session, beats)
                     done += self._record_results(session, results)
-        except Exception as exc:
+        except RETRYABLE as exc:
             self._database_failed(exc, buffered)
             return 0
         self._ack(buffered)
@@ -249,7 +260,7 @@ class Scheduler:
             with self.DecisionSession() as session, session.begin():
                 self._flush_marks(session)
                 todo = self._pending(session)
-        except Exception as exc:
+        except RETRYABLE as exc:
             self._database_failed(exc, [])
             return 0
         payloads: list[dict[str, Any]] = []
@@ -259,7 +270,7 @@ class Scheduler:
                     decided = self._decide(session, todo[lo : lo + self.decision_chunk])
                     t_commit = time.perf_counter()
                 committed = time.perf_counter()
-            except Exception as exc:
+            except RETRYABLE as exc:
                 self._publish(payloads)  # the chunks committed before the failure
                 self._database_failed(exc, [])
                 return len(payloads)
@@ -444,13 +455,46 @@ class Scheduler:
         # Apply in result-id order: the same order a restart replays them in.
         ok_ids = [rid for rid, r in zip(result_ids, new_results, strict=True) if r["applied"]]
         in_order = sorted(zip(ok_ids, applied, strict=True), key=lambda pair: pair[0])
+        broken: dict[int, CampaignRuntime] = {}
         for rid, (rt, context, arm_index, cost, quality) in in_order:
-            rt.policy.update(rt.vector(context), arm_index, cost, quality)
+            if rt.id in broken:
+                continue  # reloaded after this transaction: replays every applied result
+            try:
+                rt.policy.update(rt.vector(context), arm_index, cost, quality)
+            except Exception as exc:  # a policy bug: quarantine this result, not the service
+                self._quarantine(session, rt, rid, exc)
+                broken[rt.id] = rt
+                continue
             rt.last_result_id = rid
             rt.since_snapshot += 1
+        for cid in broken:
+            # Its state may be half-updated: rebuild it from snapshot + applied results.
+            self.runtimes.pop(cid, None)
         self.metrics.inc("results", len(new_results))
         self.metrics.inc("failures", sum(1 for r in new_results if r["status"] == "failed"))
         return len(new_results)
+
+    def _quarantine(
+        self, session: Session, rt: CampaignRuntime, result_id: int, exc: Exception
+    ) -> None:
+        """A result whose policy update raised is kept (with the error) but not applied, so
+        neither this process nor a restart feeds it to the policy again."""
+        error = f"quarantined: policy {rt.policy_name!r} update raised {type(exc).__name__}: {exc}"
+        log.error("campaign %s: %s (result %d)", rt.name, error, result_id, exc_info=exc)
+        self.metrics.inc("policy_errors")
+        session.execute(
+            update(Result).where(Result.id == result_id).values(applied=False, error=error[:4000])
+        )
+        session.execute(
+            update(Trial)
+            .where(
+                Trial.id == select(Result.trial_id).where(Result.id == result_id).scalar_subquery()
+            )
+            .values(error=error[:4000])
+        )
+        session.execute(
+            update(Campaign).where(Campaign.id == rt.id).values(n_updates=Campaign.n_updates - 1)
+        )
 
     def _check_floor(
         self, rt: CampaignRuntime, trial: str, quality: float | None, metrics: dict[str, Any]
@@ -543,7 +587,7 @@ class Scheduler:
         trials = []
         for rt, inst in todo:
             t0 = time.perf_counter()
-            d = rt.policy.choose(rt.vector(inst.context), key=inst.seq)
+            d = self._choose(rt, inst)
             choose_ms = (time.perf_counter() - t0) * 1000.0
             tid = str(uuid.uuid4())
             trials.append(
@@ -567,6 +611,25 @@ class Scheduler:
         self.bulk.record_decisions(session, trials)
         self.metrics.inc("decisions", len(trials))
         return out
+
+    def _choose(self, rt: CampaignRuntime, inst: Any) -> Decision:
+        """The policy's choice; if the policy raises (a bug), a uniform choice with its true
+        propensity, so the campaign and every other campaign go on."""
+        try:
+            return rt.policy.choose(rt.vector(inst.context), key=inst.seq)
+        except Exception as exc:
+            log.error(
+                "campaign %s: policy %r choose raised %s: %s; choosing uniformly",
+                rt.name,
+                rt.policy_name,
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
+            self.metrics.inc("policy_errors")
+            k = len(rt.arm_ids)
+            arm = int(rt.policy.rng(inst.seq).integers(k))
+            return Decision(arm=arm, propensity=1.0 / k, reason="fallback:policy-error")
 
     def _publish(self, payloads: list[dict[str, Any]]) -> None:
         """Send trials, then mark them published with a lease (the outbox relay retries the
@@ -713,10 +776,18 @@ class Scheduler:
                     self.metrics.inc("failures")
                     log.warning("trial %s %s", e.uuid, reason)
                     continue
+                # Back to ``queued`` and unpublished: the outbox owns it until its publish
+                # is recorded, so a failed publish (or marks dropped with a failed
+                # transaction) leaves it reachable, never open with no lease.
                 session.execute(
                     update(Trial)
                     .where(Trial.id == e.id)
-                    .values(attempt=e.attempt + 1, published_at=None, lease_expires_at=None)
+                    .values(
+                        attempt=e.attempt + 1,
+                        state="queued",
+                        published_at=None,
+                        lease_expires_at=None,
+                    )
                 )
                 self.metrics.inc("lease_expiries")
                 reissue.append(

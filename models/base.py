@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +22,26 @@ NAMING = {
 
 #: JSON on SQLite, JSONB on PostgreSQL (indexable, queryable with ->> in plain SQL).
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_dumps(value: Any) -> str:
+    """Strict JSON for every JSON column: NaN and +-Infinity (which PostgreSQL's JSONB
+    refuses and SQLite accepts) become null, so both backends store the same document.
+    Values that must round-trip non-finite floats exactly (policy state) tag them first."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), allow_nan=False)
 
 
 def utcnow() -> datetime:

@@ -25,8 +25,13 @@ class InlineScheduler(Scheduler):
     def __init__(self, settings: Settings, **kw: Any) -> None:
         super().__init__(settings, **kw)
         self.published: list[dict[str, Any]] = []
+        #: the next N calls of ``_send`` fail as a broker outage would (nothing sent)
+        self.fail_sends = 0
 
     def _send(self, payloads: list[dict[str, Any]]) -> list[str]:
+        if self.fail_sends and payloads:
+            self.fail_sends -= 1
+            return []
         self.published.extend(payloads)
         return [p["trial"] for p in payloads]
 

@@ -15,13 +15,13 @@ from typing import Any
 
 from celery.signals import task_postrun, task_prerun
 
-from app.metrics import BUCKETS_MS, Metrics
+from app.metrics import TRIAL_BUCKETS_MS, Metrics
 
 COUNTERS = ("trials", "trials_succeeded", "trials_failed")
 #: layout: counters, the running gauge, then the histogram (buckets, count, sum) in ms
 _RUNNING = len(COUNTERS)
 _HIST = _RUNNING + 1
-_SIZE = _HIST + len(BUCKETS_MS) + 2
+_SIZE = _HIST + len(TRIAL_BUCKETS_MS) + 2
 
 
 class WorkerMetrics:
@@ -42,7 +42,7 @@ class WorkerMetrics:
             v[_RUNNING] -= 1
             v[0] += 1
             v[1 if ok else 2] += 1
-            for i, bound in enumerate(BUCKETS_MS):
+            for i, bound in enumerate(TRIAL_BUCKETS_MS):
                 if ms <= bound:
                     v[_HIST + i] += 1
             v[_SIZE - 2] += 1
@@ -56,6 +56,7 @@ class WorkerMetrics:
         m.counters = {name: values[i] for i, name in enumerate(COUNTERS)}
         m.gauges = {"trials_running": values[_RUNNING]}
         m.hist = {"trial_duration_ms": values[_HIST:]}
+        m.buckets = {"trial_duration_ms": TRIAL_BUCKETS_MS}
         return m
 
     def render(self) -> str:

@@ -120,9 +120,15 @@ class Policy(ABC):
         return p / draws
 
 
+_NONFINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
+
+
 def _encode(value: Any) -> Any:
+    """JSON-able and exact. NaN and +-Infinity are not JSON (PostgreSQL's JSONB refuses
+    them), so non-finite floats are tagged and arrays holding them travel as raw bytes."""
     if isinstance(value, np.ndarray):
-        if value.size > 64:  # exact and ~3x smaller than JSON numbers (covariances are big)
+        finite = value.dtype.kind not in "fc" or bool(np.isfinite(value).all())
+        if value.size > 64 or not finite:  # exact; ~3x smaller than JSON numbers
             raw = np.ascontiguousarray(value).tobytes()
             return {
                 "__b64__": base64.b64encode(raw).decode("ascii"),
@@ -131,7 +137,9 @@ def _encode(value: Any) -> Any:
             }
         return {"__nd__": value.tolist(), "dtype": str(value.dtype), "shape": list(value.shape)}
     if isinstance(value, np.generic):
-        return value.item()
+        return _encode(value.item())
+    if isinstance(value, float) and not np.isfinite(value):
+        return {"__float__": repr(value)}
     if isinstance(value, list | tuple):
         return [_encode(v) for v in value]
     if isinstance(value, dict):
@@ -140,6 +148,8 @@ def _encode(value: Any) -> Any:
 
 
 def _decode(value: Any) -> Any:
+    if isinstance(value, dict) and "__float__" in value:
+        return _NONFINITE[value["__float__"]]
     if isinstance(value, dict) and "__b64__" in value:
         buf = base64.b64decode(value["__b64__"])
         return np.frombuffer(buf, dtype=value["dtype"]).reshape(value["shape"]).copy()

@@ -16,21 +16,19 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from app.accel import AccelArm
 from app.errors import InputError
 from tasks.kinds.base import Outcome, TrialKind
-from tasks.kinds.inference_models import (
-    DEFAULT_MODEL,
-    ModelBundle,
-    load_bundle,
-    mark_warm,
-    shape_bucket,
-    variant,
-)
+
+if TYPE_CHECKING:  # torch and the model code load on workers only, when a trial runs
+    import torch
+
+    from tasks.kinds.inference_models import ModelBundle
+
+#: The bundled model (all-MiniLM-L6-v2), as an import path of its bundle factory.
+DEFAULT_MODEL = "tasks.kinds.inference_models:minilm"
 
 MAX_TEXTS = 1024
 MAX_TEXT_CHARS = 100_000
@@ -53,11 +51,15 @@ FEATURES = (
 
 
 def pick_device() -> torch.device:
+    import torch
+
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
 def device_profile(device: torch.device | None = None) -> dict[str, float | str]:
     """Type, compute capability (0 on CPU) and thread count of a worker's device."""
+    import torch
+
     dev = device or pick_device()
     cap = 0.0
     if dev.type == "cuda":
@@ -93,6 +95,8 @@ def batch_context(
 
 
 def _sync(device: torch.device) -> None:
+    import torch
+
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -132,6 +136,10 @@ class InferenceKind(TrialKind):
     def run(
         self, spec: dict[str, Any], arm: dict[str, Any], options: dict[str, Any] | None = None
     ) -> Outcome:
+        import torch
+
+        from tasks.kinds.inference_models import load_bundle, mark_warm, shape_bucket, variant
+
         spec = self.validate_spec(spec)
         opts = options or {}
         accel = AccelArm.parse(arm)

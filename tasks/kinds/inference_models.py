@@ -22,8 +22,7 @@ from torch import nn
 
 from app.accel import AccelArm
 from app.errors import InputError
-
-DEFAULT_MODEL = "tasks.kinds.inference_models:minilm"
+from tasks.kinds.inference import DEFAULT_MODEL as DEFAULT_MODEL
 
 
 class ModelBundle(ABC):

@@ -8,7 +8,6 @@ from typing import Any
 from app.errors import InputError
 from app.linsys import build_system
 from tasks.kinds.base import Outcome, TrialKind
-from tasks.kinds.sor_solver import sor
 
 MAX_ITERS_LIMIT = 10_000_000
 
@@ -57,6 +56,8 @@ class SorKind(TrialKind):
     def run(
         self, spec: dict[str, Any], arm: dict[str, Any], options: dict[str, Any] | None = None
     ) -> Outcome:
+        from tasks.kinds.sor_solver import sor  # torch: on workers only
+
         spec = self.validate_spec(spec)
         omega = check_omega(arm.get("omega"), "arm.omega")
         A, b = build_system(spec["system"])

@@ -51,3 +51,71 @@ def test_downgrade_to_base_and_up_again(empty_url: str) -> None:
     eng = create_engine(empty_url)
     assert {"campaigns", "trials", "results"} <= set(inspect(eng).get_table_names())
     eng.dispose()
+
+
+SECOND_MIGRATION = '''"""a later migration (test only)"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "9999"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table("bq_later", sa.Column("id", sa.Integer, primary_key=True))
+
+
+def downgrade() -> None:
+    op.drop_table("bq_later")
+'''
+
+
+@pytest.fixture
+def later_scripts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """This installation's migrations plus one later revision, as a newer banditq ships."""
+    import shutil
+
+    folder = tmp_path / "scripts"
+    shutil.copytree(db.SCRIPT_LOCATION, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    head = db.head_revision()
+    (folder / "versions" / "9999_later.py").write_text(SECOND_MIGRATION.format(head=head))
+    monkeypatch.setattr(db, "SCRIPT_LOCATION", str(folder))
+    return "9999"
+
+
+def test_embedded_client_applies_a_later_migration(tmp_path: Path, later_scripts: str) -> None:
+    """A database migrated by an older release (tables present, older revision) is brought to
+    the head revision when the embedded client opens it, in place."""
+    from app.client import Client
+    from app.config import Settings
+
+    settings = Settings(home=tmp_path / "home")
+    (tmp_path / "home").mkdir()
+    db.upgrade(settings.database_url, "0001")
+    eng = create_engine(settings.database_url)
+    assert db.current_revision(eng) == "0001"
+    assert not db.is_current(eng)  # the tables exist, the revision is older
+    Client(settings=settings).close()
+    assert db.current_revision(eng) == later_scripts
+    assert inspect(eng).has_table("bq_later")
+    eng.dispose()
+
+
+def test_postgresql_client_names_the_revision_to_upgrade(later_scripts: str) -> None:
+    from app.client import Client
+    from app.errors import SchemaMissingError
+
+    require(_port_open("127.0.0.1", 5432), "PostgreSQL on 127.0.0.1:5432")
+    name = fresh_pg_database()
+    try:
+        url = pg_url_of(name)
+        db.upgrade(url, "0001")
+        with pytest.raises(SchemaMissingError, match="revision 0001.*needs 9999.*db upgrade"):
+            Client(url, "amqp://guest:guest@127.0.0.1:5672//")
+        db.upgrade(url)
+        Client(url, "amqp://guest:guest@127.0.0.1:5672//").close()
+    finally:
+        drop_pg_database(name)

@@ -82,7 +82,7 @@ def test_worker_counters_are_shared_by_forked_pool_processes() -> None:
     assert snap.gauges == {"trials_running": 1}
     text = m.render()
     assert "banditq_trial_duration_ms_count 4" in text
-    assert 'banditq_trial_duration_ms_bucket{le="2.5"} 2' in text  # the 2 ms trials
+    assert 'banditq_trial_duration_ms_bucket{le="5"} 2' in text  # the 2 ms trials
     server = m.serve(0)
     try:
         status, body = _get(server.server_address[1], "/metrics")
@@ -101,3 +101,16 @@ def test_worker_signals_count_each_trial_by_its_status(status: str) -> None:
     after = m.snapshot().counters
     assert after["trials"] == before["trials"] + 1
     assert after[f"trials_{status}"] == before[f"trials_{status}"] + 1
+
+
+def test_trial_duration_buckets_reach_hours() -> None:
+    """Trials of seconds, minutes and hours land in finite buckets, not all in +Inf."""
+    m = WorkerMetrics()
+    for seconds in (0.002, 3.0, 120.0, 5400.0):
+        m.started()
+        m.finished(True, seconds)
+    text = m.render()
+    assert 'banditq_trial_duration_ms_bucket{le="5000"} 2' in text  # 2 ms and 3 s
+    assert 'banditq_trial_duration_ms_bucket{le="300000"} 3' in text  # + 2 min
+    assert 'banditq_trial_duration_ms_bucket{le="1.44e+07"} 4' in text  # + 1.5 h
+    assert 'banditq_trial_duration_ms_bucket{le="+Inf"} 4' in text
