@@ -37,6 +37,7 @@ TRIAL_COLUMNS = (
     ("state", "varchar"),
     ("attempt", "integer"),
     ("created_at", "timestamptz"),
+    ("device_class", "varchar"),
 )
 RESULT_COLUMNS = (
     ("trial_id", "integer"),

@@ -27,7 +27,7 @@ from app.errors import InputError, NotFoundError, SchemaMissingError
 from app.linsys import LinearSystem
 from app.policies.registry import POLICIES, make_policy, policy_names, resolve_name
 from app.runtime import arm_positions
-from models import Arm, Instance, PolicySnapshot
+from models import Arm, Instance, PolicySnapshot, Result, Trial
 from models import Campaign as CampaignRow
 from tasks.kinds import get_kind
 from tasks.messages import PROTOCOL, events_queue
@@ -382,11 +382,20 @@ class Campaign:
         self.client._wake(self.name)
         return ids
 
-    def submit_texts(self, batches: Iterable[Sequence[str]], max_length: int = 256) -> list[int]:
+    def submit_texts(
+        self,
+        batches: Iterable[Sequence[str]],
+        max_length: int = 256,
+        return_outputs: bool = False,
+    ) -> list[int]:
         """Queue inference batches (one instance per list of texts) in one transaction; the
         context features (batch shape, padding, device, model) are computed here with the
-        campaign's tokenizer."""
+        campaign's tokenizer. With ``return_outputs`` the worker sends the embeddings back
+        (float32, binary), readable with :meth:`outputs`."""
         from app.inference import batch_instances
+
+        if not isinstance(return_outputs, bool):
+            raise InputError("return_outputs", f"must be True or False, got {return_outputs!r}")
 
         with self.client.Session() as s, s.begin():
             row = self._row(s)
@@ -395,7 +404,8 @@ class Campaign:
             if row.status != "active":
                 raise InputError("campaign", f"campaign {self.name!r} is {row.status}")
             prepared = []
-            for i, (ctx, sp) in enumerate(batch_instances(s, row, batches, max_length)):
+            pairs = batch_instances(s, row, batches, max_length, return_outputs)
+            for i, (ctx, sp) in enumerate(pairs):
                 where = f"batches[{i}]."
                 ctx = validate_context(ctx, list(row.context_features), f"{where}context")
                 prepared.append((ctx, self._spec(row, None, sp, where)))
@@ -545,6 +555,41 @@ class Campaign:
             int(row[0]),
             str(row[1]),
         )
+
+    def embed(
+        self, texts: Sequence[str], max_length: int = 256, timeout: float | None = 600
+    ) -> np.ndarray:
+        """Embed one batch through the campaign (blocks, like :meth:`solve`): an array of
+        shape (len(texts), dim), float32. The policy picks the acceleration; when a quality
+        probe misses the campaign's floor, the reference (fp32) output is what comes back."""
+        (iid,) = self.submit_texts([list(texts)], max_length=max_length, return_outputs=True)
+        self.wait(timeout=timeout, instance_ids=[iid])
+        out = self.outputs(iid)
+        if out is None:
+            raise RuntimeError(f"instance {iid} finished without outputs")
+        return out
+
+    def outputs(self, instance_id: int) -> np.ndarray | None:
+        """The embeddings an instance submitted with ``return_outputs=True`` produced (None
+        when it asked for none). Raises ``RuntimeError`` if its trial failed and
+        ``LookupError`` if it has not finished."""
+        from tasks.arrays import decode_array
+
+        with self.client.Session() as s:
+            row = s.execute(
+                select(Trial.id, Trial.state, Result.outputs, Trial.error, Result.error)
+                .join(Result, (Result.trial_id == Trial.id) & (Result.attempt == Trial.attempt))
+                .join(Instance, Instance.id == Trial.instance_id)
+                .where(Trial.instance_id == instance_id, Instance.campaign_id == self.id)
+                .order_by(Trial.id.desc())
+            ).first()
+        if row is None:
+            raise LookupError(f"instance {instance_id} of {self.name!r} has no result yet")
+        if row.state != "succeeded":
+            raise RuntimeError(f"trial {row.id} {row.state}: {row[3] or row[4]}")
+        outputs = _json(row.outputs) or {}
+        emb = outputs.get("embeddings")
+        return None if emb is None else decode_array(emb)
 
     def status(self) -> dict[str, Any]:
         from app.status import campaign_status

@@ -38,6 +38,11 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "worker_metrics_port",
         "a worker's Prometheus metrics port (0 = off): trials, running, duration histogram",
     ),
+    "BANDITQ_WORKER_ANNOUNCE_SECONDS": (
+        "announce_seconds",
+        "workers announce their device class every S seconds (default 30); the scheduler "
+        "routes device-'auto' inference trials only to classes heard from within 4 S",
+    ),
     "BANDITQ_QUEUE_TYPE": (
         "queue_type",
         "classic (default) or quorum: replicated RabbitMQ quorum queues for trials, results "
@@ -88,6 +93,7 @@ class Settings:
     durable_decisions: int = 0
     consumer_timeout: float = 1800.0
     queue_type: str = "classic"
+    announce_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         # Fill the embedded defaults from ``home`` so that one variable moves everything.

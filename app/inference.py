@@ -5,7 +5,9 @@ User-level settings of an ``inference`` campaign (all optional)::
     model             import path of a ModelBundle factory (default: bundled all-MiniLM-L6-v2)
     quality_floor     mean cosine vs the fp32 reference that a batch must reach, in (0, 1)
     monitor_fraction  share of batches on which the reference also runs (default 0.1)
-    device            "auto" (this machine), "cpu", "cuda", or {"type", "capability", "threads"}
+    device            "auto" (the workers' devices decide, per trial: arms each device class can
+                      run, its features in the context), "cpu", "cuda", or
+                      {"type", "capability", "threads"} (one fixed device)
     repeats           timed runs per trial, median reported (default 1)
 
 They are stored normalized: ``kind_options`` (what workers get), the device profile and the
@@ -15,6 +17,7 @@ model descriptors (context features), and the arms dropped because the device ca
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -29,6 +32,8 @@ from models import Instance
 
 log = logging.getLogger("banditq.inference")
 
+AUTO_DEVICE = {"type": "cpu", "capability": 0.0, "threads": 0.0}
+
 
 def _number(value: Any, field: str, lo: float, hi: float, open_lo: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -39,15 +44,11 @@ def _number(value: Any, field: str, lo: float, hi: float, open_lo: bool = False)
     return v
 
 
-def _device(value: Any) -> dict[str, Any]:
-    from tasks.kinds.inference import device_profile
-
+def _device(value: Any) -> dict[str, Any] | str:
     if value == "auto":
-        return device_profile()
+        return "auto"  # the workers' devices decide (see app.devices)
     if value in ("cpu", "cuda"):
-        import torch
-
-        return {"type": value, "capability": 0.0, "threads": float(torch.get_num_threads())}
+        return {"type": value, "capability": 0.0, "threads": float(os.cpu_count() or 1)}
     if isinstance(value, dict) and value.get("type") in ("cpu", "cuda"):
         return {
             "type": value["type"],
@@ -95,11 +96,17 @@ def prepare_campaign(
     if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 50:
         raise InputError("settings.repeats", f"must be an integer in 1..50, got {repeats!r}")
     device = _device(extra.pop("device", "auto"))
-    keep, dropped = arms_for_device(arms, str(device["type"]))
-    if dropped:
-        log.info("arms dropped for device %s: %s", device["type"], dropped)
-    if not keep:
-        raise InputError("arms", f"no arm can run on a {device['type']} device: {dropped}")
+    if device == "auto":
+        # Every valid arm is kept: each decision uses those its worker's device can run.
+        keep = [AccelArm.parse(a, f"arms[{i}]").to_json() for i, a in enumerate(arms)]
+        dropped: dict[str, str] = {}
+    else:
+        assert isinstance(device, dict)
+        keep, dropped = arms_for_device(arms, str(device["type"]))
+        if dropped:
+            log.info("arms dropped for device %s: %s", device["type"], dropped)
+        if not keep:
+            raise InputError("arms", f"no arm can run on a {device['type']} device: {dropped}")
     if AccelArm().to_json() not in keep:
         raise InputError(
             "arms", "must include the fp32 reference arm {} (quality is measured against it)"
@@ -124,7 +131,11 @@ def prepare_campaign(
 
 
 def batch_instances(
-    session: Session, row: CampaignRow, batches: Iterable[Sequence[str]], max_length: int
+    session: Session,
+    row: CampaignRow,
+    batches: Iterable[Sequence[str]],
+    max_length: int,
+    return_outputs: bool = False,
 ) -> Iterator[tuple[dict[str, float], dict[str, Any]]]:
     """(context, spec) per batch; ``shape_warm`` says whether the campaign already ran a batch
     in the same shape bucket (so compiled arms have a graph for it)."""
@@ -149,7 +160,13 @@ def batch_instances(
             raise InputError(f"batches[{i}]", "every text must be a non-blank string")
         lengths = token_lengths(bundle, list(texts), max_length)
         bucket = shape_bucket(len(lengths), max(lengths))
-        ctx = batch_context(lengths, settings["device"], settings["descriptors"], bucket in seen)
+        # With device "auto" the scheduler fills the device features of the worker class it
+        # picks; these placeholders never reach a policy.
+        device = settings["device"] if isinstance(settings["device"], dict) else AUTO_DEVICE
+        ctx = batch_context(lengths, device, settings["descriptors"], bucket in seen)
         seen.add(bucket)
         features = list(row.context_features)
-        yield {f: ctx[f] for f in features}, {"texts": list(texts), "max_length": max_length}
+        spec: dict[str, Any] = {"texts": list(texts), "max_length": max_length}
+        if return_outputs:
+            spec["return_outputs"] = True
+        yield {f: ctx[f] for f in features}, spec

@@ -65,6 +65,29 @@ class CampaignRuntime:
     def vector(self, context: dict[str, Any]) -> np.ndarray:
         return context_vector(context, self.features)
 
+    @property
+    def auto_device(self) -> bool:
+        """Decided per worker device class (see app.devices), not for one fixed device."""
+        return self.settings.get("device") == "auto"
+
+    def allowed_on(self, device_type: str) -> np.ndarray:
+        """Per arm: can a worker of ``device_type`` run it (cached per type)."""
+        cache = self.extra.setdefault("allowed", {})
+        if device_type not in cache:
+            from app.accel import AccelArm
+
+            cache[device_type] = np.array(
+                [AccelArm.parse(a).unsupported_reason(device_type) is None for a in self.arm_values]
+            )
+        return cache[device_type]  # type: ignore[no-any-return]
+
+    def device_context(self, context: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any]:
+        """``context`` with the device features of ``profile`` filled in."""
+        from tasks.kinds.inference import device_features
+
+        dev = device_features(profile)
+        return {**context, **{k: v for k, v in dev.items() if k in self.features}}
+
     def payload(
         self,
         trial_uuid: str,
@@ -73,6 +96,7 @@ class CampaignRuntime:
         arm: int,
         reason: str = "",
         seq: int = 0,
+        device_class: str | None = None,
     ) -> dict[str, Any]:
         """The Celery message body of one attempt of a trial of this campaign (a re-issued
         attempt gets the same body: monitoring depends only on the decision and the seq)."""
@@ -88,6 +112,7 @@ class CampaignRuntime:
             self.arm_values[arm],
             self.settings.get("limits", {}),
             options,
+            device_class,
         )
 
     def monitored(self, reason: str, seq: int) -> bool:

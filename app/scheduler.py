@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kombu
+import numpy as np
 import sqlalchemy
 from kombu.message import Message
 from sqlalchemy import Engine, event, func, select, update
@@ -32,6 +33,7 @@ from sqlalchemy.orm import Session
 from app.bulk import BulkWriter
 from app.config import Settings
 from app.db import make_engine, session_factory
+from app.devices import DeviceRegistry
 from app.locks import SchedulerLock
 from app.metrics import Metrics
 from app.policies.base import Decision
@@ -94,6 +96,8 @@ class Scheduler:
         self.decision_chunk = decision_chunk
         self.metrics = metrics or Metrics()
         self.runtimes: dict[int, CampaignRuntime] = {}
+        #: live workers' device classes, for campaigns decided per device (device "auto")
+        self.devices = DeviceRegistry(ttl=4 * settings.announce_seconds)
         self._buffer: list[tuple[dict[str, Any], Message]] = []
         self._stop = threading.Event()
         self._last_sweep = 0.0
@@ -230,15 +234,19 @@ class Scheduler:
         buffered, self._buffer = self._buffer, []
         results = [b for b, _ in buffered if b.get("type") == "result"]
         beats = [b for b, _ in buffered if b.get("type") == "heartbeat"]
+        announced = [b for b, _ in buffered if b.get("type") == "worker"]
         for b, _ in buffered:
             if b.get("type") == "wake":
                 self._wake(b.get("campaign"))
         done = 0
         try:
-            if results or beats:
+            if results or beats or announced:
                 with self.Session() as session, session.begin():
                     self._flush_marks(session)
                     self._renew_leases(session, beats)
+                    if announced and self.devices.record(session, announced):
+                        for rt in self.runtimes.values():
+                            rt.maybe_pending = rt.maybe_pending or rt.auto_device
                     done += self._record_results(session, results)
         except RETRYABLE as exc:
             self._database_failed(exc, buffered)
@@ -585,9 +593,23 @@ class Scheduler:
         Returns (payload, choice time in ms) per decision."""
         out: list[tuple[dict[str, Any], float]] = []
         trials = []
+        contexts: list[dict[str, Any]] = []
         for rt, inst in todo:
             t0 = time.perf_counter()
-            d = self._choose(rt, inst)
+            cls, context, allowed = None, inst.context, None
+            if rt.auto_device:
+                picked = self.devices.pick(rt.extra.get("turn", 0))
+                if picked is None:  # no live worker yet: its announcement wakes the campaign
+                    rt.maybe_pending = False
+                    self.metrics.inc("waiting_for_workers")
+                    continue
+                rt.extra["turn"] = rt.extra.get("turn", 0) + 1
+                cls, profile = picked
+                context = rt.device_context(inst.context, profile)
+                allowed = rt.allowed_on(str(profile["type"]))
+                if context != inst.context:
+                    contexts.append({"id": inst.id, "context": context})
+            d = self._choose(rt, inst.seq, context, allowed)
             choose_ms = (time.perf_counter() - t0) * 1000.0
             tid = str(uuid.uuid4())
             trials.append(
@@ -604,19 +626,32 @@ class Scheduler:
                     "state": "queued",
                     "attempt": 1,
                     "created_at": _now(),
+                    "device_class": cls,
                 }
             )
-            out.append((rt.payload(tid, 1, inst.spec, d.arm, d.reason, inst.seq), choose_ms))
+            payload = rt.payload(tid, 1, inst.spec, d.arm, d.reason, inst.seq, cls)
+            out.append((payload, choose_ms))
             rt.in_flight += 1
         self.bulk.record_decisions(session, trials)
+        if contexts:  # the device features the decision used are what the update will see
+            session.execute(update(Instance), contexts)
         self.metrics.inc("decisions", len(trials))
         return out
 
-    def _choose(self, rt: CampaignRuntime, inst: Any) -> Decision:
-        """The policy's choice; if the policy raises (a bug), a uniform choice with its true
-        propensity, so the campaign and every other campaign go on."""
+    def _choose(
+        self,
+        rt: CampaignRuntime,
+        seq: int,
+        context: dict[str, Any],
+        allowed: np.ndarray | None = None,
+    ) -> Decision:
+        """The policy's choice among the ``allowed`` arms (all when None); if the policy
+        raises (a bug), a uniform choice with its true propensity, so the campaign and every
+        other campaign go on."""
         try:
-            return rt.policy.choose(rt.vector(inst.context), key=inst.seq)
+            if allowed is None:
+                return rt.policy.choose(rt.vector(context), key=seq)
+            return rt.policy.choose_among(rt.vector(context), seq, allowed)
         except Exception as exc:
             log.error(
                 "campaign %s: policy %r choose raised %s: %s; choosing uniformly",
@@ -627,9 +662,10 @@ class Scheduler:
                 exc_info=exc,
             )
             self.metrics.inc("policy_errors")
-            k = len(rt.arm_ids)
-            arm = int(rt.policy.rng(inst.seq).integers(k))
-            return Decision(arm=arm, propensity=1.0 / k, reason="fallback:policy-error")
+            ok = np.ones(len(rt.arm_ids), dtype=bool) if allowed is None else allowed
+            choices = np.flatnonzero(ok)
+            arm = int(choices[rt.policy.rng(seq).integers(len(choices))])
+            return Decision(arm, 1.0 / len(choices), reason="fallback:policy-error")
 
     def _publish(self, payloads: list[dict[str, Any]]) -> None:
         """Send trials, then mark them published with a lease (the outbox relay retries the
@@ -671,6 +707,7 @@ class Scheduler:
                     argsrepr=f"trial {p['trial']} attempt {p['attempt']}",
                     time_limit=limits.get("time_limit"),
                     soft_time_limit=limits.get("soft_time_limit"),
+                    device_class=p.get("device_class"),
                 )
                 sent.append(p["trial"])
         except Exception as exc:
@@ -698,6 +735,8 @@ class Scheduler:
             with self.Session() as session, session.begin():
                 self._flush_marks(session)
         with self.Session() as session:
+            if not self.devices.loaded:
+                self.devices.load(session)
             # One index probe per campaign (a DISTINCT over instances would read them all).
             has_pending = (
                 select(Instance.id)
@@ -716,6 +755,7 @@ class Scheduler:
                     Trial.reason,
                     Instance.seq,
                     Instance.spec,
+                    Trial.device_class,
                 )
                 .join(Instance, Instance.id == Trial.instance_id)
                 .where(Trial.state == "queued", Trial.published_at.is_(None))
@@ -725,7 +765,11 @@ class Scheduler:
             payloads = []
             for s in stale:
                 rt = self._runtime(session, s.campaign_id)
-                payloads.append(rt.payload(s.uuid, s.attempt, s.spec, s.arm_index, s.reason, s.seq))
+                payloads.append(
+                    rt.payload(
+                        s.uuid, s.attempt, s.spec, s.arm_index, s.reason, s.seq, s.device_class
+                    )
+                )
         if payloads:
             log.info("outbox: publishing %d committed but unpublished trial(s)", len(payloads))
             self._publish(payloads)
@@ -751,6 +795,7 @@ class Scheduler:
                     Trial.reason,
                     Instance.seq,
                     Instance.spec,
+                    Trial.device_class,
                 )
                 .join(Instance, Instance.id == Trial.instance_id)
                 .where(Trial.state.in_(OPEN_STATES), Trial.lease_expires_at < now)
@@ -791,7 +836,9 @@ class Scheduler:
                 )
                 self.metrics.inc("lease_expiries")
                 reissue.append(
-                    rt.payload(e.uuid, e.attempt + 1, e.spec, e.arm_index, e.reason, e.seq)
+                    rt.payload(
+                        e.uuid, e.attempt + 1, e.spec, e.arm_index, e.reason, e.seq, e.device_class
+                    )
                 )
         if reissue:
             log.warning("lease expired for %d trial(s); re-issuing as new attempts", len(reissue))

@@ -8,6 +8,17 @@ from models.tables import (
     PolicySnapshot,
     Result,
     Trial,
+    WorkerRow,
 )
 
-__all__ = ["Arm", "Base", "Campaign", "Instance", "PolicySnapshot", "Result", "Trial", "utcnow"]
+__all__ = [
+    "Arm",
+    "Base",
+    "Campaign",
+    "Instance",
+    "PolicySnapshot",
+    "Result",
+    "Trial",
+    "WorkerRow",
+    "utcnow",
+]

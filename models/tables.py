@@ -113,6 +113,8 @@ class Trial(Base):
     finished_at: Mapped[datetime | None] = mapped_column(TS)
     lease_expires_at: Mapped[datetime | None] = mapped_column(TS)
     error: Mapped[str | None] = mapped_column(Text)
+    #: the worker device class the trial was decided for (routed to its queue); None: any
+    device_class: Mapped[str | None] = mapped_column(String(50))
 
 
 class Result(Base):
@@ -159,3 +161,17 @@ class PolicySnapshot(Base):
     last_result_id: Mapped[int] = mapped_column(Integer)
     state: Mapped[dict[str, Any]] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
+class WorkerRow(Base):
+    """A worker process as it announced itself: its device class decides which arms and
+    context features the scheduler uses for the trials routed to it. Written only by the
+    scheduler (from the workers' announcements on the results queue)."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    device_class: Mapped[str] = mapped_column(String(50))
+    profile: Mapped[dict[str, Any]] = mapped_column()
+    started_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(TS, default=utcnow, index=True)

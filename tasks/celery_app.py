@@ -10,10 +10,15 @@ from app.config import Settings
 from tasks import messages as _messages  # noqa: F401  (registers the embedded transport)
 
 
-def make_celery(settings: Settings) -> Celery:
+def make_celery(settings: Settings, device_classes: tuple[str, ...] = ()) -> Celery:
     """A Celery app bound to ``settings``; the same configuration for scheduler and workers."""
     app = Celery("banditq", broker=settings.broker_url, set_as_current=False)
     trials = _messages.trials_queue(settings.queue, settings.queue_type)
+    # Every device class a worker may consume: declared on demand by name (see daemon).
+    device_queues = [
+        _messages.trials_queue(_messages.device_queue_name(settings.queue, c), settings.queue_type)
+        for c in device_classes
+    ]
     conf: dict[str, Any] = {
         # No pickle anywhere: a message in another format is refused by kombu and logged.
         "task_serializer": "json",
@@ -33,7 +38,7 @@ def make_celery(settings: Settings) -> Celery:
         "broker_channel_error_retry": True,
         "broker_connection_max_retries": 100,
         "broker_transport_options": settings.broker_transport_options(),
-        "task_queues": [trials],
+        "task_queues": [trials, *device_queues],
         # Quorum queues: Celery then turns off global QoS, which they do not support.
         "task_default_queue_type": settings.queue_type,
         "task_default_queue": settings.queue,

@@ -40,6 +40,33 @@ def events_queue(trial_queue: str, queue_type: str = "classic") -> Queue:
     return _direct(f"{trial_queue}.events", queue_type)
 
 
+def device_queue_name(trial_queue: str, device_class: str) -> str:
+    """Scheduler -> the workers of one device class (``cpu``, ``cuda-9.0``): trials decided
+    for that class, with arms it can run and context features of its device."""
+    return f"{trial_queue}.dev.{device_class}"
+
+
+def device_class(profile: dict[str, Any]) -> str:
+    """A worker's device class: ``cpu``, or ``cuda-<compute capability>``."""
+    if profile.get("type") == "cuda":
+        return f"cuda-{float(profile.get('capability', 0.0)):.1f}"
+    return "cpu"
+
+
+def worker_announcement(worker: str, profile: dict[str, Any], slots: int) -> dict[str, Any]:
+    """Workers -> scheduler (on the results queue), at start-up and then periodically: the
+    device this worker runs trials on and how many at once."""
+    return {
+        "v": PROTOCOL,
+        "type": "worker",
+        "worker": worker,
+        "device_class": device_class(profile),
+        "profile": profile,
+        "slots": slots,
+        "at": now_iso(),
+    }
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -62,8 +89,9 @@ def trial_payload(
     arm: dict[str, Any],
     limits: dict[str, Any],
     options: dict[str, Any] | None = None,
+    device_class: str | None = None,
 ) -> dict[str, Any]:
-    body = {
+    body: dict[str, Any] = {
         "v": PROTOCOL,
         "trial": trial_uuid,
         "attempt": attempt,
@@ -75,4 +103,6 @@ def trial_payload(
     }
     if options is not None:  # kind options (model, floor) and per-trial flags (monitor)
         body["options"] = options
+    if device_class is not None:  # routed to that class's queue (see device_queue_name)
+        body["device_class"] = device_class
     return body

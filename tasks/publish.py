@@ -18,7 +18,7 @@ from typing import Any
 import kombu
 
 from tasks.channel import ChannelPublisher
-from tasks.messages import trials_queue
+from tasks.messages import device_queue_name, trials_queue
 
 EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
@@ -32,6 +32,20 @@ class TaskPublisher:
         self.queue = trials_queue(queue, queue_type)
         self.channel = ChannelPublisher(connect, self.queue)
         self.origin = f"banditq-scheduler@{socket.gethostname()}"
+        self._connect = connect
+        self._queue_type = queue_type
+        #: one publisher per device-class queue, opened on first use
+        self._routed: dict[str, ChannelPublisher] = {}
+
+    def _channel_for(self, device_class: str | None) -> ChannelPublisher:
+        if device_class is None:
+            return self.channel
+        pub = self._routed.get(device_class)
+        if pub is None:
+            name = device_queue_name(self.queue.name, device_class)
+            pub = ChannelPublisher(self._connect, trials_queue(name, self._queue_type))
+            self._routed[device_class] = pub
+        return pub
 
     def publish(
         self,
@@ -41,6 +55,7 @@ class TaskPublisher:
         argsrepr: str,
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
+        device_class: str | None = None,
     ) -> None:
         # The headers a Celery worker reads (celery.worker.request.Request): ``id`` and
         # ``task`` are required, the rest optional; each header costs AMQP table encoding on
@@ -57,7 +72,7 @@ class TaskPublisher:
         }
         if time_limit is not None or soft_time_limit is not None:
             headers["timelimit"] = [time_limit, soft_time_limit]
-        self.channel.publish(
+        self._channel_for(device_class).publish(
             json.dumps([[payload], {}, EMBED]),
             properties={"correlation_id": task_id, "reply_to": ""},
             headers=headers,
@@ -65,3 +80,5 @@ class TaskPublisher:
 
     def close(self) -> None:
         self.channel.close()
+        for pub in self._routed.values():
+            pub.close()

@@ -103,7 +103,7 @@ def queue_name(amqp_url: str) -> Iterator[str]:
 
     with kombu.Connection(amqp_url) as conn:
         ch = conn.channel()
-        for q in (name, f"{name}.results", f"{name}.events"):
+        for q in (name, f"{name}.results", f"{name}.events", f"{name}.dev.cpu"):
             try:
                 ch.queue_delete(q)
             except Exception:

@@ -7,15 +7,21 @@ trials (celery #3430).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
+import subprocess
+import sys
+import threading
 from typing import Any
 
 from celery.signals import worker_process_init
 
 from app.config import Settings
 from tasks.celery_app import make_celery
+from tasks.channel import ChannelPublisher
+from tasks.messages import device_class, device_queue_name, results_queue, worker_announcement
 from workers.metrics import install as install_metrics
 
 log = logging.getLogger("banditq.worker")
@@ -46,6 +52,54 @@ def _pin_gpu(**_kwargs: Any) -> None:
     os.environ["CUDA_VISIBLE_DEVICES"] = ids[index % len(ids)]
 
 
+def worker_profile(gpus: int) -> dict[str, Any]:
+    """Type, compute capability and threads of this worker's device, without initialising
+    CUDA in this (parent) process: a forked pool child could not use it afterwards."""
+    import torch
+
+    profile: dict[str, Any] = {
+        "type": "cpu",
+        "capability": 0.0,
+        "threads": float(torch.get_num_threads()),
+    }
+    if gpus <= 0:
+        return profile
+    probe = "import json, torch; print(json.dumps(torch.cuda.get_device_capability(0)))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
+    )
+    try:
+        major, minor = json.loads(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        log.warning("could not read the GPU's compute capability: %s", out.stderr[-500:])
+        major, minor = 0, 0
+    return {**profile, "type": "cuda", "capability": major + minor / 10.0}
+
+
+def start_announcer(
+    settings: Settings, worker: str, profile: dict[str, Any], slots: int
+) -> threading.Event:
+    """Tell the scheduler this worker's device class now and every ``announce_seconds``
+    (a daemon thread with its own connection; set the returned event to stop it)."""
+    stop = threading.Event()
+    app = make_celery(settings)
+
+    def loop() -> None:
+        publisher = ChannelPublisher(
+            app.connection_for_write, results_queue(settings.queue, settings.queue_type)
+        )
+        while not stop.is_set():
+            try:
+                publisher.publish(json.dumps(worker_announcement(worker, profile, slots)))
+            except Exception as exc:  # the next announcement may get through
+                log.warning("worker announcement failed: %s", exc)
+            stop.wait(settings.announce_seconds)
+        publisher.close()
+
+    threading.Thread(target=loop, name="banditq-announce", daemon=True).start()
+    return stop
+
+
 def run_worker(
     settings: Settings,
     *,
@@ -61,25 +115,32 @@ def run_worker(
     if gpus > 0:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES") or ",".join(str(i) for i in range(gpus))
         os.environ["BANDITQ_WORKER_GPUS"] = visible
-    app = make_celery(settings)
+    profile = worker_profile(gpus)
+    cls = device_class(profile)
+    app = make_celery(settings, (cls,))
     if metrics_port:
         # Created before the pool forks: every pool process adds to the same counters.
         install_metrics().serve(metrics_port)
         log.info("worker metrics on http://127.0.0.1:%d/metrics", metrics_port)
     hostname = name or f"banditq-{socket.gethostname()}-{os.getpid()}@%h"
     log.info(
-        "worker %s: %d process(es), broker %s",
+        "worker %s: %d process(es) on %s, broker %s",
         hostname,
         concurrency,
+        cls,
         settings.redacted()["broker_url"],
     )
+    if queues is None:
+        # The shared queue, and the queue of trials decided for this device class.
+        queues = [settings.queue, device_queue_name(settings.queue, cls)]
+    start_announcer(settings, hostname.replace("%h", socket.gethostname()), profile, concurrency)
     argv = [
         "worker",
         f"--loglevel={loglevel}",
         f"--concurrency={concurrency}",
         "--pool=prefork",
         f"--hostname={hostname}",
-        f"--queues={','.join(queues or [settings.queue])}",
+        f"--queues={','.join(queues)}",
         "--without-gossip",
         "--without-mingle",
         "--without-heartbeat",

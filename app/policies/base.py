@@ -105,6 +105,26 @@ class Policy(ABC):
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         return None
 
+    def choose_among(self, context: np.ndarray, key: int, allowed: np.ndarray) -> Decision:
+        """``choose`` restricted to the arms where ``allowed`` is true (those a worker's device
+        can run), with the propensity of the restricted distribution. Pure, like ``choose``.
+
+        Default: the policy's own choice when it is allowed and deterministic, else a draw
+        from :meth:`probabilities` renormalized over the allowed arms (uniform over them if
+        the policy gives them no mass). Policies with a cheaper exact form override it."""
+        allowed = np.asarray(allowed, dtype=bool)
+        if allowed.all():
+            return self.choose(context, key)
+        if not allowed.any():
+            raise ValueError("no arm is allowed")
+        d = self.choose(context, key)
+        if allowed[d.arm] and d.propensity >= 1.0:
+            return d
+        p = self.probabilities(context, key) * allowed
+        p = p / p.sum() if p.sum() > 0 else allowed / allowed.sum()
+        arm = int(self.rng(key ^ 0x5EED).choice(self.n_arms, p=p))
+        return Decision(arm, float(p[arm]), d.reason if arm == d.arm else "policy")
+
     def probabilities(self, context: np.ndarray, key: int, draws: int = 64) -> np.ndarray:
         """The action distribution at ``context`` (for off-policy evaluation).
 

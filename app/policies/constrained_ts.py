@@ -153,10 +153,16 @@ class ConstrainedTSPolicy(Policy):
         return status
 
     # ------------------------------------------------------------------ decisions
-    def _masked_draws(self, x: np.ndarray, key: int) -> tuple[np.ndarray, np.ndarray]:
+    def _masked_draws(
+        self, x: np.ndarray, key: int, restrict: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(feasibility per arm, draws x K sampled log costs with disallowed arms at +inf).
-        Row 0 is the decision's own draw. The cost posterior is computed once per call."""
+        Row 0 is the decision's own draw. The cost posterior is computed once per call.
+        ``restrict`` (optional) removes arms the device cannot run; the reference stays."""
         status = self.feasibility(x)
+        if restrict is not None:
+            status = np.where(np.asarray(restrict, dtype=bool), status, -1.0)
+            status[self.reference] = 1.0
         joint = self._joint(x)
         noise = self._noise()
         cov = np.linalg.inv(self.P + noise * np.diag(self.prior_prec))
@@ -172,7 +178,11 @@ class ConstrainedTSPolicy(Policy):
         return status, np.where(allowed[None, :], theta @ joint.T, np.inf)
 
     def choose(self, context: np.ndarray, key: int) -> Decision:
-        status, masked = self._masked_draws(np.asarray(context, dtype=float), key)
+        return self.choose_among(context, key, np.ones(self.n_arms, dtype=bool))
+
+    def choose_among(self, context: np.ndarray, key: int, allowed: np.ndarray) -> Decision:
+        restrict = None if np.all(allowed) else allowed
+        status, masked = self._masked_draws(np.asarray(context, dtype=float), key, restrict)
         picks = masked.argmin(axis=1)
         arm = int(picks[0])
         propensity = float(np.mean(picks == arm))

@@ -73,6 +73,15 @@ def token_lengths(bundle: ModelBundle, texts: list[str], max_length: int) -> lis
     return [int(v) for v in mask.sum(1).tolist()]
 
 
+def device_features(device: dict[str, Any]) -> dict[str, float]:
+    """The context features that describe the device a batch runs on."""
+    return {
+        "device_cuda": 1.0 if device.get("type") == "cuda" else 0.0,
+        "device_capability": float(device.get("capability", 0.0)),
+        "threads": float(device.get("threads", 1.0)),
+    }
+
+
 def batch_context(
     lengths: list[int],
     device: dict[str, Any],
@@ -86,9 +95,7 @@ def batch_context(
         "seq_len_max": float(longest),
         "seq_len_mean": sum(lengths) / n,
         "padding_ratio": 1.0 - sum(lengths) / (n * longest),
-        "device_cuda": 1.0 if device.get("type") == "cuda" else 0.0,
-        "device_capability": float(device.get("capability", 0.0)),
-        "threads": float(device.get("threads", 1.0)),
+        **device_features(device),
         "shape_warm": 1.0 if shape_warm else 0.0,
         **{k: float(descriptors[k]) for k in ("model_params_m", "model_layers", "model_hidden")},
     }
@@ -128,10 +135,18 @@ class InferenceKind(TrialKind):
             or not 2 <= max_length <= MAX_LENGTH
         ):
             raise InputError("max_length", f"must be an integer in 2..{MAX_LENGTH}")
-        extra = sorted(set(spec) - {"texts", "max_length"})
+        extra = sorted(set(spec) - {"texts", "max_length", "return_outputs"})
         if extra:
-            raise InputError(extra[0], "unknown key; an inference spec takes texts, max_length")
-        return {"texts": list(texts), "max_length": max_length}
+            raise InputError(
+                extra[0], "unknown key; an inference spec takes texts, max_length, return_outputs"
+            )
+        out: dict[str, Any] = {"texts": list(texts), "max_length": max_length}
+        want = spec.get("return_outputs", False)
+        if not isinstance(want, bool):
+            raise InputError("return_outputs", f"must be true or false, got {want!r}")
+        if want:
+            out["return_outputs"] = True
+        return out
 
     def run(
         self, spec: dict[str, Any], arm: dict[str, Any], options: dict[str, Any] | None = None
@@ -211,10 +226,18 @@ class InferenceKind(TrialKind):
             metrics["fallback"] = bool(
                 isinstance(floor, int | float) and math.isfinite(floor) and quality < floor
             )
+            if metrics["fallback"]:
+                emb = ref  # below the floor: the caller gets the reference output
+        outputs = None
+        if spec.get("return_outputs"):
+            from tasks.arrays import encode_array
+
+            outputs = {"embeddings": encode_array(emb.detach().cpu().numpy())}
         return Outcome(
             cost=latency,
             latency_ms=latency,
             quality=quality,
             device=device.type,
             metrics=metrics,
+            outputs=outputs,
         )

@@ -19,10 +19,11 @@ def test_inference_campaign_through_scheduler_and_workers(pg_settings: Settings)
             AccelArm().to_json(),
             AccelArm(dtype="bf16").to_json(),
             AccelArm(skip_speedup=2.0).to_json(),
+            AccelArm(dtype="fp16").to_json(),  # CUDA only: never chosen for these CPU workers
         ],
         quality_floor=0.99,
         monitor_fraction=0.25,
-        device="cpu",
+        device="auto",  # the workers announce their device class; trials go to its queue
         max_in_flight=2,
     )
     texts = [
@@ -33,9 +34,11 @@ def test_inference_campaign_through_scheduler_and_workers(pg_settings: Settings)
         camp.submit_texts(batches, max_length=64)
         try:
             camp.wait(timeout=300)
+            served = camp.embed(texts[:3], max_length=64, timeout=120)
         except TimeoutError:
             cluster.check()
             raise
+    assert served.shape == (3, 384) and str(served.dtype) == "float32"
     with client.engine.connect() as c:
         rows = c.execute(
             text(
@@ -46,8 +49,19 @@ def test_inference_campaign_through_scheduler_and_workers(pg_settings: Settings)
         updates = c.execute(
             text("SELECT n_updates FROM campaigns WHERE name = 'accel-e2e'")
         ).scalar()
-    assert len(rows) == 24 and all(r.status == "succeeded" for r in rows)
-    assert updates == 24
+        classes = (
+            c.execute(
+                text(
+                    "SELECT DISTINCT device_class FROM trials t JOIN campaigns c ON c.id = "
+                    "t.campaign_id WHERE c.name = 'accel-e2e'"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert len(rows) == 25 and all(r.status == "succeeded" for r in rows)
+    assert updates == 25
+    assert list(classes) == ["cpu"] and not any(r.arm_name == "fp16" for r in rows)
     assert all(r.latency_ms > 0 and r.device == "cpu" for r in rows)
     monitored = [r for r in rows if r.quality is not None]
     assert monitored and all(0.0 < r.quality <= 1.0 + 1e-6 for r in monitored)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from app.client import Client
 from app.config import Settings
@@ -275,4 +275,74 @@ def test_non_finite_metrics_and_outputs_are_stored_as_null(settings: Settings) -
         metrics, outputs = s.execute(select(Result.metrics, Result.outputs)).one()
     assert metrics == {"rate": None, "peak": None, "ok": 2.5}
     assert outputs == {"x": [1.0, None]}
+    client.close()
+
+
+# ---------------------------------------------------------------- 5. the workers' devices decide
+def _announce(sch: InlineScheduler, worker: str, profile: dict[str, Any], slots: int) -> None:
+    from tasks.messages import worker_announcement
+
+    sch.feed(worker_announcement(worker, profile, slots))
+
+
+def test_auto_device_campaigns_are_decided_per_worker_device_class(settings: Settings) -> None:
+    """Two device profiles (a CPU worker with 1 slot, a CUDA 9.0 worker with 3): each trial
+    is routed to one class, carries that class's device features in its context, and uses
+    only arms that class can run; the creating machine's device plays no part."""
+    from app.accel import AccelArm
+    from models import Instance
+
+    client = Client(settings=settings)
+    arms = [
+        AccelArm().to_json(),
+        AccelArm(dtype="bf16").to_json(),
+        AccelArm(dtype="fp16").to_json(),  # CUDA only
+        AccelArm(compile="reduce-overhead").to_json(),  # CUDA only
+    ]
+    camp = client.create_inference_campaign(
+        "auto-dev", arms=arms, quality_floor=0.99, device="auto", max_in_flight=40
+    )
+    with client.Session() as s:
+        row = s.get(Campaign, camp.id)
+        assert row is not None and row.settings["device"] == "auto"
+        assert row.settings["dropped_arms"] == {}  # nothing dropped for the client's device
+    camp.submit_texts([[f"text number {i}"] * (1 + i % 3) for i in range(24)], max_length=16)
+    sch = InlineScheduler(settings)
+    sch.sweep()
+    assert sch.published == []  # no worker has announced a device: nothing is decided
+    assert camp.counts() == {"pending": 24}
+    _announce(sch, "cpu-w", {"type": "cpu", "capability": 0.0, "threads": 8.0}, 1)
+    _announce(sch, "gpu-w", {"type": "cuda", "capability": 9.0, "threads": 16.0}, 3)
+    sch.step()
+    assert len(sch.published) == 24
+    by_class: dict[str, list[dict[str, Any]]] = {}
+    for p in sch.published:
+        by_class.setdefault(p["device_class"], []).append(p)
+    assert {k: len(v) for k, v in by_class.items()} == {"cpu": 6, "cuda-9.0": 18}  # 1 : 3
+    cuda_only = {AccelArm.parse(a).name for a in arms[2:]}
+    assert not {AccelArm.parse(p["arm"]).name for p in by_class["cpu"]} & cuda_only
+    with client.Session() as s:
+        rows = s.execute(
+            select(Trial.device_class, Instance.context, Trial.propensity).join(
+                Instance, Instance.id == Trial.instance_id
+            )
+        ).all()
+        workers = {w for (w,) in s.execute(text("SELECT name FROM workers")).all()}
+    assert workers == {"cpu-w", "gpu-w"}
+    for cls, ctx, propensity in rows:
+        cuda = cls == "cuda-9.0"
+        assert ctx["device_cuda"] == (1.0 if cuda else 0.0)
+        assert ctx["device_capability"] == (9.0 if cuda else 0.0)
+        assert ctx["threads"] == (16.0 if cuda else 8.0)
+        assert 0.0 < propensity <= 1.0
+    # the routing: each class has a queue of its own
+    from tasks.publish import TaskPublisher
+
+    pub = TaskPublisher(sch._broker, settings.queue)
+    assert pub._channel_for("cuda-9.0").queue.name == f"{settings.queue}.dev.cuda-9.0"
+    pub.close()
+    # a restarted scheduler knows the live workers from the database
+    sch2 = InlineScheduler(settings)
+    sch2.sweep()
+    assert set(sch2.devices.classes()) == {"cpu", "cuda-9.0"}
     client.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from app.client import Client
 from app.config import Settings
@@ -132,6 +132,38 @@ def test_rabbitmq_stopped_for_ten_seconds_mid_campaign(
         cluster.check()  # scheduler and workers rode it out: none exited
     assert events == ["stopped", "started"]
     _check_exactly_once(client, "mq-outage", n)
+
+
+def test_leases_expiring_during_a_rabbitmq_outage_are_reissued_after_it(
+    pg_settings: Settings, restore_services: None
+) -> None:
+    """The broker is down longer than the lease: the running trials' heartbeats cannot get
+    through, so their leases run out and they are re-issued while the broker is (or has just
+    been) away. A re-issue whose publish fails must stay reachable by the outbox."""
+    settings = Settings(**{**pg_settings.__dict__, "lease_seconds": 3.0, "sweep_seconds": 1.0})
+    client = Client(settings=settings)
+    n = 120
+    events: list[str] = []
+
+    def outage() -> None:
+        subprocess.run(["rabbitmqctl", "stop"], check=False, capture_output=True, timeout=60)
+        _wait_port(5672, False, 30)
+        events.append("stopped")
+        time.sleep(8)
+        _rabbit_start()
+        events.append("started")
+
+    with LocalCluster(settings, workers=2) as cluster:
+        camp = _campaign(client, "mq-lease", n, seconds=0.3)
+        th = _when_done(client, "mq-lease", 20, outage)
+        camp.wait(timeout=300)
+        th.join(120)
+        cluster.check()
+    assert events == ["stopped", "started"]
+    _check_exactly_once(client, "mq-lease", n)
+    with client.Session() as s:
+        reissued = s.scalar(select(func.count()).select_from(Trial).where(Trial.attempt > 1))
+    assert reissued and reissued > 0  # the outage did expire leases
 
 
 def _pg_ctl(*args: str) -> None:

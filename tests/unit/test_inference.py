@@ -230,3 +230,84 @@ def test_warm_start_from_an_earlier_inference_campaign(embedded_settings: Settin
     assert policy.n_updates == 8  # every earlier result, costs and monitored quality
     assert float(policy.nq.sum()) == 8  # type: ignore[attr-defined]
     assert second.counts() == {}
+
+
+def _fp32_reference(texts: list[str], max_length: int) -> Any:
+    import torch
+
+    bundle = load_bundle(DEFAULT_MODEL)
+    model = variant(DEFAULT_MODEL, bundle, AccelArm(), torch.device("cpu"))
+    with torch.inference_mode():
+        return bundle.embed(model, bundle.tokenize(texts, max_length)).float().numpy()
+
+
+def _cosines(a: Any, b: Any) -> Any:
+    import numpy as np
+
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_outputs_equal_a_plain_fp32_run_within_the_floor(embedded_settings: Settings) -> None:
+    """Every batch's served embeddings match an fp32 run of the same model within the floor;
+    a quality probe that missed the floor served the reference output itself."""
+    import numpy as np
+
+    client = Client(settings=embedded_settings)
+    camp = client.create_inference_campaign(
+        "serve", arms=_arms(), quality_floor=0.99, monitor_fraction=0.3, device="cpu"
+    )
+    batches = [TEXTS[: 1 + i % 6] for i in range(12)]
+    ids = camp.submit_texts(batches, max_length=48, return_outputs=True)
+    plain = camp.submit_texts([TEXTS[:2]], max_length=48)  # outputs not asked for
+    InlineScheduler(embedded_settings).run_until_idle()
+    with client.engine.connect() as c:
+        fallbacks = {
+            int(r.instance_id)
+            for r in c.execute(
+                text(
+                    "SELECT t.instance_id FROM trials t JOIN results r ON r.trial_id = t.id "
+                    "WHERE r.quality < 0.99"
+                )
+            )
+        }
+    for iid, texts in zip(ids, batches, strict=True):
+        out = camp.outputs(iid)
+        assert out is not None and out.dtype == np.float32
+        assert out.shape == (len(texts), 384)
+        cos = _cosines(out, _fp32_reference(texts, 48))
+        assert cos.mean() >= 0.99, (iid, cos)
+        if iid in fallbacks:  # the probe missed the floor: the reference itself was served
+            assert cos.min() > 1 - 1e-5
+    assert fallbacks, "no probe of the lossy arm missed the floor: the fallback is untested"
+    assert camp.outputs(plain[0]) is None
+    with client.engine.connect() as c:
+        stored = c.execute(text("SELECT outputs FROM results WHERE outputs IS NOT NULL")).first()
+    assert stored is not None and "b64" in str(stored[0])  # binary, not a list of numbers
+
+
+def test_embed_blocks_and_returns_the_batchs_embeddings(embedded_settings: Settings) -> None:
+    import threading
+
+    client = Client(settings=embedded_settings)
+    camp = client.create_inference_campaign(
+        "embed-call", arms=_arms(), quality_floor=0.99, device="cpu"
+    )
+    sched = InlineScheduler(embedded_settings)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            sched.run_until_idle()
+            stop.wait(0.05)
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    try:
+        out = camp.embed(TEXTS[:3], max_length=32, timeout=120)
+    finally:
+        stop.set()
+        th.join(30)
+    assert out.shape == (3, 384)
+    assert _cosines(out, _fp32_reference(TEXTS[:3], 32)).mean() >= 0.99
+    with pytest.raises(InputError, match="return_outputs"):
+        camp.submit_texts([TEXTS[:1]], return_outputs="yes")  # type: ignore[arg-type]
