@@ -194,6 +194,9 @@ class Client:
             if isinstance(mts, bool) or not isinstance(mts, int | float) or not 0 < mts < 1e7:
                 raise InputError("max_trial_seconds", f"must be a positive number, got {mts!r}")
             extra["limits"] = {**extra.get("limits", {}), "max_seconds": float(mts)}
+        options = kind_impl.campaign_options(extra)
+        if options:
+            extra["kind_options"] = options
         config = dict(policy_config or {})
         if kind == "inference":
             from app.inference import prepare_campaign

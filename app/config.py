@@ -43,6 +43,11 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "workers announce their device class every S seconds (default 30); the scheduler "
         "routes device-'auto' inference trials only to classes heard from within 4 S",
     ),
+    "BANDITQ_KERNEL_CACHE_BYTES": (
+        "kernel_cache_bytes",
+        "per worker process, the bytes of prepared matrices kept for later trials of the same "
+        "system (least recently used evicted first; default 1 GiB)",
+    ),
     "BANDITQ_QUEUE_TYPE": (
         "queue_type",
         "classic (default) or quorum: replicated RabbitMQ quorum queues for trials, results "
@@ -94,6 +99,7 @@ class Settings:
     consumer_timeout: float = 1800.0
     queue_type: str = "classic"
     announce_seconds: float = 30.0
+    kernel_cache_bytes: int = 1 << 30
 
     def __post_init__(self) -> None:
         # Fill the embedded defaults from ``home`` so that one variable moves everything.

@@ -6,15 +6,13 @@ the wire) apply the same rules and name the same fields.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from app.errors import InputError
-
-MAX_GRID = 2000
+from tasks.solvers import generators
 
 
 def _real_array(field: str, values: Any, *, integer: bool = False) -> np.ndarray:
@@ -78,37 +76,15 @@ def validate_csr(
 
 def laplace2d(m: int, shift: float = 0.0) -> sp.csr_matrix:
     """5-point Laplacian on an m-by-m interior grid (diagonal 4, no h^2 scaling) + shift*I."""
-    one = sp.identity(m, format="csr")
-    t = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(m, m), format="csr")
-    A = (sp.kron(one, t) + sp.kron(t, one) + shift * sp.identity(m * m)).tocsr()
-    A.eliminate_zeros()
-    return A
+    return generators.build_matrix({"generator": "laplace2d", "m": m, "shift": float(shift)})
 
 
-def paper_rhs(n: int, rng: np.random.Generator) -> np.ndarray:
-    """Standard normal, redrawn until its norm is at most sqrt(n) (Khodak et al. 2024)."""
-    while True:
-        b = rng.standard_normal(n)
-        if np.linalg.norm(b) <= math.sqrt(n):
-            return b
+paper_rhs = generators.paper_rhs
 
 
 def validate_generator(spec: dict[str, Any], field: str = "system") -> dict[str, Any]:
-    gen = spec.get("generator")
-    if gen != "laplace2d":
-        raise InputError(f"{field}.generator", f"unknown generator {gen!r}; allowed: laplace2d")
-    m = spec.get("m")
-    if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= MAX_GRID:
-        raise InputError(f"{field}.m", f"must be an integer in 1..{MAX_GRID}, got {m!r}")
-    shift = spec.get("shift", 0.0)
-    if isinstance(shift, bool) or not isinstance(shift, int | float) or not math.isfinite(shift):
-        raise InputError(f"{field}.shift", f"must be a finite number, got {shift!r}")
-    if 4.0 + shift <= 0:
-        raise InputError(f"{field}.shift", f"diagonal 4+shift must be positive, got {shift}")
-    seed = spec.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise InputError(f"{field}.seed", f"must be a non-negative integer, got {seed!r}")
-    return {"generator": "laplace2d", "m": m, "shift": float(shift), "seed": seed}
+    """A normalized generator spec (see ``tasks.solvers.generators``) or ``InputError``."""
+    return generators.validate(spec, field)
 
 
 def build_system(spec: dict[str, Any], field: str = "system") -> tuple[sp.csr_matrix, np.ndarray]:
@@ -116,10 +92,7 @@ def build_system(spec: dict[str, Any], field: str = "system") -> tuple[sp.csr_ma
     if not isinstance(spec, dict):
         raise InputError(field, "must be an object")
     if "generator" in spec:
-        g = validate_generator(spec, field)
-        A = laplace2d(g["m"], g["shift"])
-        b = paper_rhs(A.shape[0], np.random.default_rng(g["seed"]))
-        return A, b
+        return generators.build(validate_generator(spec, field))
     return validate_csr(
         spec.get("n"),
         spec.get("indptr"),
@@ -167,18 +140,28 @@ class LinearSystem:
 
     @classmethod
     def laplace2d(cls, m: int, shift: float = 0.0, seed: int = 0) -> LinearSystem:
+        return cls.generate("laplace2d", m, seed=seed, shift=shift)
+
+    @classmethod
+    def generate(cls, generator: str, m: int, seed: int = 0, **params: Any) -> LinearSystem:
+        """A PDE system the worker builds from a few numbers (``tasks.solvers.generators``):
+        ``laplace2d``, ``laplace3d``, ``anisotropic2d`` (``eps``), ``variable_diffusion2d``
+        (``contrast``, ``blocks``, ``coeff_seed``), ``heat2d`` (``dt``, ``kappa``); each takes
+        ``shift`` (absolute) or ``rel_shift`` (times the smallest eigenvalue: > -1 stays
+        positive definite at any size); ``seed`` draws the right-hand side."""
         self = cls.__new__(cls)
-        self._spec = validate_generator(
-            {"generator": "laplace2d", "m": m, "shift": shift, "seed": seed}
-        )
-        self.n = m * m
+        self._spec = validate_generator({"generator": generator, "m": m, "seed": seed, **params})
+        self.n = m ** generators.DIMS.get(generator, 2)
         return self
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> LinearSystem:
-        A, b = build_system(spec)
         if "generator" in spec:
-            return cls.laplace2d(spec["m"], spec.get("shift", 0.0), spec.get("seed", 0))
+            self = cls.__new__(cls)
+            self._spec = validate_generator(spec)
+            self.n = int(self._spec["m"]) ** generators.DIMS.get(self._spec["generator"], 2)
+            return self
+        A, b = build_system(spec)
         return cls(A, b)
 
     def to_spec(self) -> dict[str, Any]:

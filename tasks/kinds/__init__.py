@@ -6,10 +6,11 @@ from app.errors import InputError
 from tasks.kinds.base import Outcome, TrialKind
 from tasks.kinds.inference import InferenceKind
 from tasks.kinds.sor import SorKind
+from tasks.kinds.ssor_pcg import SsorPcgKind
 from tasks.kinds.synthetic import NoopKind, SleepKind
 
 KINDS: dict[str, TrialKind] = {
-    k.name: k for k in (SorKind(), NoopKind(), SleepKind(), InferenceKind())
+    k.name: k for k in (SorKind(), SsorPcgKind(), NoopKind(), SleepKind(), InferenceKind())
 }
 
 

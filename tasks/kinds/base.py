@@ -31,6 +31,12 @@ class TrialKind(ABC):
     def validate_arms(self, arms: list[dict[str, Any]]) -> None:  # noqa: B027 - optional hook
         """Raise ``InputError`` naming ``arms[i].key`` when an arm is unusable."""
 
+    def campaign_options(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Validate and remove this kind's options from a new campaign's ``settings``
+        (``InputError`` naming ``settings.key``); they reach ``run`` as ``options``.
+        Default: the kind takes none."""
+        return {}
+
     @abstractmethod
     def validate_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Normalize an instance spec or raise ``InputError`` naming the field."""

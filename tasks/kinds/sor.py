@@ -1,75 +1,65 @@
-"""Trial kind ``sor``: solve one linear system by SOR with the arm's omega."""
+"""Trial kind ``sor``: solve one linear system by SOR with the arm's omega.
+
+Natural ordering runs the compiled CPU sweep (sequential by nature: a GPU worker runs it on
+its CPU); ``ordering="multicolor"`` runs colour-parallel SOR with torch on the worker's device
+(CUDA when present). Cost: iterations (the cap when SOR does not converge). See
+``tasks.kinds.linear`` for the spec and options.
+"""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from app.errors import InputError
-from app.linsys import build_system
+import numpy as np
+
 from tasks.kinds.base import Outcome, TrialKind
+from tasks.kinds.linear import (
+    ORDERINGS,
+    campaign_options,
+    check_omega,
+    outcome,
+    prepared,
+    validate_omega_arms,
+    validate_solver_spec,
+)
 
 MAX_ITERS_LIMIT = 10_000_000
 
-
-def check_omega(value: Any, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InputError(field, f"must be a finite number, got {value!r}")
-    if not 0.0 < float(value) < 2.0:
-        raise InputError(field, f"must be in the open interval (0, 2), got {value}")
-    return float(value)
+__all__ = ["SorKind", "check_omega"]
 
 
 class SorKind(TrialKind):
-    """Spec: ``{"system": <csr or generator spec>, "tol": float, "max_iters": int,
-    "return_solution": bool}``. Arm: ``{"omega": float}``. Cost: iterations (the cap when
-    SOR does not converge)."""
+    """Spec: system, tol, max_iters, return_solution, x0. Arm: ``{"omega": float}``."""
 
     name = "sor"
 
     def validate_arms(self, arms: list[dict[str, Any]]) -> None:
-        for i, arm in enumerate(arms):
-            if set(arm) != {"omega"}:
-                raise InputError(f"arms[{i}]", f"sor arms take exactly 'omega', got {sorted(arm)}")
-            check_omega(arm["omega"], f"arms[{i}].omega")
+        validate_omega_arms(self.name, arms)
 
     def validate_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
-        tol = spec.get("tol", 1e-8)
-        if isinstance(tol, bool) or not isinstance(tol, int | float) or not 0 < tol < 1:
-            raise InputError("tol", f"must be a number in (0, 1), got {tol!r}")
-        max_iters = spec.get("max_iters", 10_000)
-        if (
-            isinstance(max_iters, bool)
-            or not isinstance(max_iters, int)
-            or not 1 <= max_iters <= MAX_ITERS_LIMIT
-        ):
-            raise InputError("max_iters", f"must be an integer in 1..{MAX_ITERS_LIMIT}")
-        system = spec.get("system")
-        build_system(system if isinstance(system, dict) else {}, "system")  # raises InputError
-        return {
-            "system": system,
-            "tol": float(tol),
-            "max_iters": max_iters,
-            "return_solution": bool(spec.get("return_solution", False)),
-        }
+        return validate_solver_spec(spec)
+
+    def campaign_options(self, settings: dict[str, Any]) -> dict[str, Any]:
+        return campaign_options(settings, ORDERINGS)
 
     def run(
         self, spec: dict[str, Any], arm: dict[str, Any], options: dict[str, Any] | None = None
     ) -> Outcome:
-        from tasks.kinds.sor_solver import sor  # torch: on workers only
-
         spec = self.validate_spec(spec)
         omega = check_omega(arm.get("omega"), "arm.omega")
-        A, b = build_system(spec["system"])
-        res = sor(A, b, omega, spec["tol"], spec["max_iters"])
-        # A non-converged run costs the cap: the policy must learn to avoid it.
-        cost = float(res.iterations if res.converged else spec["max_iters"])
-        return Outcome(
-            cost=cost,
-            iterations=res.iterations,
-            converged=res.converged,
-            residual=res.residual if math.isfinite(res.residual) else None,
-            device=res.device,
-            metrics={"diverged": res.diverged, "n": int(A.shape[0])},
-            outputs={"x": res.x.tolist()} if spec["return_solution"] else None,
-        )
+        opts = options or {}
+        P, b, hit, setup = prepared(spec)
+        x0 = np.asarray(spec["x0"]) if "x0" in spec else None
+        if opts.get("ordering", "natural") == "multicolor":
+            from tasks.solvers.multicolor import multicolor_sor
+
+            res = multicolor_sor(
+                P, b, omega, spec["tol"], spec["max_iters"], x0, dtype=opts.get("dtype", "float64")
+            )
+        else:
+            from tasks.solvers.sor import sor
+
+            res = sor(P, b, omega, spec["tol"], spec["max_iters"], x0)
+        out = outcome(res, spec, P, setup, hit)
+        out.metrics["ordering"] = opts.get("ordering", "natural")
+        return out

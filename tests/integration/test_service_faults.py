@@ -108,6 +108,20 @@ def _when_done(
     return th
 
 
+def _rabbit_outage(seconds: float, events: list[str]) -> Callable[[], None]:
+    """An action that stops RabbitMQ, waits ``seconds``, starts it (noted in ``events``)."""
+
+    def outage() -> None:
+        subprocess.run(["rabbitmqctl", "stop"], check=False, capture_output=True, timeout=60)
+        _wait_port(5672, False, 30)
+        events.append("stopped")
+        time.sleep(seconds)
+        _rabbit_start()
+        events.append("started")
+
+    return outage
+
+
 def test_rabbitmq_stopped_for_ten_seconds_mid_campaign(
     pg_settings: Settings, restore_services: None
 ) -> None:
@@ -115,18 +129,9 @@ def test_rabbitmq_stopped_for_ten_seconds_mid_campaign(
     client = Client(settings=settings)
     n = 300
     events: list[str] = []
-
-    def outage() -> None:
-        subprocess.run(["rabbitmqctl", "stop"], check=False, capture_output=True, timeout=60)
-        _wait_port(5672, False, 30)
-        events.append("stopped")
-        time.sleep(10)
-        _rabbit_start()
-        events.append("started")
-
     with LocalCluster(settings, workers=2) as cluster:
         camp = _campaign(client, "mq-outage", n)
-        th = _when_done(client, "mq-outage", 60, outage)
+        th = _when_done(client, "mq-outage", 60, _rabbit_outage(10.0, events))
         camp.wait(timeout=300)
         th.join(120)
         cluster.check()  # scheduler and workers rode it out: none exited
@@ -144,18 +149,9 @@ def test_leases_expiring_during_a_rabbitmq_outage_are_reissued_after_it(
     client = Client(settings=settings)
     n = 120
     events: list[str] = []
-
-    def outage() -> None:
-        subprocess.run(["rabbitmqctl", "stop"], check=False, capture_output=True, timeout=60)
-        _wait_port(5672, False, 30)
-        events.append("stopped")
-        time.sleep(8)
-        _rabbit_start()
-        events.append("started")
-
     with LocalCluster(settings, workers=2) as cluster:
         camp = _campaign(client, "mq-lease", n, seconds=0.3)
-        th = _when_done(client, "mq-lease", 20, outage)
+        th = _when_done(client, "mq-lease", 20, _rabbit_outage(8.0, events))
         camp.wait(timeout=300)
         th.join(120)
         cluster.check()

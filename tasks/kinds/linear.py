@@ -1,0 +1,145 @@
+"""What the solver kinds (``sor``, ``ssor-pcg``) share: the instance spec, the campaign
+options, and turning a solve into an :class:`Outcome`.
+
+Spec: ``{"system": <CSR or generator spec>, "tol": float, "max_iters": int,
+"return_solution": bool, "x0": [float] (optional initial guess)}``. Campaign options
+(``settings`` of ``create_campaign``): ``ordering`` ``natural`` (default) or ``multicolor``
+(``sor`` only), ``dtype`` ``float64`` (default) or ``float32`` (multicolour on a GPU only).
+Light: the client imports it; the compiled kernels load in ``run`` on the worker.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from app.errors import InputError
+from app.linsys import build_system, validate_generator
+from tasks.kinds.base import Outcome
+from tasks.solvers.generators import DIMS
+
+MAX_ITERS_LIMIT = 10_000_000
+ORDERINGS = ("natural", "multicolor")
+DTYPES = ("float64", "float32")
+
+
+def check_omega(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InputError(field, f"must be a finite number, got {value!r}")
+    if not 0.0 < float(value) < 2.0:
+        raise InputError(field, f"must be in the open interval (0, 2), got {value}")
+    return float(value)
+
+
+def validate_omega_arms(kind: str, arms: list[dict[str, Any]]) -> None:
+    for i, arm in enumerate(arms):
+        if set(arm) != {"omega"}:
+            raise InputError(f"arms[{i}]", f"{kind} arms take exactly 'omega', got {sorted(arm)}")
+        check_omega(arm["omega"], f"arms[{i}].omega")
+
+
+def validate_solver_spec(spec: dict[str, Any], require_spd: bool = False) -> dict[str, Any]:
+    """The normalized spec (or ``InputError`` naming the field). With ``require_spd`` a CSR
+    system must be symmetric with a positive diagonal (generators always are)."""
+    tol = spec.get("tol", 1e-8)
+    if isinstance(tol, bool) or not isinstance(tol, int | float) or not 0 < tol < 1:
+        raise InputError("tol", f"must be a number in (0, 1), got {tol!r}")
+    max_iters = spec.get("max_iters", 10_000)
+    if (
+        isinstance(max_iters, bool)
+        or not isinstance(max_iters, int)
+        or not 1 <= max_iters <= MAX_ITERS_LIMIT
+    ):
+        raise InputError("max_iters", f"must be an integer in 1..{MAX_ITERS_LIMIT}")
+    unknown = sorted(set(spec) - {"system", "tol", "max_iters", "return_solution", "x0"})
+    if unknown:
+        raise InputError(
+            unknown[0], "unknown key; takes system, tol, max_iters, return_solution, x0"
+        )
+    system = spec.get("system")
+    if isinstance(system, dict) and "generator" in system:
+        # A few numbers: checked, not built (the worker builds it, once per process).
+        system = validate_generator(system, "system")
+        n = int(system["m"]) ** DIMS.get(system["generator"], 2)
+    else:
+        A, _b = build_system(system if isinstance(system, dict) else {}, "system")
+        n = A.shape[0]
+        if require_spd:
+            asym = abs(A - A.T)
+            scale = float(np.abs(A.data).max()) if A.nnz else 1.0
+            if asym.nnz and float(asym.max()) > 1e-12 * scale:
+                raise InputError("system.A", "must be symmetric for conjugate gradients")
+    out: dict[str, Any] = {
+        "system": system,
+        "tol": float(tol),
+        "max_iters": max_iters,
+        "return_solution": bool(spec.get("return_solution", False)),
+    }
+    if spec.get("x0") is not None:
+        x0 = np.asarray(spec["x0"])
+        if x0.dtype.kind not in "iuf" or x0.ndim != 1 or x0.size != n:
+            raise InputError("x0", f"must be a list of {n} numbers")
+        if not np.all(np.isfinite(x0)):
+            raise InputError("x0", "must be finite (NaN or inf found)")
+        out["x0"] = [float(v) for v in x0]
+    return out
+
+
+def campaign_options(settings: dict[str, Any], orderings: tuple[str, ...]) -> dict[str, Any]:
+    """Validate and remove the solver options from a campaign's ``settings``."""
+    opts: dict[str, Any] = {}
+    ordering = settings.pop("ordering", "natural")
+    if ordering not in orderings:
+        raise InputError("settings.ordering", f"must be one of {list(orderings)}, got {ordering!r}")
+    dtype = settings.pop("dtype", "float64")
+    if dtype not in DTYPES:
+        raise InputError("settings.dtype", f"must be one of {list(DTYPES)}, got {dtype!r}")
+    if ordering != "natural":
+        opts["ordering"] = ordering
+    if dtype != "float64":
+        opts["dtype"] = dtype
+    return opts
+
+
+def prepared(spec: dict[str, Any]) -> tuple[Any, np.ndarray, bool, float]:
+    """(prepared matrix, b, cache hit, set-up seconds) of a spec's system, from this
+    process's byte-bounded cache."""
+    from tasks.solvers.cache import process_cache, spec_key
+    from tasks.solvers.csr import prepare
+
+    t0 = time.perf_counter()
+
+    def build() -> tuple[Any, np.ndarray]:
+        A, b = build_system(spec["system"])
+        return prepare(A), np.ascontiguousarray(b, dtype=np.float64)
+
+    P, b, hit = process_cache().get(spec_key(spec["system"]), build)
+    return P, b, hit, time.perf_counter() - t0
+
+
+def outcome(res: Any, spec: dict[str, Any], P: Any, setup_s: float, hit: bool) -> Outcome:
+    """A non-converged run costs the cap: the policy must learn to avoid it."""
+    cost = float(res.iterations if res.converged else spec["max_iters"])
+    metrics: dict[str, Any] = {
+        "n": P.n,
+        "nnz": P.nnz,
+        "diverged": res.diverged,
+        "setup_ms": setup_s * 1000.0,
+        "kernel_ms": res.kernel_seconds * 1000.0,
+        "ms_per_iter": res.kernel_seconds * 1000.0 / res.iterations if res.iterations else None,
+        "contraction": res.contraction,
+        "cache_hit": hit,
+        **res.metrics,
+    }
+    return Outcome(
+        cost=cost,
+        iterations=res.iterations,
+        converged=res.converged,
+        residual=res.residual if math.isfinite(res.residual) else None,
+        device=res.device,
+        metrics=metrics,
+        outputs={"x": res.x.tolist()} if spec["return_solution"] else None,
+    )

@@ -1,0 +1,75 @@
+"""A per-process cache of prepared matrices, bounded in bytes, least recently used first out.
+
+A sequence of trials on one matrix (a campaign over omega, a time-stepping simulation) builds,
+checks and converts it once per worker process; colourings and device copies hang on the same
+entry. Not thread-safe: one per process (trials run one at a time per pool process).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from tasks.solvers.csr import PreparedMatrix
+
+DEFAULT_BYTES = 1 << 30
+
+
+def spec_key(spec: dict[str, Any]) -> str:
+    """A stable key for a system spec (its canonical JSON's sha256)."""
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class MatrixCache:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, tuple[PreparedMatrix, Any]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(P.nbytes + getattr(b, "nbytes", 0) for P, b in self._items.values())
+
+    def get(
+        self, key: str, build: Callable[[], tuple[PreparedMatrix, Any]]
+    ) -> tuple[PreparedMatrix, Any, bool]:
+        """(matrix, companion such as the right-hand side, whether it was cached)."""
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+            self.hits += 1
+            return item[0], item[1], True
+        self.misses += 1
+        item = build()
+        self._items[key] = item
+        self.trim()
+        return item[0], item[1], False
+
+    def trim(self) -> None:
+        """Evict the least recently used entries until the cache fits (the newest stays
+        even when it alone is larger: it is in use)."""
+        while len(self._items) > 1 and self.nbytes > self.max_bytes:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+_CACHE: tuple[int, MatrixCache] | None = None
+
+
+def process_cache() -> MatrixCache:
+    """This process's cache (a forked pool child gets its own); the bound comes from
+    ``BANDITQ_KERNEL_CACHE_BYTES`` (default 1 GiB)."""
+    global _CACHE
+    if _CACHE is None or _CACHE[0] != os.getpid():
+        raw = os.environ.get("BANDITQ_KERNEL_CACHE_BYTES", "")
+        limit = int(raw) if raw.strip().isdigit() else DEFAULT_BYTES
+        _CACHE = (os.getpid(), MatrixCache(limit))
+    return _CACHE[1]
