@@ -10,7 +10,6 @@ transfers; the first iterations differ.
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from typing import Any
@@ -21,7 +20,7 @@ import torch
 
 from tasks.solvers import kernels
 from tasks.solvers.csr import PreparedMatrix
-from tasks.solvers.sor import DIVERGED, SolveResult, _check, contraction
+from tasks.solvers.sor import SolveResult, _check, finish, stopped
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -125,22 +124,11 @@ def multicolor_sor(
             x[lo:hi] += inv_d[lo:hi] * (bt[lo:hi] - Ac @ x)
         k += 1
         rel = float(torch.linalg.vector_norm(bt - A @ x)) / r0
-        if rel < tol or not math.isfinite(rel) or rel > DIVERGED:
+        if stopped(rel, tol):
             break
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-    elapsed = time.perf_counter() - t0
-    diverged = not math.isfinite(rel) or rel > DIVERGED
-    out = SolveResult(
-        _unpermute(x, perm),
-        k,
-        rel < tol,
-        rel if math.isfinite(rel) else float("inf"),
-        diverged,
-        dev.type,
-        elapsed,
-        contraction(rel, k),
-    )
+    out = finish(_unpermute(x, perm), k, rel, tol, dev.type, t0)
     out.metrics["colors"] = len(S["blocks"])
     return out
 

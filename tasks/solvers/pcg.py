@@ -11,14 +11,13 @@ end), at ``max_iters`` or on a breakdown (A or M not positive definite): a resul
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
 
 from tasks.solvers import kernels
 from tasks.solvers.csr import PreparedMatrix
-from tasks.solvers.sor import DIVERGED, SolveResult, _check, _initial, contraction
+from tasks.solvers.sor import SolveResult, _check, _initial, finish, stopped
 
 
 def ssor_pcg(
@@ -58,24 +57,13 @@ def ssor_pcg(
         r -= alpha * q
         k += 1
         rel = float(np.linalg.norm(r)) / r0
-        if rel < tol or not math.isfinite(rel) or rel > DIVERGED:
+        if stopped(rel, tol):
             break
         rho_new = kernels.ssor_apply(ip, ix, a, wd, r, z)
         p *= rho_new / rho
         p += z
         rho = rho_new
-    elapsed = time.perf_counter() - t0
-    diverged = breakdown or not math.isfinite(rel) or rel > DIVERGED
-    out = SolveResult(
-        x,
-        k,
-        rel < tol and not diverged,
-        rel if math.isfinite(rel) else float("inf"),
-        diverged,
-        "cpu",
-        elapsed,
-        contraction(rel, k),
-    )
+    out = finish(x, k, rel, tol, "cpu", t0, breakdown)
     if out.converged:  # the recursive residual drifts from the true one in floating point
         true_rel = kernels.residual(ip, ix, a, x, b, q) / r0
         out.metrics["true_residual"] = float(true_rel)

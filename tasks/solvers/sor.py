@@ -60,6 +60,29 @@ def contraction(rel: float, iterations: int) -> float | None:
     return float(rel ** (1.0 / iterations))
 
 
+def stopped(rel: float, tol: float) -> bool:
+    """The loop ends here: converged, or diverged (too large or not finite)."""
+    return rel < tol or not math.isfinite(rel) or rel > DIVERGED
+
+
+def finish(
+    x: np.ndarray, k: int, rel: float, tol: float, device: str, t0: float, broke: bool = False
+) -> SolveResult:
+    """The result of a loop started at ``t0`` that ran ``k`` iterations down to ``rel``
+    (``broke``: stopped on a breakdown, e.g. a non-positive curvature in CG)."""
+    diverged = broke or not math.isfinite(rel) or rel > DIVERGED
+    return SolveResult(
+        x,
+        k,
+        rel < tol and not diverged,
+        rel if math.isfinite(rel) else float("inf"),
+        diverged,
+        device,
+        time.perf_counter() - t0,
+        contraction(rel, k),
+    )
+
+
 def sor(
     P: PreparedMatrix,
     b: np.ndarray,
@@ -83,20 +106,9 @@ def sor(
         )
         k += 1
         rel = norm / r0
-        if rel < tol or not math.isfinite(rel) or rel > DIVERGED:
+        if stopped(rel, tol):
             break
-    elapsed = time.perf_counter() - t0
-    diverged = not math.isfinite(rel) or rel > DIVERGED
-    return SolveResult(
-        x,
-        k,
-        rel < tol,
-        rel if math.isfinite(rel) else float("inf"),
-        diverged,
-        "cpu",
-        elapsed,
-        contraction(rel, k),
-    )
+    return finish(x, k, rel, tol, "cpu", t0)
 
 
 def sweep(P: PreparedMatrix, x: np.ndarray, b: np.ndarray, omega: float, kind: str) -> None:
