@@ -26,6 +26,18 @@ class PreparedMatrix:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def k(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(indptr, indices, data) for the kernels: the indices as unsigned views (no copy),
+        so that compiled code need not check for negative (wrap-around) indices, which
+        measured 1.5-2x slower here."""
+        return self.indptr.view(np.uint32), self.indices.view(np.uint32), self.data
+
+    @property
+    def ready(self) -> tuple[np.ndarray, np.ndarray]:
+        """The fused kernel's row schedule as unsigned views."""
+        return self.ready_ptr.view(np.uint32), self.ready_rows.view(np.uint32)
+
+    @property
     def n(self) -> int:
         return int(self.diag.shape[0])
 

@@ -35,7 +35,7 @@ def ssor_pcg(
     r0 = float(np.linalg.norm(b)) or res0  # relative to ||b|| (see the module docstring)
     if res0 < tol * r0:
         return SolveResult(x, 0, True, res0 / r0, False, "cpu", 0.0, None)
-    ip, ix, a = P.indptr, P.indices, P.data
+    ip, ix, a = P.k
     wd = P.omega_inv_diag(omega)
     r = np.empty(P.n)
     kernels.residual(ip, ix, a, x, b, r)

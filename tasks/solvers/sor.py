@@ -50,7 +50,7 @@ def _check(omega: float, tol: float, max_iters: int) -> None:
 def _initial(P: PreparedMatrix, b: np.ndarray, x0: np.ndarray | None) -> tuple[np.ndarray, float]:
     x = np.zeros(P.n) if x0 is None else np.array(x0, dtype=np.float64, copy=True)
     r = np.empty(P.n)
-    r0 = kernels.residual(P.indptr, P.indices, P.data, x, b, r)
+    r0 = kernels.residual(*P.k, x, b, r)
     return x, float(r0)
 
 
@@ -101,9 +101,7 @@ def sor(
     wd = P.omega_inv_diag(omega)
     rel, k = 1.0, 0
     while k < max_iters:
-        norm = kernels.sweep_forward_residual(
-            P.indptr, P.indices, P.data, wd, x, b, P.ready_ptr, P.ready_rows
-        )
+        norm = kernels.sweep_forward_residual(*P.k, wd, x, b, *P.ready)
         k += 1
         rel = norm / r0
         if stopped(rel, tol):
@@ -117,8 +115,8 @@ def sweep(P: PreparedMatrix, x: np.ndarray, b: np.ndarray, omega: float, kind: s
     symmetric sweep drops omega)."""
     wd = P.omega_inv_diag(omega)
     if kind in ("forward", "symmetric"):
-        kernels.sweep_forward(P.indptr, P.indices, P.data, wd, x, b)
+        kernels.sweep_forward(*P.k, wd, x, b)
     if kind in ("backward", "symmetric"):
-        kernels.sweep_backward(P.indptr, P.indices, P.data, wd, x, b)
+        kernels.sweep_backward(*P.k, wd, x, b)
     if kind not in ("forward", "backward", "symmetric"):
         raise ValueError(f"sweep kind {kind!r}: forward, backward or symmetric")
