@@ -119,7 +119,9 @@ _RECORD = text(
     "c AS (UPDATE campaigns AS c SET n_updates = c.n_updates + v.n "
     "FROM unnest(CAST(:c_id AS integer[]), CAST(:c_n AS integer[])) AS v(id, n) "
     "WHERE c.id = v.id) "
-    "SELECT id, trial_id FROM r"
+    # the cross join with one row makes the NOTIFYs run (a CTE nothing reads would not)
+    "SELECT r.id, r.trial_id FROM r, (SELECT count(pg_notify('banditq_done', CAST(v AS text))) "
+    "FROM unnest(CAST(:i_id AS integer[])) AS v) AS n"
 )
 _MARK_PUBLISHED = text(
     "UPDATE trials SET published_at = :now, lease_expires_at = :until "

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -17,20 +18,21 @@ from typing import Any
 
 import kombu
 import numpy as np
+import scipy.sparse as sp
 from sqlalchemy import func, select, text, update
 
 from app import db
 from app.accel import AccelArm
 from app.config import Settings
 from app.contexts import validate_context
-from app.errors import InputError, NotFoundError, SchemaMissingError
+from app.errors import InputError, NotFoundError, SchemaMissingError, StoreError
 from app.linsys import LinearSystem
 from app.policies.registry import POLICIES, make_policy, policy_names, resolve_name
 from app.runtime import arm_positions
-from models import Arm, Instance, PolicySnapshot, Result, Trial
+from models import Arm, BlobRef, Instance, PolicySnapshot, Result, Trial
 from models import Campaign as CampaignRow
 from tasks.kinds import get_kind
-from tasks.messages import PROTOCOL, events_queue
+from tasks.messages import NOTIFY_CHANNEL, PROTOCOL, events_queue
 
 log = logging.getLogger("banditq.client")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
@@ -87,9 +89,11 @@ def arm_name(arm: dict[str, Any]) -> str:
 
 @dataclass
 class Solution:
-    """What :meth:`Campaign.solve` returns: the solution and the trial's stats."""
+    """What :meth:`Campaign.solve` returns: the trial's stats and the solution, stored by the
+    worker in the array store and loaded on first use of ``x`` (``x_ref`` is its reference:
+    pass it as the next solve's ``x0`` and nothing travels through the client)."""
 
-    x: np.ndarray
+    x_ref: dict[str, Any] | None
     iterations: int | None
     converged: bool | None
     residual: float | None
@@ -97,6 +101,18 @@ class Solution:
     arm: dict[str, Any]
     trial_id: int
     status: str
+    client: Client | None = None
+    _x: np.ndarray | None = None
+
+    @property
+    def x(self) -> np.ndarray:
+        if self._x is None:
+            if self.x_ref is None or self.client is None:
+                raise LookupError(f"trial {self.trial_id} returned no solution")
+            from tasks.store.blobs import decode
+
+            self._x = np.asarray(decode("vector", self.client.store.get(self.x_ref["sha256"])))
+        return self._x
 
 
 class Client:
@@ -117,6 +133,10 @@ class Client:
         self.engine = db.make_engine(self.settings.database_url)
         self.Session = db.session_factory(self.engine)
         self._conn: kombu.Connection | None = None
+        self._store: Any = None
+        self._listen: Any = None
+        #: (kind, id(array)) -> (array, ref): an array submitted again is not re-uploaded
+        self._uploads: dict[tuple[str, int], tuple[Any, dict[str, Any]]] = {}
         if self.engine.dialect.name == "sqlite":
             if not db.is_current(self.engine):
                 db.upgrade(self.settings.database_url)
@@ -141,7 +161,84 @@ class Client:
         if self._conn is not None:
             self._conn.release()
             self._conn = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        if self._listen is not None:
+            self._listen.close()
+            self._listen = None
         self.engine.dispose()
+
+    # ------------------------------------------------------------------ completion events
+    def _listener(self) -> Any:
+        """A connection of this client's own LISTENing for finished instances (PostgreSQL
+        only; None on SQLite). Opened once and kept: waits then cost no connection set-up."""
+        if self.engine.dialect.name != "postgresql":
+            return None
+        if self._listen is None or self._listen.closed:
+            import psycopg
+
+            url = self.engine.url.set(drivername="postgresql")
+            self._listen = psycopg.connect(
+                url.render_as_string(hide_password=False), autocommit=True
+            )
+            self._listen.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        return self._listen
+
+    def _await_notify(self, timeout: float) -> None:
+        """Return after the next completion notice (any instance) or ``timeout`` seconds."""
+        try:
+            for _n in self._listen.notifies(timeout=timeout, stop_after=1):
+                pass
+        except Exception as exc:  # a dropped connection: reopen at the next wait
+            log.debug("completion listener lost (%s); reconnecting", exc)
+            with contextlib.suppress(Exception):
+                self._listen.close()
+            self._listen = None
+            time.sleep(min(timeout, 0.05))
+
+    # ------------------------------------------------------------------ array store
+    @property
+    def store(self) -> Any:
+        """The array store (``BANDITQ_STORE_URL``), opened on first use."""
+        if self._store is None:
+            from tasks.store.open import open_store
+
+            self._store = open_store(self.settings)
+        return self._store
+
+    def _put(self, kind: str, value: Any) -> dict[str, Any]:
+        """Upload an array (``csr`` or ``vector``) unless this client already did; its ref."""
+        from tasks.store.blobs import BlobError, csr_ref, vector_ref
+
+        key = (kind, id(value))
+        memo = self._uploads.get(key)
+        if memo is not None and memo[0] is value:
+            return memo[1]
+        ref, data = csr_ref(value) if kind == "csr" else vector_ref(value)
+        if ref["nbytes"] > self.settings.max_stored_bytes:
+            raise InputError(
+                "system",
+                f"{ref['nbytes']} bytes exceed BANDITQ_MAX_STORED_BYTES="
+                f"{self.settings.max_stored_bytes}",
+            )
+        try:
+            self.store.put(data)
+        except BlobError as exc:
+            raise StoreError(str(exc)) from exc
+        if kind == "csr":
+            from app.linsys import StoredMatrix
+
+            ref = {**ref, **StoredMatrix.describe(sp.csr_matrix(value))}
+        self._uploads[key] = (value, ref)
+        return ref
+
+    def store_matrix(self, A: Any) -> Any:
+        """Upload ``A`` once; the handle serves any number of systems
+        (``LinearSystem.affine(handle, b, alpha, beta)``) without uploading it again."""
+        from app.linsys import StoredMatrix, _matrix
+
+        return StoredMatrix(self._put("csr", _matrix(A)))
 
     # ------------------------------------------------------------------ campaigns
     def create_campaign(
@@ -345,10 +442,21 @@ class Campaign:
     ) -> dict[str, Any]:
         kind = get_kind(row.kind)
         full = dict(spec)
+        settings = self.client.settings
         if system is not None:
             if not isinstance(system, LinearSystem):
                 raise InputError(f"{field}system", "must be an app.LinearSystem")
-            full["system"] = system.to_spec()
+            full["system"] = system.to_spec(self.client._put, settings.inline_bytes)
+        x0 = full.get("x0")
+        if isinstance(x0, Solution):
+            full["x0"] = x0.x_ref
+        elif x0 is not None and not isinstance(x0, dict):
+            arr = np.asarray(x0, dtype=np.float64).ravel()
+            full["x0"] = (
+                self.client._put("vector", arr)
+                if 24 * arr.size > settings.inline_bytes
+                else arr.tolist()
+            )
         try:
             out = kind.validate_spec(full)
         except InputError as exc:
@@ -450,6 +558,20 @@ class Campaign:
             .where(CampaignRow.id == self.id)
             .values(n_instances=base + len(rows))
         )
+        from tasks.store.blobs import refs_in
+
+        links = [
+            {
+                "sha256": r["sha256"],
+                "nbytes": int(r["nbytes"]),
+                "campaign_id": self.id,
+                "instance_id": iid,
+            }
+            for iid, (_ctx, sp_) in zip(ids, prepared, strict=True)
+            for r in refs_in(sp_)
+        ]
+        if links:  # what `banditq store gc` must keep, and `store stats` counts
+            s.execute(BlobRef.__table__.insert(), links)  # type: ignore[attr-defined]
         return ids
 
     def counts(self) -> dict[str, int]:
@@ -467,10 +589,15 @@ class Campaign:
         progress: bool = False,
         instance_ids: Sequence[int] | None = None,
     ) -> dict[str, int]:
-        """Block until every instance (or those given) is done or failed."""
+        """Block until every instance (or those given) is done or failed.
+
+        On PostgreSQL it wakes on the scheduler's ``NOTIFY`` (raised in the transaction that
+        records a result), re-checking at least every second; on the embedded default it
+        polls (5 ms, backing off to 0.5 s)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = None
-        delay = 0.02
+        delay = 0.005
+        listener = self.client._listener()
         try:
             while True:
                 if instance_ids is None:
@@ -500,8 +627,12 @@ class Campaign:
                         f"campaign {self.name!r}: {final}/{total} finished after {timeout} s; is "
                         "a scheduler (`banditq scheduler`) and a worker (`banditq worker`) running?"
                     )
-                time.sleep(delay)
-                delay = min(delay * 1.5, 0.5)
+                if listener is not None:
+                    left = 1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+                    self.client._await_notify(min(left, 1.0))
+                else:
+                    time.sleep(delay)
+                    delay = min(delay * 1.5, 0.5)
         finally:
             if bar is not None:
                 bar.close()
@@ -532,6 +663,9 @@ class Campaign:
     ) -> Solution:
         """Submit, wait for this one instance, return its solution (for a simulation loop)."""
         iid = self.submit(system, context, return_solution=True, **spec)
+        return self._solution(iid, timeout)
+
+    def _solution(self, iid: int, timeout: float | None) -> Solution:
         self.wait(timeout=timeout, instance_ids=[iid])
         with self.client.engine.connect() as conn:
             row = conn.execute(
@@ -549,7 +683,7 @@ class Campaign:
         if row[1] != "succeeded":
             raise RuntimeError(f"trial {row[0]} {row[1]}: {row[8]}")
         return Solution(
-            np.asarray(outputs.get("x", []), dtype=float),
+            outputs.get("x"),
             row[2],
             row[3],
             row[4],
@@ -557,6 +691,7 @@ class Campaign:
             arm,
             int(row[0]),
             str(row[1]),
+            client=self.client,
         )
 
     def embed(

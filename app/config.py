@@ -48,6 +48,24 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "per worker process, the bytes of prepared matrices kept for later trials of the same "
         "system (least recently used evicted first; default 1 GiB)",
     ),
+    "BANDITQ_STORE_URL": (
+        "store_url",
+        "array store for large matrices and vectors: a postgresql+psycopg:// URL or "
+        "file:///shared/dir (default: the database when it is PostgreSQL, else BANDITQ_HOME/store)",
+    ),
+    "BANDITQ_INLINE_BYTES": (
+        "inline_bytes",
+        "systems up to this many bytes of JSON travel inside the message (default 65536); "
+        "larger ones go to the array store and the message carries a reference",
+    ),
+    "BANDITQ_MAX_STORED_BYTES": (
+        "max_stored_bytes",
+        "largest system accepted into the array store (default 17179869184, 16 GiB)",
+    ),
+    "BANDITQ_WORKER_CACHE_BYTES": (
+        "worker_cache_bytes",
+        "a worker host's cache of stored arrays by hash, in bytes (LRU; default 2 GiB)",
+    ),
     "BANDITQ_QUEUE_TYPE": (
         "queue_type",
         "classic (default) or quorum: replicated RabbitMQ quorum queues for trials, results "
@@ -100,6 +118,10 @@ class Settings:
     queue_type: str = "classic"
     announce_seconds: float = 30.0
     kernel_cache_bytes: int = 1 << 30
+    store_url: str = ""
+    inline_bytes: int = 64 * 1024
+    max_stored_bytes: int = 16 << 30
+    worker_cache_bytes: int = 2 << 30
 
     def __post_init__(self) -> None:
         # Fill the embedded defaults from ``home`` so that one variable moves everything.

@@ -26,3 +26,7 @@ class SchemaMissingError(BanditqError, RuntimeError):
 
 class ConfigError(BanditqError, ValueError):
     """A malformed ``BANDITQ_*`` environment variable."""
+
+
+class StoreError(BanditqError, OSError):
+    """The array store cannot take or give a blob (unwritable, full, unreachable)."""

@@ -6,6 +6,8 @@ the wire) apply the same rules and name the same fields.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -87,12 +89,74 @@ def validate_generator(spec: dict[str, Any], field: str = "system") -> dict[str,
     return generators.validate(spec, field)
 
 
+def validate_stored(spec: dict[str, Any], field: str = "system") -> dict[str, Any]:
+    """A stored system ``{"stored": {"A": ref, "b": ref, "alpha": a, "beta": b}}``: checks
+    the references and the diagonal of alpha * I + beta * A (from A's reference), without
+    fetching anything."""
+    from tasks.store.blobs import is_ref
+
+    st = spec.get("stored")
+    if not isinstance(st, dict) or set(spec) != {"stored"}:
+        raise InputError(field, "a stored system is {'stored': {'A', 'b', 'alpha', 'beta'}}")
+    A: Any = st.get("A")
+    b: Any = st.get("b")
+    if not is_ref(A) or A["kind"] != "csr":
+        raise InputError(f"{field}.A", "must be a reference to a stored CSR matrix")
+    n = int(A["shape"][0])
+    if not is_ref(b) or b["kind"] != "vector" or list(b["shape"]) != [n]:
+        raise InputError(f"{field}.b", f"must be a reference to a stored vector of length {n}")
+    out = {"A": A, "b": b}
+    for key, default in (("alpha", 0.0), ("beta", 1.0)):
+        v = st.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise InputError(f"{field}.{key}", f"must be a finite number, got {v!r}")
+        out[key] = float(v)
+    if "diag_min" in A:
+        dmin, dmax = float(A["diag_min"]), float(A["diag_max"])
+        lo = out["alpha"] + out["beta"] * (dmin if out["beta"] >= 0 else dmax)
+        if not lo > 0:
+            raise InputError(
+                f"{field}.alpha", f"alpha + beta * diagonal must be positive ({lo:.4g})"
+            )
+    return {"stored": out}
+
+
+def stored_bytes(spec: dict[str, Any]) -> int:
+    """Bytes of the stored arrays a spec refers to (0 for inline and generator systems)."""
+    st = spec.get("stored") if isinstance(spec, dict) else None
+    if not isinstance(st, dict):
+        return 0
+    return sum(int(r.get("nbytes", 0)) for r in (st.get("A"), st.get("b")) if isinstance(r, dict))
+
+
+def build_stored(spec: dict[str, Any]) -> tuple[sp.csr_matrix, np.ndarray]:
+    """(alpha * I + beta * A, b) of a stored system, fetched through this worker host's
+    cache (each blob once per host) and checked against its hash (``BlobError`` if missing
+    or corrupt)."""
+    from tasks.store.blobs import decode
+    from tasks.store.open import current
+
+    st = validate_stored(spec)["stored"]
+    store, cache = current()
+    A = decode("csr", cache.get(st["A"]["sha256"], lambda: store.get(st["A"]["sha256"])))
+    b = decode("vector", cache.get(st["b"]["sha256"], lambda: store.get(st["b"]["sha256"])))
+    if st["beta"] != 1.0:
+        A.data *= st["beta"]
+    if st["alpha"] != 0.0:
+        A = (A + st["alpha"] * sp.identity(A.shape[0], format="csr")).tocsr()
+        A.indices = A.indices.astype(np.int32)
+        A.indptr = A.indptr.astype(np.int32)
+    return A, np.asarray(b, dtype=np.float64)
+
+
 def build_system(spec: dict[str, Any], field: str = "system") -> tuple[sp.csr_matrix, np.ndarray]:
     """(A, b) from a validated or untrusted wire spec."""
     if not isinstance(spec, dict):
         raise InputError(field, "must be an object")
     if "generator" in spec:
         return generators.build(validate_generator(spec, field))
+    if "stored" in spec:
+        return build_stored(spec)
     return validate_csr(
         spec.get("n"),
         spec.get("indptr"),
@@ -103,40 +167,106 @@ def build_system(spec: dict[str, Any], field: str = "system") -> tuple[sp.csr_ma
     )
 
 
+def _matrix(A: Any, field: str = "system.A") -> sp.csr_matrix:
+    if sp.issparse(A):
+        mat = sp.csr_matrix(A)
+    else:
+        arr = np.asarray(A)
+        if arr.dtype == object or arr.dtype.kind in "cSUVO":
+            raise InputError(field, f"must be real, got dtype {arr.dtype}")
+        if arr.ndim != 2:
+            raise InputError(field, f"must be 2-D, got shape {arr.shape}")
+        mat = sp.csr_matrix(arr)
+    if mat.dtype.kind == "c":
+        raise InputError(field, "must be real, got a complex matrix")
+    rows, cols = mat.shape
+    if rows != cols or rows == 0:
+        raise InputError(field, f"must be square and non-empty, got shape {mat.shape}")
+    return mat
+
+
+class StoredMatrix:
+    """A matrix in the array store, by reference (``Client.store_matrix``): uploaded once,
+    usable by any number of systems, including ``alpha * I + beta * A`` forms. Carries what
+    submit-time checks need (size, diagonal range, symmetry) so they need not fetch it."""
+
+    def __init__(self, ref: dict[str, Any]) -> None:
+        self.ref = ref
+        self.n = int(ref["shape"][0])
+
+    @staticmethod
+    def describe(A: sp.csr_matrix) -> dict[str, Any]:
+        d = A.diagonal()
+        asym = abs(A - A.T)
+        scale = float(np.abs(A.data).max()) if A.nnz else 1.0
+        return {
+            "nnz": int(A.nnz),
+            "diag_min": float(d.min()),
+            "diag_max": float(d.max()),
+            "symmetric": bool(asym.nnz == 0 or float(asym.max()) <= 1e-12 * scale),
+        }
+
+    def __repr__(self) -> str:
+        return f"StoredMatrix({self.ref['sha256'][:12]}..., n={self.n})"
+
+
+Put = Callable[[str, Any], dict[str, Any]]
+
+
 class LinearSystem:
     """A system ``A x = b`` to be solved by a worker.
 
     ``LinearSystem(A, b)`` takes a scipy sparse matrix or a dense 2-D array and a 1-D right-hand
-    side; ``LinearSystem.laplace2d(m, shift, seed)`` is a spec the worker expands locally, so
-    only four numbers travel. Validation happens here, at construction.
+    side: a small one travels inside the message, a large one (over ``BANDITQ_INLINE_BYTES``)
+    goes to the array store at submit time and the message carries references.
+    ``LinearSystem.affine(A, b, alpha, beta)`` is ``alpha * I + beta * A`` of a stored matrix
+    (a time step changes two numbers, not the matrix). ``LinearSystem.generate(...)`` is a
+    spec the worker expands locally. Validation happens here, at construction.
     """
 
+    _spec: dict[str, Any]
+    _A: sp.csr_matrix | StoredMatrix | None
+    _b: np.ndarray | None
+
     def __init__(self, A: Any, b: Any) -> None:
-        if sp.issparse(A):
-            mat = sp.csr_matrix(A)
-        else:
-            arr = np.asarray(A)
-            if arr.dtype == object or arr.dtype.kind in "cSUVO":
-                raise InputError("system.A", f"must be real, got dtype {arr.dtype}")
-            if arr.ndim != 2:
-                raise InputError("system.A", f"must be 2-D, got shape {arr.shape}")
-            mat = sp.csr_matrix(arr)
-        if mat.dtype.kind == "c":
-            raise InputError("system.A", "must be real, got a complex matrix")
-        rows, cols = mat.shape
-        if rows != cols or rows == 0:
-            raise InputError("system.A", f"must be square and non-empty, got shape {mat.shape}")
+        mat = _matrix(A)
+        rows = mat.shape[0]
         A_ok, b_ok = validate_csr(
             rows, mat.indptr, mat.indices, mat.data, b if b is not None else [], "system"
         )
-        self._spec: dict[str, Any] = {
-            "n": rows,
-            "indptr": A_ok.indptr.tolist(),
-            "indices": A_ok.indices.tolist(),
-            "data": A_ok.data.tolist(),
-            "b": b_ok.tolist(),
-        }
+        self._A, self._b, self._spec = A_ok, b_ok, {}
+        self._alpha, self._beta = 0.0, 1.0
         self.n = rows
+
+    @classmethod
+    def affine(
+        cls, A: StoredMatrix | Any, b: Any, alpha: float = 0.0, beta: float = 1.0
+    ) -> LinearSystem:
+        """``(alpha * I + beta * A) x = b``; ``A`` a :class:`StoredMatrix` (uploaded once) or
+        a matrix (uploaded at the first submit, stored once however often it is used)."""
+        for name, v in (("alpha", alpha), ("beta", beta)):
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise InputError(f"system.{name}", f"must be a finite number, got {v!r}")
+        self = cls.__new__(cls)
+        if isinstance(A, StoredMatrix):
+            meta = A.ref
+            self._A, self.n = A, A.n
+        else:
+            mat = _matrix(A)
+            self._A, self.n = mat, mat.shape[0]
+            meta = StoredMatrix.describe(mat)
+        lo = alpha + beta * (meta["diag_min"] if beta >= 0 else meta["diag_max"])
+        if not lo > 0:
+            raise InputError(
+                "system.alpha",
+                f"alpha + beta * diagonal must be positive; its smallest entry is {lo:.4g}",
+            )
+        rhs = np.asarray(b, dtype=np.float64).ravel()
+        if rhs.size != self.n or not np.all(np.isfinite(rhs)):
+            raise InputError("system.b", f"must be {self.n} finite numbers")
+        self._b, self._spec = rhs, {}
+        self._alpha, self._beta = float(alpha), float(beta)
+        return self
 
     @classmethod
     def laplace2d(cls, m: int, shift: float = 0.0, seed: int = 0) -> LinearSystem:
@@ -151,6 +281,7 @@ class LinearSystem:
         positive definite at any size); ``seed`` draws the right-hand side."""
         self = cls.__new__(cls)
         self._spec = validate_generator({"generator": generator, "m": m, "seed": seed, **params})
+        self._A, self._b = None, None
         self.n = m ** generators.DIMS.get(generator, 2)
         return self
 
@@ -159,17 +290,58 @@ class LinearSystem:
         if "generator" in spec:
             self = cls.__new__(cls)
             self._spec = validate_generator(spec)
+            self._A, self._b = None, None
             self.n = int(self._spec["m"]) ** generators.DIMS.get(self._spec["generator"], 2)
             return self
         A, b = build_system(spec)
         return cls(A, b)
 
-    def to_spec(self) -> dict[str, Any]:
-        return dict(self._spec)
+    def _inline_estimate(self) -> int:
+        """Bytes of the inline JSON form (an estimate: ~24 B per number)."""
+        if isinstance(self._A, sp.csr_matrix) and self._alpha == 0.0 and self._beta == 1.0:
+            return 24 * (2 * self._A.nnz + 2 * self.n)
+        return 1 << 62  # affine forms always travel by reference
+
+    def to_spec(self, put: Put | None = None, inline_bytes: int = 64 * 1024) -> dict[str, Any]:
+        """The wire spec: generator and small systems inline; larger ones stored with
+        ``put(kind, array) -> ref`` (without ``put``, inline whatever the size)."""
+        if self._spec:
+            return dict(self._spec)
+        if put is None or self._inline_estimate() <= inline_bytes:
+            if not isinstance(self._A, sp.csr_matrix) or self._alpha != 0.0 or self._beta != 1.0:
+                raise InputError("system", "an affine or stored system needs the array store")
+            A, b = self._A, self._b
+            assert b is not None
+            return {
+                "n": self.n,
+                "indptr": A.indptr.tolist(),
+                "indices": A.indices.tolist(),
+                "data": A.data.tolist(),
+                "b": b.tolist(),
+            }
+        if not isinstance(self._A, StoredMatrix):
+            ref = put("csr", self._A)
+            self._A = StoredMatrix({**ref, **StoredMatrix.describe(self._A)})
+        return {
+            "stored": {
+                "A": self._A.ref,
+                "b": put("vector", self._b),
+                "alpha": self._alpha,
+                "beta": self._beta,
+            }
+        }
 
     def build(self) -> tuple[sp.csr_matrix, np.ndarray]:
-        return build_system(self._spec)
+        if self._spec:
+            return build_system(self._spec)
+        if isinstance(self._A, StoredMatrix):
+            raise InputError("system", "a stored matrix is built on the worker")
+        assert self._A is not None and self._b is not None
+        A = self._A * self._beta
+        if self._alpha:
+            A = (A + self._alpha * sp.identity(self.n, format="csr")).tocsr()
+        return A, self._b
 
     def __repr__(self) -> str:
-        kind = self._spec.get("generator", "csr")
+        kind = self._spec.get("generator", "csr") if self._spec else "matrix"
         return f"LinearSystem({kind}, n={self.n})"

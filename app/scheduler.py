@@ -27,7 +27,7 @@ import kombu
 import numpy as np
 import sqlalchemy
 from kombu.message import Message
-from sqlalchemy import Engine, event, func, select, update
+from sqlalchemy import Engine, event, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from app.bulk import BulkWriter
@@ -38,8 +38,9 @@ from app.locks import SchedulerLock
 from app.metrics import Metrics
 from app.policies.base import Decision
 from app.runtime import OPEN_STATES, CampaignRuntime, load_runtime
-from models import Campaign, Instance, PolicySnapshot, Result, Trial
+from models import BlobRef, Campaign, Instance, PolicySnapshot, Result, Trial
 from tasks.messages import (
+    NOTIFY_CHANNEL,
     PROTOCOL,
     RUN_LONG_TRIAL_TASK,
     RUN_TRIAL_TASK,
@@ -48,6 +49,7 @@ from tasks.messages import (
     results_queue,
 )
 from tasks.publish import TaskPublisher
+from tasks.store.blobs import refs_in
 
 log = logging.getLogger("banditq.scheduler")
 
@@ -460,6 +462,7 @@ class Scheduler:
         result_ids = self.bulk.record_results(
             session, new_results, trial_updates, instance_updates, per_campaign
         )
+        self._link_blobs(session, result_ids, new_results)
         # Apply in result-id order: the same order a restart replays them in.
         ok_ids = [rid for rid, r in zip(result_ids, new_results, strict=True) if r["applied"]]
         in_order = sorted(zip(ok_ids, applied, strict=True), key=lambda pair: pair[0])
@@ -481,6 +484,23 @@ class Scheduler:
         self.metrics.inc("results", len(new_results))
         self.metrics.inc("failures", sum(1 for r in new_results if r["status"] == "failed"))
         return len(new_results)
+
+    def _link_blobs(
+        self, session: Session, result_ids: list[int], results: list[dict[str, Any]]
+    ) -> None:
+        """Stored arrays a result refers to (a solution) are kept by ``store gc``."""
+        links = [
+            {
+                "sha256": ref["sha256"],
+                "nbytes": int(ref.get("nbytes", 0)),
+                "campaign_id": r["campaign_id"],
+                "result_id": rid,
+            }
+            for rid, r in zip(result_ids, results, strict=True)
+            for ref in refs_in(r["outputs"])
+        ]
+        if links:
+            session.execute(insert(BlobRef), links)
 
     def _quarantine(
         self, session: Session, rt: CampaignRuntime, result_id: int, exc: Exception
@@ -816,6 +836,11 @@ class Scheduler:
                     session.execute(
                         update(Instance).where(Instance.id == e.instance_id).values(status="failed")
                     )
+                    if self.bulk.pg:  # waiting clients wake up (see Campaign.wait)
+                        session.execute(
+                            text("SELECT pg_notify(:c, :i)"),
+                            {"c": NOTIFY_CHANNEL, "i": str(e.instance_id)},
+                        )
                     rt.in_flight = max(0, rt.in_flight - 1)
                     rt.maybe_pending = True
                     self.metrics.inc("failures")

@@ -3,10 +3,13 @@
 from models.base import Base, utcnow
 from models.tables import (
     Arm,
+    BlobRef,
     Campaign,
     Instance,
     PolicySnapshot,
     Result,
+    StoreBlob,
+    StoreChunk,
     Trial,
     WorkerRow,
 )
@@ -14,10 +17,13 @@ from models.tables import (
 __all__ = [
     "Arm",
     "Base",
+    "BlobRef",
     "Campaign",
     "Instance",
     "PolicySnapshot",
     "Result",
+    "StoreBlob",
+    "StoreChunk",
     "Trial",
     "WorkerRow",
     "utcnow",

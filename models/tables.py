@@ -10,12 +10,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -175,3 +177,44 @@ class WorkerRow(Base):
     profile: Mapped[dict[str, Any]] = mapped_column()
     started_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(TS, default=utcnow, index=True)
+
+
+class StoreBlob(Base):
+    """A blob of the PostgreSQL array store (its bytes in ``store_chunks``)."""
+
+    __tablename__ = "store_blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nbytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
+class StoreChunk(Base):
+    __tablename__ = "store_chunks"
+
+    sha256: Mapped[str] = mapped_column(
+        ForeignKey("store_blobs.sha256", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class BlobRef(Base):
+    """A campaign's use of a stored blob (an instance's matrix, right-hand side or initial
+    guess; a result's solution), whichever store holds it: ``banditq store gc`` keeps every
+    blob referred to here, and ``store stats`` sums ``nbytes`` per campaign."""
+
+    __tablename__ = "blob_refs"
+    __table_args__ = (Index("ix_blob_refs_sha256", "sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    nbytes: Mapped[int] = mapped_column(BigInteger)
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), index=True
+    )
+    instance_id: Mapped[int | None] = mapped_column(
+        ForeignKey("instances.id", ondelete="CASCADE"), index=True
+    )
+    result_id: Mapped[int | None] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)

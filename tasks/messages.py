@@ -19,6 +19,10 @@ RUN_LONG_TRIAL_TASK = "banditq.run_long_trial"
 #: Protocol version carried in every message; a scheduler refuses versions it does not know.
 PROTOCOL = 1
 
+#: PostgreSQL channel the scheduler NOTIFYs (payload: the instance id) in the transaction
+#: that finishes an instance; clients waiting on instances LISTEN to it.
+NOTIFY_CHANNEL = "banditq_done"
+
 
 def _direct(name: str, queue_type: str = "classic") -> Queue:
     args = {"x-queue-type": "quorum"} if queue_type == "quorum" else None

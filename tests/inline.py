@@ -24,6 +24,9 @@ class FakeMessage:
 class InlineScheduler(Scheduler):
     def __init__(self, settings: Settings, **kw: Any) -> None:
         super().__init__(settings, **kw)
+        from tasks.store.open import configure
+
+        configure(settings)  # trials executed in this process use the test's array store
         self.published: list[dict[str, Any]] = []
         #: the next N calls of ``_send`` fail as a broker outage would (nothing sent)
         self.fail_sends = 0

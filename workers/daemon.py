@@ -118,6 +118,9 @@ def run_worker(
     profile = worker_profile(gpus)
     cls = device_class(profile)
     app = make_celery(settings, (cls,))
+    from tasks.store.open import configure
+
+    configure(settings)  # the array store, opened in each pool process on first use
     if metrics_port:
         # Created before the pool forks: every pool process adds to the same counters.
         install_metrics().serve(metrics_port)

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from app.errors import InputError
-from app.linsys import build_system, validate_generator
+from app.linsys import build_system, validate_generator, validate_stored
 from tasks.kinds.base import Outcome
 from tasks.solvers.generators import DIMS
+from tasks.store.blobs import is_ref
 
 MAX_ITERS_LIMIT = 10_000_000
 ORDERINGS = ("natural", "multicolor")
@@ -64,6 +65,11 @@ def validate_solver_spec(spec: dict[str, Any], require_spd: bool = False) -> dic
         # A few numbers: checked, not built (the worker builds it, once per process).
         system = validate_generator(system, "system")
         n = int(system["m"]) ** DIMS.get(system["generator"], 2)
+    elif isinstance(system, dict) and "stored" in system:
+        system = validate_stored(system, "system")
+        n = int(system["stored"]["A"]["shape"][0])
+        if require_spd and system["stored"]["A"].get("symmetric") is False:
+            raise InputError("system.A", "must be symmetric for conjugate gradients")
     else:
         A, _b = build_system(system if isinstance(system, dict) else {}, "system")
         n = A.shape[0]
@@ -78,7 +84,11 @@ def validate_solver_spec(spec: dict[str, Any], require_spd: bool = False) -> dic
         "max_iters": max_iters,
         "return_solution": bool(spec.get("return_solution", False)),
     }
-    if spec.get("x0") is not None:
+    if is_ref(spec.get("x0")):
+        if spec["x0"]["kind"] != "vector" or list(spec["x0"]["shape"]) != [n]:
+            raise InputError("x0", f"must refer to a stored vector of length {n}")
+        out["x0"] = spec["x0"]
+    elif spec.get("x0") is not None:
         x0 = np.asarray(spec["x0"])
         if x0.dtype.kind not in "iuf" or x0.ndim != 1 or x0.size != n:
             raise InputError("x0", f"must be a list of {n} numbers")
@@ -120,6 +130,33 @@ def prepared(spec: dict[str, Any]) -> tuple[Any, np.ndarray, bool, float]:
     return P, b, hit, time.perf_counter() - t0
 
 
+def initial_guess(spec: dict[str, Any]) -> np.ndarray | None:
+    """The spec's x0: inline numbers, or a stored vector fetched through the host cache."""
+    x0 = spec.get("x0")
+    if x0 is None:
+        return None
+    if is_ref(x0):
+        from tasks.store.blobs import decode
+        from tasks.store.open import current
+
+        store, cache = current()
+        return np.asarray(
+            decode("vector", cache.get(x0["sha256"], lambda: store.get(x0["sha256"])))
+        )
+    return np.asarray(x0, dtype=np.float64)
+
+
+def store_solution(x: np.ndarray) -> dict[str, Any]:
+    """Write x to the array store; its reference is what the result carries."""
+    from tasks.store.blobs import vector_ref
+    from tasks.store.open import current
+
+    store, _cache = current()
+    ref, data = vector_ref(x)
+    store.put(data)
+    return ref
+
+
 def outcome(res: Any, spec: dict[str, Any], P: Any, setup_s: float, hit: bool) -> Outcome:
     """A non-converged run costs the cap: the policy must learn to avoid it."""
     cost = float(res.iterations if res.converged else spec["max_iters"])
@@ -141,5 +178,5 @@ def outcome(res: Any, spec: dict[str, Any], P: Any, setup_s: float, hit: bool) -
         residual=res.residual if math.isfinite(res.residual) else None,
         device=res.device,
         metrics=metrics,
-        outputs={"x": res.x.tolist()} if spec["return_solution"] else None,
+        outputs={"x": store_solution(res.x)} if spec["return_solution"] else None,
     )

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from tasks.kinds.base import Outcome, TrialKind
 from tasks.kinds.linear import (
     ORDERINGS,
     campaign_options,
     check_omega,
+    initial_guess,
     outcome,
     prepared,
     validate_omega_arms,
@@ -49,7 +48,7 @@ class SorKind(TrialKind):
         omega = check_omega(arm.get("omega"), "arm.omega")
         opts = options or {}
         P, b, hit, setup = prepared(spec)
-        x0 = np.asarray(spec["x0"]) if "x0" in spec else None
+        x0 = initial_guess(spec)
         if opts.get("ordering", "natural") == "multicolor":
             from tasks.solvers.multicolor import multicolor_sor
 

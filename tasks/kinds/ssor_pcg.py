@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from tasks.kinds.base import Outcome, TrialKind
 from tasks.kinds.linear import (
     campaign_options,
     check_omega,
+    initial_guess,
     outcome,
     prepared,
     validate_omega_arms,
@@ -43,6 +42,6 @@ class SsorPcgKind(TrialKind):
         spec = self.validate_spec(spec)
         omega = check_omega(arm.get("omega"), "arm.omega")
         P, b, hit, setup = prepared(spec)
-        x0 = np.asarray(spec["x0"]) if "x0" in spec else None
+        x0 = initial_guess(spec)
         res = ssor_pcg(P, b, omega, spec["tol"], spec["max_iters"], x0)
         return outcome(res, spec, P, setup, hit)

@@ -1,0 +1,67 @@
+"""The store interface: put bytes under their hash, get them back checked."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
+
+from tasks.store.blobs import BlobError, digest
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    sha256: str
+    nbytes: int
+    created_at: datetime
+
+
+class ArrayStore(ABC):
+    """Immutable, content-addressed blobs. Thread-safety: one store object per thread or
+    process (backends hold connections); blobs themselves are safe to share."""
+
+    #: where it lives, credentials masked (for errors and ``store stats``)
+    location: str = ""
+
+    @abstractmethod
+    def _write(self, sha256: str, data: bytes) -> None:
+        """Store ``data`` under ``sha256`` atomically (all or nothing), if not present."""
+
+    @abstractmethod
+    def _read(self, sha256: str) -> bytes | None:
+        """The stored bytes, or None when there is no such blob."""
+
+    @abstractmethod
+    def exists(self, sha256: str) -> bool: ...
+
+    @abstractmethod
+    def blobs(self) -> list[BlobInfo]: ...
+
+    @abstractmethod
+    def delete(self, hashes: list[str]) -> int:
+        """Remove these blobs (absent ones are ignored); returns how many were removed."""
+
+    def put(self, data: bytes) -> str:
+        """Store ``data`` (idempotent: the same bytes are stored once); returns its hash."""
+        h = digest(data)
+        if not self.exists(h):
+            self._write(h, data)
+        return h
+
+    def get(self, sha256: str) -> bytes:
+        """The blob's bytes, checked against its hash (``BlobError`` if missing or corrupt)."""
+        data = self._read(sha256)
+        if data is None:
+            raise BlobError(
+                f"blob {sha256[:12]}... is not in the store at {self.location}; it was never "
+                "uploaded there or was garbage-collected (resubmit the instance)"
+            )
+        if digest(data) != sha256:
+            raise BlobError(
+                f"blob {sha256[:12]}... in the store at {self.location} is corrupt: its bytes "
+                "do not match its hash (refused; re-upload it or restore the store)"
+            )
+        return data
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

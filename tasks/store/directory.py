@@ -1,0 +1,79 @@
+"""Blobs as files under a directory: ``<root>/<2 hex>/<sha256>``.
+
+A write goes to a temporary file in ``<root>/tmp`` (same filesystem), is flushed to disk and
+renamed into place, so a crash or a full disk never leaves a half blob under a valid name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tasks.store.base import ArrayStore, BlobInfo
+from tasks.store.blobs import HASH_RE, BlobError
+
+
+class DirectoryStore(ArrayStore):
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.location = str(self.root)
+
+    def _path(self, sha256: str) -> Path:
+        if not HASH_RE.match(sha256):
+            raise BlobError(f"not a sha256 hash: {sha256!r}")
+        return self.root / sha256[:2] / sha256
+
+    def _write(self, sha256: str, data: bytes) -> None:
+        final = self._path(sha256)
+        tmp_dir = self.root / "tmp"
+        try:
+            tmp_dir.mkdir(parents=True, exist_ok=True)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=sha256[:12])
+        except OSError as exc:
+            raise BlobError(f"cannot write to the store at {self.root}: {exc}") from exc
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise BlobError(f"cannot write to the store at {self.root}: {exc}") from exc
+
+    def _read(self, sha256: str) -> bytes | None:
+        try:
+            return self._path(sha256).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def exists(self, sha256: str) -> bool:
+        return self._path(sha256).is_file()
+
+    def blobs(self) -> list[BlobInfo]:
+        out: list[BlobInfo] = []
+        if not self.root.is_dir():
+            return out
+        for sub in self.root.iterdir():
+            if len(sub.name) != 2 or not sub.is_dir():
+                continue
+            for f in sub.iterdir():
+                if HASH_RE.match(f.name):
+                    st = f.stat()
+                    out.append(
+                        BlobInfo(f.name, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+                    )
+        return out
+
+    def delete(self, hashes: list[str]) -> int:
+        n = 0
+        for h in hashes:
+            with contextlib.suppress(FileNotFoundError):
+                self._path(h).unlink()
+                n += 1
+        return n

@@ -1,0 +1,61 @@
+"""Which store a process uses (``BANDITQ_STORE_URL``) and this process's handle on it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tasks.store.base import ArrayStore
+
+if TYPE_CHECKING:
+    from app.config import Settings
+
+
+def store_location(settings: Settings) -> str:
+    """``BANDITQ_STORE_URL``; by default the database when it is PostgreSQL, else a
+    directory under ``BANDITQ_HOME``."""
+    if settings.store_url:
+        return settings.store_url
+    if settings.database_url.startswith("postgresql"):
+        return settings.database_url
+    return f"file://{settings.home / 'store'}"
+
+
+def open_store(settings: Settings) -> ArrayStore:
+    url = store_location(settings)
+    if url.startswith("postgresql"):
+        from app.config import redact_url
+        from app.db import make_engine
+        from tasks.store.postgres import PostgresStore
+
+        return PostgresStore(make_engine(url, pool_size=2, max_overflow=2), redact_url(url))
+    from tasks.store.directory import DirectoryStore
+
+    return DirectoryStore(Path(url.removeprefix("file://")))
+
+
+_CURRENT: dict[str, Any] = {}
+
+
+def configure(settings: Settings) -> None:
+    """Make ``settings`` this process's store configuration (workers call it at start-up;
+    the store itself opens on first use, in each pool process)."""
+    _CURRENT.clear()
+    _CURRENT["settings"] = settings
+
+
+def current() -> tuple[ArrayStore, Any]:
+    """(store, host cache) of this process, opened lazily (a forked child opens its own)."""
+    from app.config import Settings
+    from tasks.store.hostcache import HostCache
+
+    if _CURRENT.get("pid") != os.getpid():
+        settings = _CURRENT.get("settings") or Settings.from_env()
+        _CURRENT.update(
+            pid=os.getpid(),
+            store=open_store(settings),
+            cache=HostCache(settings.home / "worker-cache", settings.worker_cache_bytes),
+            settings=settings,
+        )
+    return _CURRENT["store"], _CURRENT["cache"]
