@@ -145,3 +145,30 @@ def test_bad_cli_input_is_a_clear_error(
     assert out.returncode == 2, (label, out.stderr[-500:])
     assert message in out.stderr, (label, out.stderr[-500:])
     assert "Traceback" not in out.stderr
+
+
+def test_store_stats_and_gc_on_the_embedded_default(tmp_path: Path) -> None:
+    import numpy as np
+
+    from app.client import Client
+    from app.config import Settings
+    from app.linsys import LinearSystem
+    from tasks.solvers.generators import build, validate
+    from tasks.store.blobs import vector_ref
+
+    settings = Settings(home=tmp_path / ".banditq", inline_bytes=1024)
+    client = Client(settings=settings)
+    camp = client.create_campaign("stored", "sor", {"omega": [1.5]})
+    A, b = build(validate({"generator": "laplace2d", "m": 20}))
+    camp.submit(LinearSystem(A, b), {})
+    client.store.put(vector_ref(np.arange(50.0))[1])  # an orphan
+    client.close()
+    out = banditq("store", "stats", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = {r["campaign"]: r for r in json.loads(out.stdout)}
+    assert rows["stored"]["blobs"] == 2 and rows["(unreferenced)"]["blobs"] == 1
+    out = banditq("store", "gc", "--older-than", "0s", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["removed"] == 1
+    bad = banditq("store", "gc", "--older-than", "soon", cwd=tmp_path)
+    assert bad.returncode == 2 and "--older-than" in bad.stderr
