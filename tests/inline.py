@@ -95,3 +95,28 @@ def statements_per_step(
         if len(counts) < 2 and done >= marks[len(counts)]:
             counts.append(statements[0])
     return counts
+
+
+class serving:  # noqa: N801 - used as a context manager
+    """Run an inline scheduler on a background thread (trials executed there) while the test
+    blocks in ``solve``/``embed``/``wait``."""
+
+    def __init__(self, settings: Settings) -> None:
+        import threading
+
+        self.scheduler = InlineScheduler(settings)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.scheduler.run_until_idle()
+            self._stop.wait(0.01)
+
+    def __enter__(self) -> InlineScheduler:
+        self._thread.start()
+        return self.scheduler
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)

@@ -31,7 +31,7 @@ from tasks.store.blobs import BlobError, csr_ref, decode, digest, encode_csr, ve
 from tasks.store.hostcache import HostCache
 from tasks.store.open import open_store
 from tests.conftest import drop_pg_database, fresh_pg_database, pg_url_of
-from tests.inline import InlineScheduler
+from tests.inline import InlineScheduler, serving
 
 
 @pytest.fixture(params=["directory", "postgresql"])
@@ -178,30 +178,15 @@ def test_large_systems_travel_by_reference_and_are_stored_once(settings: Setting
 def test_solve_returns_the_solution_by_reference_and_warm_starts_from_it(
     settings: Settings,
 ) -> None:
-    import threading
-
     client = Client(settings=settings)
     camp = client.create_campaign("heat", "ssor-pcg", {"omega": [1.5]})
     A, b = _big(30)
     handle = client.store_matrix(A)
-    sch = InlineScheduler(settings)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            sch.run_until_idle()
-            stop.wait(0.01)
-
-    th = threading.Thread(target=serve, daemon=True)
-    th.start()
-    try:
+    with serving(settings):
         first = camp.solve(LinearSystem.affine(handle, b, alpha=1.0, beta=0.5), {}, timeout=60)
         again = camp.solve(
             LinearSystem.affine(handle, b, alpha=1.0, beta=0.5), {}, x0=first, timeout=60
         )
-    finally:
-        stop.set()
-        th.join(30)
     M = sp.identity(A.shape[0]) + 0.5 * A
     np.testing.assert_allclose(first.x, spla.spsolve(M.tocsc(), b), rtol=1e-6, atol=1e-8)
     assert first.x_ref is not None and first.x_ref["kind"] == "vector"

@@ -15,7 +15,7 @@ from app.errors import InputError
 from models import Arm, Campaign, Instance
 from tasks.kinds.inference import InferenceKind
 from tasks.kinds.inference_models import DEFAULT_MODEL, load_bundle, variant
-from tests.inline import InlineScheduler
+from tests.inline import InlineScheduler, serving
 
 TEXTS = [f"sentence number {i} about heat flow in a sparse grid " * (1 + i % 3) for i in range(6)]
 TINY = "tests.tiny_bundle:factory"
@@ -286,27 +286,12 @@ def test_outputs_equal_a_plain_fp32_run_within_the_floor(embedded_settings: Sett
 
 
 def test_embed_blocks_and_returns_the_batchs_embeddings(embedded_settings: Settings) -> None:
-    import threading
-
     client = Client(settings=embedded_settings)
     camp = client.create_inference_campaign(
         "embed-call", arms=_arms(), quality_floor=0.99, device="cpu"
     )
-    sched = InlineScheduler(embedded_settings)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            sched.run_until_idle()
-            stop.wait(0.05)
-
-    th = threading.Thread(target=serve, daemon=True)
-    th.start()
-    try:
+    with serving(embedded_settings):
         out = camp.embed(TEXTS[:3], max_length=32, timeout=120)
-    finally:
-        stop.set()
-        th.join(30)
     assert out.shape == (3, 384)
     assert _cosines(out, _fp32_reference(TEXTS[:3], 32)).mean() >= 0.99
     with pytest.raises(InputError, match="return_outputs"):
