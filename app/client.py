@@ -132,7 +132,7 @@ class Client:
         )
         self.engine = db.make_engine(self.settings.database_url)
         self.Session = db.session_factory(self.engine)
-        self._conn: kombu.Connection | None = None
+        self._waker: Any = None
         self._store: Any = None
         self._listen: Any = None
         #: (kind, id(array)) -> (array, ref): an array submitted again is not re-uploaded
@@ -158,9 +158,9 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.release()
-            self._conn = None
+        if self._waker is not None:
+            self._waker.close()
+            self._waker = None
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -398,24 +398,22 @@ class Client:
 
     # ------------------------------------------------------------------ broker
     def _wake(self, name: str) -> None:
-        """Tell the scheduler there is work; if the broker is down its sweep finds it anyway."""
+        """Tell the scheduler there is work; if the broker is down its sweep finds it anyway.
+        Published on a channel held open (declared once): a wake-up costs no round trip of
+        its own beyond the publish."""
+        from tasks.channel import ChannelPublisher
+
         try:
-            if self._conn is None:
-                self._conn = kombu.Connection(
-                    self.settings.broker_url,
-                    transport_options=self.settings.broker_transport_options(),
+            if self._waker is None:
+                self._waker = ChannelPublisher(
+                    lambda: kombu.Connection(
+                        self.settings.broker_url,
+                        transport_options=self.settings.broker_transport_options(),
+                    ),
+                    events_queue(self.settings.queue, self.settings.queue_type),
+                    max_retries=2,
                 )
-            q = events_queue(self.settings.queue, self.settings.queue_type)
-            with self._conn.Producer() as producer:
-                producer.publish(
-                    {"v": PROTOCOL, "type": "wake", "campaign": name},
-                    exchange=q.exchange,
-                    routing_key=q.routing_key,
-                    declare=[q],
-                    serializer="json",
-                    retry=True,
-                    retry_policy={"max_retries": 2},
-                )
+            self._waker.publish(json.dumps({"v": PROTOCOL, "type": "wake", "campaign": name}))
         except Exception as exc:
             log.warning("could not notify the scheduler (%s); its sweep will pick it up", exc)
 
@@ -427,6 +425,7 @@ class Campaign:
         self.client = client
         self.id = campaign_id
         self.name = name
+        self._cached: CampaignRow | None = None
 
     def __repr__(self) -> str:
         return f"Campaign({self.name!r})"
@@ -480,9 +479,7 @@ class Campaign:
     def submit_many(self, items: Iterable[tuple[Any, Mapping[str, Any]]], **spec: Any) -> list[int]:
         """Queue many instances in one transaction (all or none)."""
         with self.client.Session() as s, s.begin():
-            row = self._row(s)
-            if row.status != "active":
-                raise InputError("campaign", f"campaign {self.name!r} is {row.status}")
+            row = self._meta(s)
             features = list(row.context_features)
             prepared = []
             for i, (system, context) in enumerate(items):
@@ -492,6 +489,14 @@ class Campaign:
             ids = self._insert(s, prepared)
         self.client._wake(self.name)
         return ids
+
+    def _meta(self, s: Any) -> CampaignRow:
+        """The campaign's row as created (kind, features, settings never change), read once
+        per handle; the status is checked when sequence numbers are reserved."""
+        if self._cached is None:
+            self._cached = self._row(s)
+            s.expunge(self._cached)
+        return self._cached
 
     def submit_texts(
         self,
@@ -528,13 +533,24 @@ class Campaign:
         """Insert validated (context, spec) pairs with consecutive sequence numbers."""
         if not prepared:
             return []
-        # Lock the campaign row so concurrent submitters get distinct sequence numbers.
-        base = (
-            s.scalar(
-                select(CampaignRow.n_instances).where(CampaignRow.id == self.id).with_for_update()
-            )
-            or 0
+        # Reserve consecutive sequence numbers (the row lock serializes concurrent
+        # submitters) and check the campaign still takes instances, in one round trip.
+        end = s.scalar(
+            update(CampaignRow)
+            .where(CampaignRow.id == self.id, CampaignRow.status == "active")
+            .values(n_instances=CampaignRow.n_instances + len(prepared))
+            .returning(CampaignRow.n_instances)
         )
+        if end is None:
+            with self.client.Session() as s2:
+                state = s2.scalar(select(CampaignRow.status).where(CampaignRow.id == self.id))
+            raise InputError(
+                "campaign",
+                f"campaign {self.name!r} was deleted"
+                if state is None
+                else f"campaign {self.name!r} is {state}",
+            )
+        base = int(end) - len(prepared)
         rows = [
             {
                 "campaign_id": self.id,
@@ -552,11 +568,6 @@ class Campaign:
                 ),
                 rows,
             )
-        )
-        s.execute(
-            update(CampaignRow)
-            .where(CampaignRow.id == self.id)
-            .values(n_instances=base + len(rows))
         )
         from tasks.store.blobs import refs_in
 
@@ -632,7 +643,8 @@ class Campaign:
                     self.client._await_notify(min(left, 1.0))
                 else:
                     time.sleep(delay)
-                    delay = min(delay * 1.5, 0.5)
+                    # one instance (solve, embed) is expected soon: poll briskly
+                    delay = min(delay * 1.5, 0.02 if instance_ids is not None else 0.5)
         finally:
             if bar is not None:
                 bar.close()
@@ -666,19 +678,33 @@ class Campaign:
         return self._solution(iid, timeout)
 
     def _solution(self, iid: int, timeout: float | None) -> Solution:
-        self.wait(timeout=timeout, instance_ids=[iid])
-        with self.client.engine.connect() as conn:
-            row = conn.execute(
-                text(
-                    "SELECT t.id, t.state, r.iterations, r.converged, r.residual, r.latency_ms, "
-                    "r.outputs, a.value, r.error FROM trials t JOIN arms a ON a.id = t.arm_id "
-                    "LEFT JOIN results r ON r.trial_id = t.id AND r.attempt = t.attempt "
-                    "WHERE t.instance_id = :i ORDER BY t.id DESC"
-                ),
-                {"i": iid},
-            ).first()
-        if row is None:
-            raise RuntimeError(f"instance {iid} finished without a trial")
+        """Wait for one instance and read its result: one query per wake-up (the instance's
+        final trial and result, or nothing yet)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        listener = self.client._listener()
+        delay = 0.005
+        while True:
+            with self.client.engine.connect() as conn:
+                row = conn.execute(
+                    text(
+                        "SELECT t.id, t.state, r.iterations, r.converged, r.residual, "
+                        "r.latency_ms, r.outputs, a.value, r.error FROM instances i "
+                        "JOIN trials t ON t.instance_id = i.id JOIN arms a ON a.id = t.arm_id "
+                        "LEFT JOIN results r ON r.trial_id = t.id AND r.attempt = t.attempt "
+                        "WHERE i.id = :i AND i.status IN ('done', 'failed') ORDER BY t.id DESC"
+                    ),
+                    {"i": iid},
+                ).first()
+            if row is not None:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                self.wait(timeout=0, instance_ids=[iid])  # raises the TimeoutError with advice
+            if listener is not None:
+                left = 1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+                self.client._await_notify(min(left, 1.0))
+            else:
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.02)
         outputs, arm = _json(row[6]) or {}, _json(row[7])
         if row[1] != "succeeded":
             raise RuntimeError(f"trial {row[0]} {row[1]}: {row[8]}")

@@ -174,7 +174,7 @@ class Settings:
                 "control_folder": str(folder / "control"),
                 "processed_folder": str(folder / "processed"),
                 # Virtual transports poll their store; keep the wake-up latency low.
-                "polling_interval": 0.02,
+                "polling_interval": 0.005,
             }
         confirms = self.publish_confirms or self.queue_type == "quorum"
         if self.broker_url.startswith(("amqp", "pyamqp")) and confirms:

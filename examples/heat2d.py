@@ -1,0 +1,220 @@
+"""The paper's third experiment through the service: a 2-D heat equation whose every
+Crank-Nicolson step is one ``camp.solve`` of the ``ssor-pcg`` kind, omega chosen per step.
+
+u_t = c(t) (u_xx + u_yy) + f on the unit square (zero on the boundary), m x m interior points,
+h = 1/(m+1), diffusivity c(t) = max(0.1 sin(2 pi t), -10 sin(2 pi t)) in [0, 10], dt = 1e-3,
+f a Gaussian bump moving on a circle. Each step solves (I + dt/2 c L) u' = (I - dt/2 c L) u +
+dt f with L the 5-point Laplacian / h^2: the operator is ``LinearSystem.affine(L, b, 1,
+dt c / 2)`` of L stored once, the right-hand side goes to the array store, the initial guess is
+the previous step's solution by reference, and the context is c(t).
+
+Reported against each fixed omega in {1, 1.3, 1.5, 1.75, 1.95} and unpreconditioned CG (the
+same simulation run locally with the kernel layer) and the per-step best omega found offline
+(golden-section search, 12 evaluations, on a subsample of steps), plus the share of wall
+time that is control plane. Runs a local scheduler and worker on the embedded default (or on
+BANDITQ_DATABASE_URL / BANDITQ_BROKER_URL with --no-cluster and your own). Last line: JSON.
+
+    python examples/heat2d.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.client import Client  # noqa: E402
+from app.config import Settings  # noqa: E402
+from app.linsys import LinearSystem  # noqa: E402
+from app.local import LocalCluster  # noqa: E402
+from tasks.solvers.csr import prepare  # noqa: E402
+from tasks.solvers.generators import build_matrix, validate  # noqa: E402
+from tasks.solvers.pcg import ssor_pcg  # noqa: E402
+
+ARMS = [round(1.0 + 0.05 * i, 2) for i in range(20)]
+FIXED = (1.0, 1.3, 1.5, 1.75, 1.95)
+DT = 1e-3
+TOL = 1e-8
+
+
+def diffusivity(t: float) -> float:
+    s = math.sin(2 * math.pi * t)
+    return max(0.1 * s, -10.0 * s)
+
+
+def laplacian(m: int) -> sp.csr_matrix:
+    """L = 5-point Laplacian / h^2 (positive definite)."""
+    h = 1.0 / (m + 1)
+    return (build_matrix(validate({"generator": "laplace2d", "m": m})) / h**2).tocsr()
+
+
+def forcing(m: int, t: float) -> np.ndarray:
+    h = 1.0 / (m + 1)
+    g = np.arange(1, m + 1) * h
+    X, Y = np.meshgrid(g, g, indexing="ij")
+    cx, cy = 0.5 + 0.25 * math.cos(2 * math.pi * t), 0.5 + 0.25 * math.sin(2 * math.pi * t)
+    return (100.0 * np.exp(-((X - cx) ** 2 + (Y - cy) ** 2) / (2 * 0.05**2))).ravel()
+
+
+def step_rhs(L: sp.csr_matrix, u: np.ndarray, c: float, t: float, m: int) -> np.ndarray:
+    return u - 0.5 * DT * c * (L @ u) + DT * forcing(m, t + 0.5 * DT)
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self, _x: np.ndarray) -> None:
+        self.n += 1
+
+
+def local_run(L: sp.csr_matrix, m: int, steps: int, omega: float | None) -> int:
+    """Total iterations of the simulation run locally: SSOR-PCG at a fixed omega, or plain
+    CG (omega None), each step warm-started from its own previous solution."""
+    n = L.shape[0]
+    u = np.zeros(n)
+    total = 0
+    cache: dict[float, Any] = {}
+    for k in range(steps):
+        t = k * DT
+        c = diffusivity(t + DT)
+        b = step_rhs(L, u, c, t, m)
+        A = (sp.identity(n, format="csr") + 0.5 * DT * c * L).tocsr()
+        if omega is None:
+            counter = _Counter()
+            u, _ = spla.cg(A, b, x0=u, rtol=TOL, atol=0.0, maxiter=20_000, callback=counter)
+            total += counter.n
+            continue
+        P = cache.get(c) or prepare(A)
+        res = ssor_pcg(P, b, omega, TOL, 20_000, u)
+        u = res.x
+        total += res.iterations
+    return total
+
+
+def golden_best(P: Any, b: np.ndarray, x0: np.ndarray, evals: int = 12) -> int:
+    """The fewest iterations over omega in [1, 1.99] by golden-section search (integer
+    counts, ties broken towards the smaller bracket), ``evals`` solves."""
+    lo, hi = 1.0, 1.99
+    g = (math.sqrt(5) - 1) / 2
+    seen: dict[float, int] = {}
+
+    def f(w: float) -> int:
+        if w not in seen:
+            seen[w] = ssor_pcg(P, b, w, TOL, 20_000, x0).iterations
+        return seen[w]
+
+    a, d = hi - g * (hi - lo), lo + g * (hi - lo)
+    while len(seen) < evals:
+        if f(a) <= f(d):
+            hi, d = d, a
+            a = hi - g * (hi - lo)
+        else:
+            lo, a = a, d
+            d = lo + g * (hi - lo)
+    return min(seen.values())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="m = 49, 300 steps")
+    ap.add_argument("--m", type=int, default=199, help="interior points per axis (<= 399)")
+    ap.add_argument("--steps", type=int, default=2000, help="time steps (dt = 1e-3)")
+    ap.add_argument("--sample", type=int, default=25, help="per-step best on every k-th step")
+    ap.add_argument("--no-cluster", action="store_true", help="use a running scheduler/worker")
+    ap.add_argument("--json", action="store_true", help="print only the JSON line")
+    args = ap.parse_args()
+    m, steps = (49, 300) if args.quick else (args.m, args.steps)
+    if not 2 <= m <= 399:
+        ap.error("--m must be in 2..399")
+    say = (lambda *a: None) if args.json else print
+    settings = Settings.from_env()
+    client = Client(settings=settings)
+    name = f"heat2d-m{m}-{time.strftime('%Y%m%d-%H%M%S')}"
+    camp = client.create_campaign(
+        name, "ssor-pcg", {"omega": ARMS}, context_features=["c"], max_in_flight=1
+    )
+    L = laplacian(m)
+    n = L.shape[0]
+    say(f"heat2d: n = {n:,} unknowns, {steps} steps, campaign {name}")
+    cluster = None if args.no_cluster else LocalCluster(settings, workers=1).__enter__()
+    try:
+        handle = client.store_matrix(L)  # the operator is stored once
+        u = np.zeros(n)
+        prev: Any = None
+        total_it, solve_s, overhead = 0, 0.0, 0.0
+        sampled: list[tuple[int, float, np.ndarray, np.ndarray]] = []
+        chosen: list[int] = []
+        t_run = time.perf_counter()
+        for k in range(steps):
+            t = k * DT
+            c = diffusivity(t + DT)
+            b = step_rhs(L, u, c, t, m)
+            system = LinearSystem.affine(handle, b, alpha=1.0, beta=0.5 * DT * c)
+            t0 = time.perf_counter()
+            sol = camp.solve(system, {"c": c}, tol=TOL, max_iters=20_000, x0=prev, timeout=600)
+            wall = time.perf_counter() - t0
+            solve_s += (sol.latency_ms or 0.0) / 1000.0
+            overhead += wall - (sol.latency_ms or 0.0) / 1000.0
+            if k % args.sample == 0:
+                sampled.append((k, c, b, u.copy()))
+                chosen.append(int(sol.iterations or 0))
+            u, prev = sol.x, sol
+            total_it += int(sol.iterations or 0)
+            if not args.json and (k + 1) % max(1, steps // 10) == 0:
+                print(f"  step {k + 1}/{steps}: {total_it} CG iterations so far")
+        wall_s = time.perf_counter() - t_run
+    finally:
+        if cluster is not None:
+            cluster.__exit__(None, None, None)
+    say("offline comparisons (local kernels, the same simulation) ...")
+    fixed = {w: local_run(L, m, steps, w) for w in FIXED}
+    cg = local_run(L, m, steps, None)
+    best_sampled = [
+        golden_best(prepare((sp.identity(n) + 0.5 * DT * c * L).tocsr()), b, x0)
+        for _k, c, b, x0 in sampled
+    ]
+    ratio = sum(chosen) / max(1, sum(best_sampled))
+    per_step_best = int(round(total_it / ratio))
+    out = {
+        "steps": steps,
+        "n": n,
+        "total_iterations": total_it,
+        "fixed_iterations": {str(w): v for w, v in fixed.items()},
+        "cg_iterations": cg,
+        "per_step_best_iterations": per_step_best,
+        "ratio_to_per_step_best": ratio,
+        "sampled_steps": len(sampled),
+        "wall_s": wall_s,
+        "solve_s": solve_s,
+        "overhead_share": overhead / wall_s,
+        "overhead_ms_per_step": 1000.0 * overhead / steps,
+    }
+    say(f"banditq (ssor-pcg, omega learnt per step): {total_it} iterations")
+    for w, v in fixed.items():
+        say(f"fixed omega {w:<5}: {v} iterations ({v / total_it:.2f}x)")
+    say(f"unpreconditioned CG : {cg} iterations ({cg / total_it:.2f}x)")
+    say(
+        f"per-step best omega (golden section, {len(sampled)} sampled steps): "
+        f"banditq / best = {ratio:.3f}"
+    )
+    say(
+        f"wall {wall_s:.1f} s, worker solve time {solve_s:.1f} s, control plane "
+        f"{100 * out['overhead_share']:.1f}% ({out['overhead_ms_per_step']:.1f} ms per step)"
+    )
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
