@@ -85,11 +85,11 @@ def sizes(client: Client, grids: list[int]) -> dict[str, Any]:
                         "ORDER BY id DESC LIMIT 1"
                     )
                 ).scalar()
-            spec = json.loads(spec) if isinstance(spec, str) else spec
+            spec = json.loads(spec) if isinstance(spec, str) else dict(spec or {})
             msg = trial_payload(str(uuid.uuid4()), 1, camp.name, "sor", spec, {"omega": 1.9}, {})
             out[f"{m * m}/{label}"] = {
                 "broker_bytes": len(json.dumps([[msg], {}, {}])) + 400,  # + Celery headers
-                "result_row_bytes": int(row),
+                "result_row_bytes": int(row or 0),
                 "solve_s": wall,
                 "n": m * m,
                 "converged_or_capped": sol.iterations == 10,
