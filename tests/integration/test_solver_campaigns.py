@@ -45,12 +45,26 @@ def test_sor_and_ssor_pcg_campaigns_at_m300(pg_settings: Settings) -> None:
             system = items[0][0]
             first = pcg.solve(system, {"rel_shift": 0.0}, tol=1e-8, timeout=120)
             again = pcg.solve(system, {"rel_shift": 0.0}, tol=1e-8, x0=first.x, timeout=120)
+            # a stored matrix (over the inline threshold) through the real workers: fetched
+            # from PostgreSQL's array store, the solution written back there
+            Av, bv = LinearSystem.generate("variable_diffusion2d", 120, seed=3).build()
+            handle = client.store_matrix(Av)
+            stored = [
+                pcg.solve(LinearSystem.affine(handle, bv, 0.0, scale), {"rel_shift": 0.0})
+                for scale in (1.0, 2.0)
+            ]
         except TimeoutError:
             cluster.check()
             raise
     A, b = system.build()
     assert np.linalg.norm(A @ first.x - b) / np.linalg.norm(b) < 1e-8
     assert again.iterations is not None and again.iterations <= 1  # warm start at the answer
+    for scale, sol in zip((1.0, 2.0), stored, strict=True):
+        res = np.linalg.norm(scale * (Av @ sol.x) - bv) / np.linalg.norm(bv)
+        assert sol.converged and res < 1e-7
+    with client.engine.connect() as c:
+        blobs = c.execute(text("SELECT count(*) FROM store_blobs")).scalar()
+    assert blobs is not None and blobs >= 4  # A once, b, and the solutions
     with client.engine.connect() as c:
         rows = c.execute(
             text(
