@@ -20,6 +20,9 @@ class HostCache:
         self.max_bytes = max_bytes
         self.fetches = 0
         self.hits = 0
+        #: bytes believed on disk (listed once, then counted): eviction lists the folder
+        #: only when this passes the bound, not on every write
+        self._size: int | None = None
 
     def get(self, sha256: str, fetch: Callable[[], bytes]) -> bytes:
         if not HASH_RE.match(sha256):
@@ -50,18 +53,27 @@ class HostCache:
             with contextlib.suppress(OSError, UnboundLocalError):
                 os.unlink(tmp)
             return  # a cache that cannot write only costs fetches
-        self._evict()
+        if self._size is None:
+            self._evict()
+        else:
+            self._size += len(data)
+            if self._size > self.max_bytes:
+                self._evict()
 
     def _evict(self) -> None:
+        """Delete the least recently used files until the folder fits (other processes of
+        the host write here too, so the folder, not the count, is the truth)."""
         try:
             files = [(p.stat().st_mtime, p.stat().st_size, p) for p in self.root.iterdir()]
         except OSError:
             return
         files = [f for f in files if HASH_RE.match(f[2].name)]
         total = sum(size for _t, size, _p in files)
+        # down to 90% of the bound, so the next writes do not list the folder again at once
         for _t, size, p in sorted(files):
-            if total <= self.max_bytes:
+            if total <= 0.9 * self.max_bytes:
                 break
             with contextlib.suppress(OSError):
                 p.unlink()
                 total -= size
+        self._size = total

@@ -297,3 +297,15 @@ def test_matrix_cache_is_bounded_in_bytes() -> None:
     assert cache.misses == 4
     _P, _b, hit = cache.get("k23", lambda: (prepare(sp.identity(2, format="csr")), None))
     assert hit
+
+
+def test_affine_form_shares_the_structure_and_matches_scipy() -> None:
+    A, b = build_system(validate({"generator": "variable_diffusion2d", "m": 9, "seed": 1}))
+    P = prepare(A)
+    Q = P.affine(2.0, 0.25)
+    assert Q.indices is P.indices and Q.indptr is P.indptr  # no copy of the structure
+    want = (2.0 * sp.identity(A.shape[0]) + 0.25 * A).tocsr()
+    np.testing.assert_allclose(Q.scipy().toarray(), want.toarray(), rtol=1e-15)
+    assert sor(Q, b, 1.3, 1e-8, 5000).iterations == ref_sor(want, b, 1.3, 1e-8, 5000)
+    with pytest.raises(InputError, match="alpha"):
+        P.affine(0.0, 0.0)
