@@ -682,7 +682,7 @@ class Campaign:
         final trial and result, or nothing yet)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         listener = self.client._listener()
-        delay = 0.005
+        delay, started = 0.002, time.monotonic()
         while True:
             with self.client.engine.connect() as conn:
                 row = conn.execute(
@@ -702,9 +702,9 @@ class Campaign:
             if listener is not None:
                 left = 1.0 if deadline is None else max(0.0, deadline - time.monotonic())
                 self.client._await_notify(min(left, 1.0))
-            else:
+            else:  # SQLite: a cheap query; a solve is expected within milliseconds
                 time.sleep(delay)
-                delay = min(delay * 1.5, 0.02)
+                delay = min(delay * 1.2, 0.005 if time.monotonic() - started < 1.0 else 0.05)
         outputs, arm = _json(row[6]) or {}, _json(row[7])
         if row[1] != "succeeded":
             raise RuntimeError(f"trial {row[0]} {row[1]}: {row[8]}")
