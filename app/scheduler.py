@@ -23,6 +23,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import amqp.exceptions
 import kombu
 import numpy as np
 import sqlalchemy
@@ -55,12 +56,18 @@ log = logging.getLogger("banditq.scheduler")
 
 #: Failures of the database or the broker: in-memory state is dropped, messages requeued and
 #: the step retried. Anything else is a bug and is not retried as if a service had failed.
+BROKER_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    kombu.exceptions.OperationalError,
+    # py-amqp's own: a broker shutting down closes the connection with CONNECTION_FORCED,
+    # which reaches drain_events and acks as amqp.exceptions.ConnectionForced
+    amqp.exceptions.AMQPError,
+)
 RETRYABLE: tuple[type[Exception], ...] = (
     sqlalchemy.exc.DBAPIError,
     sqlalchemy.exc.DisconnectionError,
     sqlalchemy.exc.TimeoutError,
-    OSError,
-    kombu.exceptions.OperationalError,
+    *BROKER_ERRORS,
 )
 
 
@@ -142,7 +149,7 @@ class Scheduler:
             try:
                 self._serve(idle_exit, last_work, on_step)
                 return
-            except (OSError, kombu.exceptions.OperationalError) as exc:
+            except BROKER_ERRORS as exc:
                 log.warning("broker connection lost (%s); reconnecting in 2 s", exc)
                 self._requeue_buffer()
                 self._stop.wait(2.0)
