@@ -346,3 +346,25 @@ def test_auto_device_campaigns_are_decided_per_worker_device_class(settings: Set
     sch2.sweep()
     assert set(sch2.devices.classes()) == {"cpu", "cuda-9.0"}
     client.close()
+
+
+def test_warm_start_from_a_campaign_without_results_snapshots_on_postgresql(
+    settings: Settings,
+) -> None:
+    """The path that failed on PostgreSQL: a warm start from nothing usable leaves
+    constrained-ts with ``cheap = nan`` in the snapshot written at campaign creation."""
+    client = Client(settings=settings)
+    arms = [{"cost": 1.0}, {"cost": 2.0}]
+    client.create_campaign("empty-src", "noop", arms, policy="constrained-ts")
+    dst = client.create_campaign(
+        "warm-dst", "noop", arms, policy="constrained-ts", warm_start_from=["empty-src"]
+    )
+    with client.Session() as s:
+        snap = s.scalars(select(PolicySnapshot).where(PolicySnapshot.campaign_id == dst.id)).one()
+        assert snap.state["cheap"] == {"__float__": "nan"}
+        rt = load_runtime(s, dst.id)
+    assert np.isnan(rt.policy.cheap)  # type: ignore[attr-defined]
+    dst.submit(None, {})
+    InlineScheduler(settings).run_until_idle()
+    assert dst.counts() == {"done": 1}
+    client.close()
