@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import logging
@@ -29,10 +28,11 @@ from app.errors import InputError, NotFoundError, SchemaMissingError, StoreError
 from app.linsys import LinearSystem
 from app.policies.registry import POLICIES, make_policy, policy_names, resolve_name
 from app.runtime import arm_positions
+from app.waiting import Completions, Poll
 from models import Arm, BlobRef, Instance, PolicySnapshot, Result, Trial
 from models import Campaign as CampaignRow
 from tasks.kinds import get_kind
-from tasks.messages import NOTIFY_CHANNEL, PROTOCOL, events_queue
+from tasks.messages import PROTOCOL, events_queue
 
 log = logging.getLogger("banditq.client")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
@@ -134,7 +134,7 @@ class Client:
         self.Session = db.session_factory(self.engine)
         self._waker: Any = None
         self._store: Any = None
-        self._listen: Any = None
+        self.completions = Completions(self.engine)
         #: (kind, id(array)) -> (array, ref): an array submitted again is not re-uploaded
         self._uploads: dict[tuple[str, int], tuple[Any, dict[str, Any]]] = {}
         if self.engine.dialect.name == "sqlite":
@@ -164,38 +164,8 @@ class Client:
         if self._store is not None:
             self._store.close()
             self._store = None
-        if self._listen is not None:
-            self._listen.close()
-            self._listen = None
+        self.completions.close()
         self.engine.dispose()
-
-    # ------------------------------------------------------------------ completion events
-    def _listener(self) -> Any:
-        """A connection of this client's own LISTENing for finished instances (PostgreSQL
-        only; None on SQLite). Opened once and kept: waits then cost no connection set-up."""
-        if self.engine.dialect.name != "postgresql":
-            return None
-        if self._listen is None or self._listen.closed:
-            import psycopg
-
-            url = self.engine.url.set(drivername="postgresql")
-            self._listen = psycopg.connect(
-                url.render_as_string(hide_password=False), autocommit=True
-            )
-            self._listen.execute(f"LISTEN {NOTIFY_CHANNEL}")
-        return self._listen
-
-    def _await_notify(self, timeout: float) -> None:
-        """Return after the next completion notice (any instance) or ``timeout`` seconds."""
-        try:
-            for _n in self._listen.notifies(timeout=timeout, stop_after=1):
-                pass
-        except Exception as exc:  # a dropped connection: reopen at the next wait
-            log.debug("completion listener lost (%s); reconnecting", exc)
-            with contextlib.suppress(Exception):
-                self._listen.close()
-            self._listen = None
-            time.sleep(min(timeout, 0.05))
 
     # ------------------------------------------------------------------ array store
     @property
@@ -607,8 +577,10 @@ class Campaign:
         polls (5 ms, backing off to 0.5 s)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = None
-        delay = 0.005
-        listener = self.client._listener()
+        # one instance (solve, embed) is expected soon: poll briskly
+        cap = 0.02 if instance_ids is not None else 0.5
+        poll = Poll(0.005, 1.5, cap, cap)
+        self.client.completions.listening()
         try:
             while True:
                 if instance_ids is None:
@@ -638,13 +610,7 @@ class Campaign:
                         f"campaign {self.name!r}: {final}/{total} finished after {timeout} s; is "
                         "a scheduler (`banditq scheduler`) and a worker (`banditq worker`) running?"
                     )
-                if listener is not None:
-                    left = 1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-                    self.client._await_notify(min(left, 1.0))
-                else:
-                    time.sleep(delay)
-                    # one instance (solve, embed) is expected soon: poll briskly
-                    delay = min(delay * 1.5, 0.02 if instance_ids is not None else 0.5)
+                self.client.completions.pause(deadline, poll)
         finally:
             if bar is not None:
                 bar.close()
@@ -681,8 +647,9 @@ class Campaign:
         """Wait for one instance and read its result: one query per wake-up (the instance's
         final trial and result, or nothing yet)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        listener = self.client._listener()
-        delay, started = 0.002, time.monotonic()
+        # SQLite: a cheap query, and a solve is expected within milliseconds
+        poll = Poll(0.002, 1.2, 0.005, 0.05)
+        self.client.completions.listening()
         while True:
             with self.client.engine.connect() as conn:
                 row = conn.execute(
@@ -699,12 +666,7 @@ class Campaign:
                 break
             if deadline is not None and time.monotonic() > deadline:
                 self.wait(timeout=0, instance_ids=[iid])  # raises the TimeoutError with advice
-            if listener is not None:
-                left = 1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-                self.client._await_notify(min(left, 1.0))
-            else:  # SQLite: a cheap query; a solve is expected within milliseconds
-                time.sleep(delay)
-                delay = min(delay * 1.2, 0.005 if time.monotonic() - started < 1.0 else 0.05)
+            self.client.completions.pause(deadline, poll)
         outputs, arm = _json(row[6]) or {}, _json(row[7])
         if row[1] != "succeeded":
             raise RuntimeError(f"trial {row[0]} {row[1]}: {row[8]}")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -116,3 +117,16 @@ class DeviceRegistry:
                 return cls, profile
             k -= slots
         raise AssertionError("unreachable")
+
+    def route(
+        self, rt: Any, context: dict[str, Any]
+    ) -> tuple[str, dict[str, Any], np.ndarray] | None:
+        """For a device-``auto`` campaign's next decision: (device class, ``context`` with
+        that class's device features, the arms it can run); None while no worker is live."""
+        turn = rt.extra.get("turn", 0)
+        picked = self.pick(turn)
+        if picked is None:
+            return None
+        rt.extra["turn"] = turn + 1
+        cls, profile = picked
+        return cls, rt.device_context(context, profile), rt.allowed_on(str(profile["type"]))

@@ -133,13 +133,10 @@ def build_stored(spec: dict[str, Any]) -> tuple[sp.csr_matrix, np.ndarray]:
     """(alpha * I + beta * A, b) of a stored system, fetched through this worker host's
     cache (each blob once per host) and checked against its hash (``BlobError`` if missing
     or corrupt)."""
-    from tasks.store.blobs import decode
-    from tasks.store.open import current
+    from tasks.store.open import fetch
 
     st = validate_stored(spec)["stored"]
-    store, cache = current()
-    A = decode("csr", cache.get(st["A"]["sha256"], lambda: store.get(st["A"]["sha256"])))
-    b = decode("vector", cache.get(st["b"]["sha256"], lambda: store.get(st["b"]["sha256"])))
+    A, b = fetch(st["A"]), fetch(st["b"])
     if st["beta"] != 1.0:
         A.data *= st["beta"]
     if st["alpha"] != 0.0:

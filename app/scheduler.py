@@ -473,7 +473,7 @@ class Scheduler:
         # Apply in result-id order: the same order a restart replays them in.
         ok_ids = [rid for rid, r in zip(result_ids, new_results, strict=True) if r["applied"]]
         in_order = sorted(zip(ok_ids, applied, strict=True), key=lambda pair: pair[0])
-        broken: dict[int, CampaignRuntime] = {}
+        broken: set[int] = set()
         for rid, (rt, context, arm_index, cost, quality) in in_order:
             if rt.id in broken:
                 continue  # reloaded after this transaction: replays every applied result
@@ -481,7 +481,7 @@ class Scheduler:
                 rt.policy.update(rt.vector(context), arm_index, cost, quality)
             except Exception as exc:  # a policy bug: quarantine this result, not the service
                 self._quarantine(session, rt, rid, exc)
-                broken[rt.id] = rt
+                broken.add(rt.id)
                 continue
             rt.last_result_id = rid
             rt.since_snapshot += 1
@@ -625,15 +625,12 @@ class Scheduler:
             t0 = time.perf_counter()
             cls, context, allowed = None, inst.context, None
             if rt.auto_device:
-                picked = self.devices.pick(rt.extra.get("turn", 0))
-                if picked is None:  # no live worker yet: its announcement wakes the campaign
+                routed = self.devices.route(rt, inst.context)
+                if routed is None:  # no live worker yet: its announcement wakes the campaign
                     rt.maybe_pending = False
                     self.metrics.inc("waiting_for_workers")
                     continue
-                rt.extra["turn"] = rt.extra.get("turn", 0) + 1
-                cls, profile = picked
-                context = rt.device_context(inst.context, profile)
-                allowed = rt.allowed_on(str(profile["type"]))
+                cls, context, allowed = routed
                 if context != inst.context:
                     contexts.append({"id": inst.id, "context": context})
             d = self._choose(rt, inst.seq, context, allowed)

@@ -21,6 +21,7 @@ from app.linsys import build_system, validate_generator, validate_stored
 from tasks.kinds.base import Outcome
 from tasks.solvers.generators import DIMS
 from tasks.store.blobs import is_ref
+from tasks.store.open import fetch
 
 MAX_ITERS_LIMIT = 10_000_000
 ORDERINGS = ("natural", "multicolor")
@@ -128,12 +129,12 @@ def prepared(spec: dict[str, Any]) -> tuple[Any, np.ndarray, bool, float]:
         st = validate_stored(system)["stored"]
 
         def base() -> tuple[Any, None]:
-            return prepare(fetch_array(st["A"])), None
+            return prepare(fetch(st["A"])), None
 
         P, _none, hit = process_cache().get("csr:" + st["A"]["sha256"], base)
         if (st["alpha"], st["beta"]) != (0.0, 1.0):
             P = P.affine(st["alpha"], st["beta"])
-        b = np.ascontiguousarray(fetch_array(st["b"]), dtype=np.float64)
+        b = np.ascontiguousarray(fetch(st["b"]), dtype=np.float64)
         return P, b, hit, time.perf_counter() - t0
 
     def build() -> tuple[Any, np.ndarray]:
@@ -144,22 +145,13 @@ def prepared(spec: dict[str, Any]) -> tuple[Any, np.ndarray, bool, float]:
     return P, b, hit, time.perf_counter() - t0
 
 
-def fetch_array(ref: dict[str, Any]) -> Any:
-    """A stored array through this host's cache (fetched once per host, hash-checked)."""
-    from tasks.store.blobs import decode
-    from tasks.store.open import current
-
-    store, cache = current()
-    return decode(ref["kind"], cache.get(ref["sha256"], lambda: store.get(ref["sha256"])))
-
-
 def initial_guess(spec: dict[str, Any]) -> np.ndarray | None:
     """The spec's x0: inline numbers, or a stored vector fetched through the host cache."""
     x0 = spec.get("x0")
     if x0 is None:
         return None
     if is_ref(x0):
-        return np.asarray(fetch_array(x0), dtype=np.float64)
+        return np.asarray(fetch(x0), dtype=np.float64)
     return np.asarray(x0, dtype=np.float64)
 
 

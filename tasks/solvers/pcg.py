@@ -17,7 +17,7 @@ import numpy as np
 
 from tasks.solvers import kernels
 from tasks.solvers.csr import PreparedMatrix
-from tasks.solvers.sor import SolveResult, _check, _initial, finish, stopped
+from tasks.solvers.sor import SolveResult, _start, finish, stopped
 
 
 def ssor_pcg(
@@ -28,9 +28,7 @@ def ssor_pcg(
     max_iters: int,
     x0: np.ndarray | None = None,
 ) -> SolveResult:
-    _check(omega, tol, max_iters)
-    b = np.ascontiguousarray(b, dtype=np.float64)
-    x, res0 = _initial(P, b, x0)
+    b, x, res0 = _start(P, b, omega, tol, max_iters, x0)
     t0 = time.perf_counter()
     r0 = float(np.linalg.norm(b)) or res0  # relative to ||b|| (see the module docstring)
     if res0 < tol * r0:

@@ -47,11 +47,20 @@ def _check(omega: float, tol: float, max_iters: int) -> None:
         raise ValueError(f"max_iters={max_iters} must be >= 1")
 
 
-def _initial(P: PreparedMatrix, b: np.ndarray, x0: np.ndarray | None) -> tuple[np.ndarray, float]:
+def _start(
+    P: PreparedMatrix,
+    b: np.ndarray,
+    omega: float,
+    tol: float,
+    max_iters: int,
+    x0: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Checked arguments: (contiguous float64 b, x0 as a fresh array or zeros, ||b - A x0||)."""
+    _check(omega, tol, max_iters)
+    b = np.ascontiguousarray(b, dtype=np.float64)
     x = np.zeros(P.n) if x0 is None else np.array(x0, dtype=np.float64, copy=True)
-    r = np.empty(P.n)
-    r0 = kernels.residual(*P.k, x, b, r)
-    return x, float(r0)
+    r0 = kernels.residual(*P.k, x, b, np.empty(P.n))
+    return b, x, float(r0)
 
 
 def contraction(rel: float, iterations: int) -> float | None:
@@ -92,9 +101,7 @@ def sor(
     x0: np.ndarray | None = None,
 ) -> SolveResult:
     """Natural-order SOR on the CPU (compiled fused sweep + residual)."""
-    _check(omega, tol, max_iters)
-    b = np.ascontiguousarray(b, dtype=np.float64)
-    x, r0 = _initial(P, b, x0)
+    b, x, r0 = _start(P, b, omega, tol, max_iters, x0)
     t0 = time.perf_counter()
     if r0 == 0.0:
         return SolveResult(x, 0, True, 0.0, False, "cpu", 0.0, None)

@@ -46,13 +46,16 @@ class HostCache:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
+        except OSError:
+            return  # a cache that cannot write only costs fetches
+        try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, self.root / sha256)
         except OSError:
-            with contextlib.suppress(OSError, UnboundLocalError):
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            return  # a cache that cannot write only costs fetches
+            return
         if self._size is None:
             self._evict()
         else:

@@ -59,3 +59,12 @@ def current() -> tuple[ArrayStore, Any]:
             settings=settings,
         )
     return _CURRENT["store"], _CURRENT["cache"]
+
+
+def fetch(ref: dict[str, Any]) -> Any:
+    """The array a reference names, through this host's cache (fetched from the store once
+    per host, hash-checked on every read): a vector, or a CSR matrix."""
+    from tasks.store.blobs import decode
+
+    store, cache = current()
+    return decode(ref["kind"], cache.get(ref["sha256"], lambda: store.get(ref["sha256"])))
