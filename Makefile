@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 EXTRAS ?= dev,bench,inference
 
-.PHONY: install demo test lint unit integration acceptance migration bench clean services
+.PHONY: install demo test lint unit integration acceptance migration bench clean services browser
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,11 @@ demo: install
 services:
 	bash .ci/services.sh
 
+# The dashboard's browser tests drive Debian's Chromium (never a downloaded browser).
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver; }
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy app tasks models workers benchmarks
@@ -35,10 +40,10 @@ migration: install services
 integration: install services
 	$(VENV)/bin/pytest -q tests/integration
 
-acceptance: install services
+acceptance: install services browser
 	$(VENV)/bin/pytest -q tests/acceptance
 
-test: install services lint
+test: install services browser lint
 	$(VENV)/bin/pytest -q tests
 
 bench: install services

@@ -392,6 +392,89 @@ def policies() -> None:
 
 
 @cli.command()
+def report(
+    campaign: Annotated[str, typer.Argument(help="campaign name")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="the HTML file to write")] = Path(
+        "report.html"
+    ),
+    png: Annotated[
+        Path | None, typer.Option("--png", help="also write one PNG per plot into this folder")
+    ] = None,
+) -> None:
+    """Write a self-contained HTML report of a campaign (plots embedded; opens with no
+    network): a summary with the estimated speed-up over the baseline arm, cumulative cost
+    against the baseline and best fixed arm (off-policy estimates, or exact for `table`
+    campaigns), arm against context with the policy's current best arm, cost per arm,
+    decisions by reason, propensities, failures and workers. Reads only the views of
+    `banditq db grant-reader`."""
+    from app.errors import NotFoundError
+    from app.report.data import load
+    from app.report.html import write_report
+
+    client = _client()
+    try:
+        data = load(client.engine, campaign)
+    except NotFoundError as exc:
+        _fail(f"{exc}; `banditq status` lists the campaigns")
+    try:
+        written = write_report(data, output, png)
+    except OSError as exc:
+        _fail(f"cannot write the report: {exc}")
+    for path in written.values():
+        typer.echo(str(path))
+
+
+@cli.command()
+def dashboard(
+    host: Annotated[
+        str, typer.Option(help="address to bind; 0.0.0.0 exposes it to the network")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+    refresh: Annotated[float, typer.Option(help="seconds between live updates")] = 2.0,
+) -> None:
+    """Serve a read-only web dashboard of every campaign (live, no reload needed): a
+    campaign list, and per campaign the report's plots and summary, CSV and JSON downloads.
+    It needs only the role of `banditq db grant-reader` (point BANDITQ_DATABASE_URL at it).
+    Set BANDITQ_DASHBOARD_TOKEN to require a token on every request."""
+    import uvicorn
+
+    from app.dashboard.server import create_app
+
+    s = _settings()
+    if refresh <= 0:
+        _fail("--refresh must be > 0 seconds")
+    import socket
+
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.db import make_engine
+
+    engine = make_engine(s.database_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1 FROM campaign_overview WHERE 1 = 0")).all()
+    except SQLAlchemyError as exc:
+        _fail(
+            f"cannot read the reader views at {s.redacted()['database_url']} "
+            f"({type(exc).__name__}); run `banditq db upgrade` (and `banditq db grant-reader` "
+            "for a reader role)"
+        )
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+        except OSError as exc:
+            _fail(f"cannot serve on {host}:{port}: {exc.strerror}; choose another --port")
+    app = create_app(engine, token=s.dashboard_token or None, refresh_s=refresh)
+    if host not in ("127.0.0.1", "localhost", "::1") and not s.dashboard_token:
+        typer.echo(f"warning: serving on {host} with no BANDITQ_DASHBOARD_TOKEN", err=True)
+    typer.echo(f"banditq dashboard on http://{host}:{port}/ (Ctrl-C stops)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@cli.command()
 def demo(
     instances: Annotated[int, typer.Option(help="number of linear systems")] = 200,
     workers: Annotated[int, typer.Option(help="worker processes")] = 2,

@@ -446,16 +446,21 @@ class Campaign:
         the trial kind. Everything is validated before anything is written."""
         return self.submit_many([(system, context or {})], **spec)[0]
 
-    def submit_many(self, items: Iterable[tuple[Any, Mapping[str, Any]]], **spec: Any) -> list[int]:
-        """Queue many instances in one transaction (all or none)."""
+    def submit_many(self, items: Iterable[tuple[Any, ...]], **spec: Any) -> list[int]:
+        """Queue many instances in one transaction (all or none). Each item is ``(system,
+        context)`` or ``(system, context, item_spec)``; ``item_spec`` overrides ``spec``."""
         with self.client.Session() as s, s.begin():
             row = self._meta(s)
             features = list(row.context_features)
             prepared = []
-            for i, (system, context) in enumerate(items):
+            for i, item in enumerate(items):
                 where = f"items[{i}]." if i else ""
+                if not isinstance(item, tuple) or len(item) not in (2, 3):
+                    raise InputError(f"items[{i}]", "must be (system, context[, spec])")
+                system, context = item[0], item[1]
+                own = {**spec, **item[2]} if len(item) == 3 else spec
                 ctx = validate_context(context, features, f"{where}context")
-                prepared.append((ctx, self._spec(row, system, spec, where)))
+                prepared.append((ctx, self._spec(row, system, own, where)))
             ids = self._insert(s, prepared)
         self.client._wake(self.name)
         return ids
@@ -716,6 +721,24 @@ class Campaign:
         outputs = _json(row.outputs) or {}
         emb = outputs.get("embeddings")
         return None if emb is None else decode_array(emb)
+
+    def plot(self, kind: str = "cost") -> Any:
+        """A matplotlib Figure of this campaign (``kind``: one of ``app.report.plots.PLOTS``:
+        cost, arms, cost-by-arm, reasons, propensity, faults, workers, inference)."""
+        from app.report import data, plots
+
+        if kind not in plots.PLOTS:
+            raise InputError(
+                "kind", f"unknown plot {kind!r}; choose one of {', '.join(plots.PLOTS)}"
+            )
+        return plots.PLOTS[kind](data.load(self.client.engine, self.name), None)
+
+    def report(self, path: str = "report.html", png_dir: str | None = None) -> str:
+        """Write the self-contained HTML report (and PNGs to ``png_dir``); returns the path."""
+        from app.report import data, html
+
+        html.write_report(data.load(self.client.engine, self.name), path, png_dir)
+        return path
 
     def status(self) -> dict[str, Any]:
         from app.status import campaign_status

@@ -66,6 +66,11 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "worker_cache_bytes",
         "a worker host's cache of stored arrays by hash, in bytes (LRU; default 2 GiB)",
     ),
+    "BANDITQ_DASHBOARD_TOKEN": (
+        "dashboard_token",
+        "when set, `banditq dashboard` requires this token on every request (open it once "
+        "with ?token=..., or send Authorization: Bearer ...); default: no token",
+    ),
     "BANDITQ_QUEUE_TYPE": (
         "queue_type",
         "classic (default) or quorum: replicated RabbitMQ quorum queues for trials, results "
@@ -122,6 +127,7 @@ class Settings:
     inline_bytes: int = 64 * 1024
     max_stored_bytes: int = 16 << 30
     worker_cache_bytes: int = 2 << 30
+    dashboard_token: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         # Fill the embedded defaults from ``home`` so that one variable moves everything.

@@ -104,7 +104,15 @@ def is_behind(engine: Engine) -> bool:
     return current in known
 
 
-READER_VIEWS = ("trial_results",)
+READER_VIEWS = (
+    "trial_results",
+    "campaign_overview",
+    "campaign_arms",
+    "result_attempts",
+    "trial_event_log",
+    "policy_latest",
+    "table_costs",
+)
 
 
 def grant_reader(url: str, role: str, login: bool = False) -> None:

@@ -39,7 +39,7 @@ from app.locks import SchedulerLock
 from app.metrics import Metrics
 from app.policies.base import Decision
 from app.runtime import OPEN_STATES, CampaignRuntime, load_runtime
-from models import BlobRef, Campaign, Instance, PolicySnapshot, Result, Trial
+from models import BlobRef, Campaign, Instance, PolicySnapshot, Result, Trial, TrialEvent
 from tasks.messages import (
     NOTIFY_CHANNEL,
     PROTOCOL,
@@ -840,6 +840,7 @@ class Scheduler:
                     session.execute(
                         update(Instance).where(Instance.id == e.instance_id).values(status="failed")
                     )
+                    self._event(session, e, "lease_failed", reason, now)
                     if self.bulk.pg:  # waiting clients wake up (see Campaign.wait)
                         session.execute(
                             text("SELECT pg_notify(:c, :i)"),
@@ -863,6 +864,9 @@ class Scheduler:
                         lease_expires_at=None,
                     )
                 )
+                self._event(
+                    session, e, "lease_expired", f"re-issued as attempt {e.attempt + 1}", now
+                )
                 self.metrics.inc("lease_expiries")
                 reissue.append(
                     rt.payload(
@@ -872,6 +876,20 @@ class Scheduler:
         if reissue:
             log.warning("lease expired for %d trial(s); re-issuing as new attempts", len(reissue))
             self._publish(reissue)
+
+    @staticmethod
+    def _event(session: Session, e: Any, event: str, detail: str, at: datetime) -> None:
+        """Keep a lease expiry for reports (rare: one row per expired attempt)."""
+        session.execute(
+            insert(TrialEvent).values(
+                campaign_id=e.campaign_id,
+                trial_id=e.id,
+                attempt=e.attempt,
+                event=event,
+                detail=detail,
+                at=at,
+            )
+        )
 
     def snapshot_all(self) -> None:
         with self.Session() as session, session.begin():

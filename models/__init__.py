@@ -11,6 +11,7 @@ from models.tables import (
     StoreBlob,
     StoreChunk,
     Trial,
+    TrialEvent,
     WorkerRow,
 )
 
@@ -25,6 +26,7 @@ __all__ = [
     "StoreBlob",
     "StoreChunk",
     "Trial",
+    "TrialEvent",
     "WorkerRow",
     "utcnow",
 ]

@@ -123,7 +123,10 @@ class Result(Base):
     """What a worker reported for one attempt of a trial; ``id`` orders policy updates."""
 
     __tablename__ = "results"
-    __table_args__ = (UniqueConstraint("trial_id", "attempt"),)
+    __table_args__ = (
+        UniqueConstraint("trial_id", "attempt"),
+        Index("ix_results_campaign_recorded", "campaign_id", "recorded_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
@@ -147,6 +150,23 @@ class Result(Base):
     started_at: Mapped[datetime | None] = mapped_column(TS)
     finished_at: Mapped[datetime | None] = mapped_column(TS)
     recorded_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
+class TrialEvent(Base):
+    """Something that happened to a trial outside a result: a lease that ran out (the
+    attempt was re-issued or the trial failed). Written only by the scheduler."""
+
+    __tablename__ = "trial_events"
+    __table_args__ = (Index("ix_trial_events_campaign_at", "campaign_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    #: ``lease_expired`` (re-issued as attempt + 1) or ``lease_failed`` (no attempts left)
+    event: Mapped[str] = mapped_column(String(30))
+    detail: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(TS, default=utcnow)
 
 
 class PolicySnapshot(Base):

@@ -125,6 +125,13 @@ class Policy(ABC):
         arm = int(self.rng(key ^ 0x5EED).choice(self.n_arms, p=p))
         return Decision(arm, float(p[arm]), d.reason if arm == d.arm else "policy")
 
+    def best_arm(self, context: np.ndarray) -> int:
+        """The arm the policy currently believes cheapest at ``context`` (for reports). Pure.
+
+        Default: the most probable arm of :meth:`probabilities` (a few draws); policies with a
+        cost model override it with the model's argmin."""
+        return int(np.argmax(self.probabilities(np.asarray(context, float), 0, draws=16)))
+
     def probabilities(self, context: np.ndarray, key: int, draws: int = 64) -> np.ndarray:
         """The action distribution at ``context`` (for off-policy evaluation).
 

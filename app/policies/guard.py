@@ -61,6 +61,9 @@ class ConservativeGuard(Policy):
         p = self.probabilities(context, key)
         return Decision(self.baseline, float(p[self.baseline]), "guard:baseline")
 
+    def best_arm(self, context: np.ndarray) -> int:
+        return self.inner.best_arm(context)
+
     def probabilities(self, context: np.ndarray, key: int, draws: int = 64) -> np.ndarray:
         p = self.inner.probabilities(context, key, draws).copy()
         for a in range(self.n_arms):

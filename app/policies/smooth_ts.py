@@ -325,6 +325,9 @@ class SmoothTSPolicy(Policy):
     def probabilities(self, context: np.ndarray, key: int, draws: int = 64) -> np.ndarray:
         return self._distribution(context, key)[0]
 
+    def best_arm(self, context: np.ndarray) -> int:
+        return int(np.argmin(self._predictive(np.asarray(context, float))[0]))
+
     def _update(self, context: np.ndarray, arm: int, cost: float) -> None:
         y = float(np.log1p(cost))
         x = np.asarray(context, float)[: self.d]

@@ -8,9 +8,11 @@ from tasks.kinds.inference import InferenceKind
 from tasks.kinds.sor import SorKind
 from tasks.kinds.ssor_pcg import SsorPcgKind
 from tasks.kinds.synthetic import NoopKind, SleepKind
+from tasks.kinds.table import TableKind
 
 KINDS: dict[str, TrialKind] = {
-    k.name: k for k in (SorKind(), SsorPcgKind(), NoopKind(), SleepKind(), InferenceKind())
+    k.name: k
+    for k in (SorKind(), SsorPcgKind(), NoopKind(), SleepKind(), InferenceKind(), TableKind())
 }
 
 

@@ -1,0 +1,462 @@
+"""What reports and the dashboard show, read from the reader views only (``banditq db
+grant-reader`` is enough) and aggregated in SQL.
+
+Per-round data (context, arm, propensity, cost) is a uniform sample of at most ``max_rounds``
+instances (every ``stride``-th sequence number); sums over the whole campaign (cumulative cost,
+decisions by reason, failures, throughput) are exact SQL aggregates in at most ``buckets``
+buckets. Everything here is read-only and safe to call from several threads with one engine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, Engine, text
+
+from app.errors import NotFoundError
+
+MAX_ROUNDS = 20_000
+BUCKETS = 300
+REASON_BUCKETS = 60
+#: results after the latest snapshot that a report replays into the policy, at most
+POLICY_TAIL = 5000
+
+
+def _json(v: Any) -> Any:
+    return json.loads(v) if isinstance(v, str | bytes) else v
+
+
+def _epoch(conn: Connection, column: str) -> str:
+    """SQL for a timestamp column as seconds since the epoch, on either backend."""
+    if conn.dialect.name == "postgresql":
+        return f"extract(epoch from {column})"
+    return f"CAST(strftime('%s', {column}) AS REAL)"
+
+
+def _time(v: Any) -> datetime | None:
+    if v is None or isinstance(v, datetime):
+        return v if v is None or v.tzinfo else v.replace(tzinfo=UTC)
+    return datetime.fromisoformat(str(v)).replace(tzinfo=UTC)
+
+
+@dataclass
+class Series:
+    """Values per bucket: ``x`` bucket starts (sequence numbers or epoch seconds)."""
+
+    x: np.ndarray
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class ReportData:
+    """One campaign, as read at ``read_at``. Arrays of ``rounds`` are aligned by position."""
+
+    overview: dict[str, Any]
+    arms: list[dict[str, Any]]
+    counts: dict[str, int]
+    read_at: datetime
+    n_succeeded: int
+    total_cost: float
+    last_activity: datetime | None
+    stride: int
+    rounds: dict[str, np.ndarray]
+    cumulative: Series
+    reasons: Series
+    per_arm: dict[str, np.ndarray]
+    faults: Series
+    workers: dict[str, Series]
+    table_costs: np.ndarray | None
+    policy_state: dict[str, Any] | None
+    policy_version: str | None
+    policy_tail: list[tuple[np.ndarray, int, float, float | None]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return str(self.overview["campaign"])
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.overview["context_features"] or [])
+
+    @property
+    def arm_labels(self) -> list[str]:
+        return [str(a["arm_name"]) for a in self.arms]
+
+    def positions(self) -> np.ndarray | None:
+        """Numeric arm positions when every arm is one number under one key (e.g. omega)."""
+        from app.runtime import arm_positions
+
+        pos = arm_positions([a["arm"] for a in self.arms])
+        return pos[:, 0] if pos is not None and pos.shape[1] == 1 else None
+
+    def baseline_arm(self) -> int:
+        """The guard's baseline arm when the policy has a guard, else the first arm."""
+        guard = (self.overview.get("policy_config") or {}).get("guard")
+        if isinstance(guard, dict) and isinstance(guard.get("baseline_arm"), int):
+            return int(guard["baseline_arm"])
+        return 0
+
+    def quality_floor(self) -> float | None:
+        floor = ((self.overview.get("settings") or {}).get("kind_options") or {}).get(
+            "quality_floor"
+        )
+        return float(floor) if isinstance(floor, int | float) else None
+
+    def policy(self) -> Any:
+        """The campaign's policy now: its latest snapshot plus the applied results after it
+        (None when the snapshot's version is not the installed policy's)."""
+        from app.policies.registry import make_policy
+        from app.runtime import arm_positions
+
+        pol = make_policy(
+            str(self.overview["policy"]),
+            len(self.arms),
+            len(self.features),
+            arms=arm_positions([a["arm"] for a in self.arms]),
+            seed=int(self.overview["seed"] or 0),
+            config=dict(self.overview.get("policy_config") or {}),
+        )
+        if self.policy_state is not None:
+            if pol.version != self.policy_version:
+                return None
+            pol.set_state(self.policy_state)
+        for x, arm, cost, quality in self.policy_tail:
+            pol.update(x, arm, cost, quality)
+        return pol
+
+
+def campaign_names(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return [str(r[0]) for r in conn.execute(text("SELECT campaign FROM campaign_overview"))]
+
+
+def campaign_list(engine: Engine, window_s: float = 60.0) -> list[dict[str, Any]]:
+    """Every campaign with progress, trials per second over the last ``window_s`` seconds,
+    failures and last activity (one grouped query over the results)."""
+    since = datetime.now(UTC) - timedelta(seconds=window_s)
+    with engine.connect() as conn:
+        over = conn.execute(
+            text(
+                "SELECT campaign, kind, policy, status, n_instances, n_updates, n_arms, "
+                "created_at FROM campaign_overview ORDER BY created_at DESC"
+            )
+        ).all()
+        agg = {
+            r[0]: r
+            for r in conn.execute(
+                text(
+                    "SELECT campaign, "
+                    "SUM(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END), "
+                    "SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), "
+                    "SUM(CASE WHEN recorded_at >= :since THEN 1 ELSE 0 END), "
+                    "MAX(recorded_at) FROM result_attempts GROUP BY campaign"
+                ),
+                {"since": since},
+            )
+        }
+    out = []
+    for r in over:
+        a = agg.get(r.campaign)
+        ok, failed, recent, last = (a[1], a[2], a[3], a[4]) if a else (0, 0, 0, None)
+        n = int(r.n_instances or 0)
+        out.append(
+            {
+                "campaign": r.campaign,
+                "kind": r.kind,
+                "policy": r.policy,
+                "status": r.status,
+                "instances": n,
+                "succeeded": int(ok or 0),
+                "failed": int(failed or 0),
+                "progress": (int(ok or 0) + int(failed or 0)) / n if n else 0.0,
+                "trials_per_s": int(recent or 0) / window_s,
+                "last_activity": _time(last),
+                "created_at": _time(r.created_at),
+            }
+        )
+    return out
+
+
+def load(
+    engine: Engine, campaign: str, max_rounds: int = MAX_ROUNDS, buckets: int = BUCKETS
+) -> ReportData:
+    """Read one campaign; ``NotFoundError`` when there is none of that name."""
+    c = {"c": campaign}
+    with engine.connect() as conn:
+        ov = conn.execute(text("SELECT * FROM campaign_overview WHERE campaign = :c"), c).first()
+        if ov is None:
+            raise NotFoundError(f"no campaign named {campaign!r}")
+        overview = dict(ov._mapping)
+        for key in ("policy_config", "context_features", "settings"):
+            overview[key] = _json(overview[key])
+        arms = [
+            {"arm_index": int(r[0]), "arm_name": r[1], "arm": _json(r[2])}
+            for r in conn.execute(
+                text(
+                    "SELECT arm_index, arm_name, arm FROM campaign_arms WHERE campaign = :c "
+                    "ORDER BY arm_index"
+                ),
+                c,
+            )
+        ]
+        counts = {
+            str(s): int(n)
+            for s, n in conn.execute(
+                text(
+                    "SELECT status, count(*) FROM trial_results WHERE campaign = :c GROUP BY status"
+                ),
+                c,
+            )
+        }
+        agg = conn.execute(
+            text(
+                "SELECT count(*), sum(cost), min(instance_seq), max(instance_seq) "
+                "FROM trial_results WHERE campaign = :c AND status = 'succeeded' "
+                "AND cost IS NOT NULL"
+            ),
+            c,
+        ).one()
+        n_ok, total, lo, hi = int(agg[0]), float(agg[1] or 0.0), agg[2], agg[3]
+        span = (int(hi) - int(lo) + 1) if n_ok else 1
+        stride = max(1, math.ceil(span / max_rounds))
+        width = max(1, math.ceil(span / buckets))
+        rounds = _rounds(conn, campaign, stride, overview["context_features"] or [])
+        last = conn.execute(
+            text("SELECT max(recorded_at) FROM result_attempts WHERE campaign = :c"), c
+        ).scalar()
+        data = ReportData(
+            overview=overview,
+            arms=arms,
+            counts=counts,
+            read_at=datetime.now(UTC),
+            n_succeeded=n_ok,
+            total_cost=total,
+            last_activity=_time(last),
+            stride=stride,
+            rounds=rounds,
+            cumulative=_cumulative(conn, campaign, width),
+            reasons=_reasons(conn, campaign, max(1, math.ceil(span / REASON_BUCKETS))),
+            per_arm=_per_arm(conn, campaign, len(arms)),
+            faults=_faults(conn, campaign, buckets),
+            workers=_workers(conn, campaign, buckets),
+            table_costs=_table_costs(conn, campaign, stride, rounds["seq"], arms)
+            if overview["kind"] == "table"
+            else None,
+            policy_state=None,
+            policy_version=None,
+        )
+        snap = conn.execute(
+            text(
+                "SELECT policy_version, state, last_result_id FROM policy_latest "
+                "WHERE campaign = :c"
+            ),
+            c,
+        ).first()
+        after = 0
+        if snap is not None:
+            data.policy_version, data.policy_state = str(snap[0]), _json(snap[1])
+            after = int(snap[2])
+        data.policy_tail = _policy_tail(conn, campaign, after, data.features)
+    return data
+
+
+def _policy_tail(
+    conn: Connection, campaign: str, after: int, features: list[str]
+) -> list[tuple[np.ndarray, int, float, float | None]]:
+    """Applied results after the snapshot, in update order (the newest ``POLICY_TAIL``)."""
+    rows = conn.execute(
+        text(
+            "SELECT ra.arm_index, ra.cost, ra.quality, tr.context FROM result_attempts ra "
+            "JOIN trial_results tr ON tr.trial_id = ra.trial_id AND tr.attempt = ra.attempt "
+            "WHERE ra.campaign = :c AND ra.applied AND ra.result_id > :after "
+            "ORDER BY ra.result_id DESC LIMIT :n"
+        ),
+        {"c": campaign, "after": after, "n": POLICY_TAIL},
+    ).all()
+    out = []
+    for arm, cost, quality, context in reversed(rows):
+        ctx = _json(context) or {}
+        x = np.array([float(ctx.get(f, 0.0)) for f in features])
+        out.append((x, int(arm), float(cost), None if quality is None else float(quality)))
+    return out
+
+
+def _rounds(conn: Connection, campaign: str, stride: int, features: list[str]) -> dict[str, Any]:
+    rows = conn.execute(
+        text(
+            "SELECT instance_seq, arm_index, propensity, cost, reason, context, latency_ms, "
+            "quality, worker FROM trial_results WHERE campaign = :c AND status = 'succeeded' "
+            "AND cost IS NOT NULL AND (instance_seq % :k) = 0 ORDER BY instance_seq"
+        ),
+        {"c": campaign, "k": stride},
+    ).all()
+    ctx = np.zeros((len(rows), len(features)))
+    for i, r in enumerate(rows):
+        c = _json(r.context) or {}
+        ctx[i] = [float(c.get(f, np.nan)) for f in features]
+    nan = float("nan")
+    return {
+        "seq": np.array([r.instance_seq for r in rows], dtype=np.int64),
+        "arm": np.array([r.arm_index for r in rows], dtype=np.int64),
+        "propensity": np.array([r.propensity for r in rows], dtype=float),
+        "cost": np.array([r.cost for r in rows], dtype=float),
+        "reason": np.array([str(r.reason) for r in rows], dtype=object),
+        "context": ctx,
+        "latency_ms": np.array([nan if r.latency_ms is None else r.latency_ms for r in rows]),
+        "quality": np.array([nan if r.quality is None else r.quality for r in rows]),
+        "worker": np.array([str(r.worker) for r in rows], dtype=object),
+    }
+
+
+def _cumulative(conn: Connection, campaign: str, width: int) -> Series:
+    rows = conn.execute(
+        text(
+            "SELECT instance_seq / :w AS b, count(*), sum(cost) FROM trial_results "
+            "WHERE campaign = :c AND status = 'succeeded' AND cost IS NOT NULL "
+            "GROUP BY instance_seq / :w ORDER BY b"
+        ),
+        {"c": campaign, "w": width},
+    ).all()
+    x = np.array([(int(r[0]) + 1) * width for r in rows], dtype=np.int64)
+    return Series(
+        x,
+        {
+            "n": np.cumsum([int(r[1]) for r in rows]).astype(float),
+            "cost": np.cumsum([float(r[2]) for r in rows]),
+        },
+    )
+
+
+def _reasons(conn: Connection, campaign: str, width: int) -> Series:
+    rows = conn.execute(
+        text(
+            "SELECT instance_seq / :w AS b, reason, count(*) FROM trial_results "
+            "WHERE campaign = :c GROUP BY instance_seq / :w, reason ORDER BY b"
+        ),
+        {"c": campaign, "w": width},
+    ).all()
+    return _pivot([(int(r[0]) * width, str(r[1]), float(r[2])) for r in rows])
+
+
+def _pivot(rows: list[tuple[float, str, float]]) -> Series:
+    xs = sorted({r[0] for r in rows})
+    pos = {x: i for i, x in enumerate(xs)}
+    out: dict[str, np.ndarray] = {}
+    for x, key, v in rows:
+        out.setdefault(key, np.zeros(len(xs)))[pos[x]] += v
+    return Series(np.array(xs, dtype=float), out)
+
+
+def _per_arm(conn: Connection, campaign: str, k: int) -> dict[str, np.ndarray]:
+    out = {key: np.zeros(k) for key in ("n", "mean", "min", "max", "failed")}
+    for r in conn.execute(
+        text(
+            "SELECT arm_index, sum(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END), avg(cost), "
+            "min(cost), max(cost), sum(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) "
+            "FROM trial_results WHERE campaign = :c GROUP BY arm_index"
+        ),
+        {"c": campaign},
+    ):
+        a = int(r[0])
+        if 0 <= a < k:
+            vals = (r[1], r[2], r[3], r[4], r[5])
+            for key, v in zip(("n", "mean", "min", "max", "failed"), vals, strict=True):
+                out[key][a] = float("nan") if v is None else float(v)
+    return out
+
+
+def _time_width(conn: Connection, campaign: str, column: str, view: str, buckets: int) -> float:
+    e = _epoch(conn, column)
+    lo, hi = conn.execute(
+        text(f"SELECT min({e}), max({e}) FROM {view} WHERE campaign = :c"), {"c": campaign}
+    ).one()
+    if lo is None:
+        return 1.0
+    return max(1.0, math.ceil((float(hi) - float(lo) + 1.0) / buckets))
+
+
+def _faults(conn: Connection, campaign: str, buckets: int) -> Series:
+    """Failures, time-outs (results) and lease expiries (trial events) per time bucket."""
+    w = _time_width(conn, campaign, "recorded_at", "result_attempts", buckets)
+    e = _epoch(conn, "recorded_at")
+    rows: list[tuple[float, str, float]] = []
+    for b, timeouts, failures in conn.execute(
+        text(
+            f"SELECT floor({e} / :w) AS b, "
+            "SUM(CASE WHEN status = 'failed' AND error LIKE 'timed out%' THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN status = 'failed' AND (error IS NULL OR error NOT LIKE 'timed out%') "
+            "THEN 1 ELSE 0 END) "
+            f"FROM result_attempts WHERE campaign = :c GROUP BY floor({e} / :w)"
+        ),
+        {"c": campaign, "w": w},
+    ):
+        rows += [
+            (float(b) * w, "time-outs", float(timeouts)),
+            (float(b) * w, "failures", float(failures)),
+        ]
+    ea = _epoch(conn, "at")
+    for b, n in conn.execute(
+        text(
+            f"SELECT floor({ea} / :w), count(*) FROM trial_event_log WHERE campaign = :c "
+            f"GROUP BY floor({ea} / :w)"
+        ),
+        {"c": campaign, "w": w},
+    ):
+        rows.append((float(b) * w, "lease expiries", float(n)))
+    s = _pivot(rows)
+    s.values.setdefault("failures", np.zeros(len(s.x)))
+    return s
+
+
+def _workers(conn: Connection, campaign: str, buckets: int) -> dict[str, Series]:
+    """Per worker: trials finished and mean latency (ms) per time bucket."""
+    w = _time_width(conn, campaign, "recorded_at", "result_attempts", buckets)
+    e = _epoch(conn, "recorded_at")
+    per: dict[str, list[tuple[float, float, float]]] = {}
+    for worker, b, n, lat in conn.execute(
+        text(
+            f"SELECT worker, floor({e} / :w) AS b, count(*), avg(latency_ms) "
+            f"FROM result_attempts WHERE campaign = :c AND status = 'succeeded' "
+            f"GROUP BY worker, floor({e} / :w) ORDER BY b"
+        ),
+        {"c": campaign, "w": w},
+    ):
+        per.setdefault(str(worker), []).append(
+            (float(b) * w, float(n) / w, float("nan") if lat is None else float(lat))
+        )
+    return {
+        k: Series(
+            np.array([r[0] for r in v]),
+            {"per_s": np.array([r[1] for r in v]), "latency_ms": np.array([r[2] for r in v])},
+        )
+        for k, v in per.items()
+    }
+
+
+def _table_costs(
+    conn: Connection, campaign: str, stride: int, seqs: np.ndarray, arms: list[dict[str, Any]]
+) -> np.ndarray | None:
+    """Every arm's cost on each sampled round of a ``table`` campaign (rows follow ``seqs``)."""
+    from tasks.kinds.table import arm_key
+
+    keys = [arm_key(a["arm"]) for a in arms]
+    by_seq = {
+        int(s): _json(v)
+        for s, v in conn.execute(
+            text(
+                "SELECT instance_seq, costs FROM table_costs WHERE campaign = :c "
+                "AND (instance_seq % :k) = 0"
+            ),
+            {"c": campaign, "k": stride},
+        )
+    }
+    out = np.full((len(seqs), len(keys)), np.nan)
+    for i, s in enumerate(seqs):
+        costs = by_seq.get(int(s)) or {}
+        out[i] = [float(costs.get(k, np.nan)) for k in keys]
+    return out if np.isfinite(out).all() else None
