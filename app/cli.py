@@ -391,6 +391,27 @@ def policies() -> None:
         typer.echo(f"{name:16} {doc}{mark}")
 
 
+def _reader_engine(s: Settings) -> Any:
+    """An engine on BANDITQ_DATABASE_URL that can read the reader views (a role made by
+    `banditq db grant-reader` is enough; the schema is not checked or upgraded)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.db import make_engine
+
+    engine = make_engine(s.database_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1 FROM campaign_overview WHERE 1 = 0")).all()
+    except SQLAlchemyError as exc:
+        _fail(
+            f"cannot read the reader views at {s.redacted()['database_url']} "
+            f"({type(exc).__name__}); run `banditq db upgrade` (and `banditq db grant-reader` "
+            "for a reader role)"
+        )
+    return engine
+
+
 @cli.command()
 def report(
     campaign: Annotated[str, typer.Argument(help="campaign name")],
@@ -411,9 +432,9 @@ def report(
     from app.report.data import load
     from app.report.html import write_report
 
-    client = _client()
+    engine = _reader_engine(_settings())
     try:
-        data = load(client.engine, campaign)
+        data = load(engine, campaign)
     except NotFoundError as exc:
         _fail(f"{exc}; `banditq status` lists the campaigns")
     try:
@@ -445,21 +466,7 @@ def dashboard(
         _fail("--refresh must be > 0 seconds")
     import socket
 
-    from sqlalchemy import text
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from app.db import make_engine
-
-    engine = make_engine(s.database_url)
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1 FROM campaign_overview WHERE 1 = 0")).all()
-    except SQLAlchemyError as exc:
-        _fail(
-            f"cannot read the reader views at {s.redacted()['database_url']} "
-            f"({type(exc).__name__}); run `banditq db upgrade` (and `banditq db grant-reader` "
-            "for a reader role)"
-        )
+    engine = _reader_engine(s)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family) as probe:
         try:

@@ -18,9 +18,25 @@ def table_arms(table: CostTable) -> list[dict[str, Any]]:
     pos = table.arm_positions()
     keys = {m.group(1) for n in table.arm_names if (m := _NAMED.match(n))}
     if pos.shape[1] == 1:
-        key = keys.pop() if len(keys) == 1 and len(table.arm_names) == table.K else "x"
-        return [{key: float(v)} for v in pos[:, 0]]
+        if len(keys) == 1 and len(table.arm_names) == table.K:
+            key = keys.pop()
+            # The names' own digits ("omega=1.55", not 1.5499999999999998) when they agree.
+            named = [_number(n.split("=", 1)[1]) for n in table.arm_names]
+            if all(
+                v is not None and abs(v - p) <= 1e-9 * max(1.0, abs(p))
+                for v, p in zip(named, pos[:, 0], strict=True)
+            ):
+                return [{key: v} for v in named]
+            return [{key: float(v)} for v in pos[:, 0]]
+        return [{"x": float(v)} for v in pos[:, 0]]
     return [{f"x{j}": float(v) for j, v in enumerate(row)} for row in pos]
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def create_table_campaign(client: Any, name: str, table: CostTable, **kw: Any) -> Any:

@@ -37,7 +37,7 @@ from starlette.staticfiles import StaticFiles
 
 from app.dashboard.cache import CampaignCache
 from app.errors import NotFoundError
-from app.report.html import fmt, summary_rows
+from app.report.html import error_cells, error_rows, fmt, summary_rows
 from app.report.plots import PLOTS, plot_names
 
 STATIC = Path(__file__).parent / "static"
@@ -170,6 +170,7 @@ def create_app(engine: Engine, token: str | None = None, refresh_s: float = 2.0)
             f"</a> · <a href='/c/{q}/trials.json'>trials JSON</a> · "
             f"<a href='/api/c/{q}/summary'>summary JSON</a></p>"
             f"<table id='summary'>{summary_rows(entry.summary)}</table>{figs}"
+            f"<h2>Recent failures</h2><table id='errors'>{error_rows(entry.data)}</table>"
         )
         return _page(
             f"banditq: {name}",
@@ -183,6 +184,11 @@ def create_app(engine: Engine, token: str | None = None, refresh_s: float = 2.0)
         if request.query_params.get("display"):
             return JSONResponse({k: fmt(v) for k, v in s.items()})
         return JSONResponse(s)
+
+    def errors(request: Request) -> Response:
+        """The recent failures table, as the page shows it (strings; the page's script
+        puts them in with textContent)."""
+        return JSONResponse(error_cells(cache.get(request.path_params["name"]).data))
 
     def plot(request: Request) -> Response:
         name, kind = request.path_params["name"], request.path_params["plot"]
@@ -251,6 +257,7 @@ def create_app(engine: Engine, token: str | None = None, refresh_s: float = 2.0)
         Route("/campaigns.csv", campaigns_csv, methods=get),
         # Campaign names may hold "/": specific routes first, the page last.
         Route("/api/c/{name:path}/summary", summary, methods=get),
+        Route("/api/c/{name:path}/errors", errors, methods=get),
         Route("/c/{name:path}/plot/{plot}.png", plot, methods=get),
         Route("/c/{name:path}/trials.csv", trials_csv, methods=get),
         Route("/c/{name:path}/trials.json", trials_json, methods=get),

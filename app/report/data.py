@@ -25,6 +25,7 @@ BUCKETS = 300
 REASON_BUCKETS = 60
 #: results after the latest snapshot that a report replays into the policy, at most
 POLICY_TAIL = 5000
+RECENT_ERRORS = 10
 
 
 def _json(v: Any) -> Any:
@@ -74,6 +75,8 @@ class ReportData:
     policy_state: dict[str, Any] | None
     policy_version: str | None
     policy_tail: list[tuple[np.ndarray, int, float, float | None]] = field(default_factory=list)
+    #: the latest failures and lease expiries, newest first (at, instance, arm, worker, error)
+    errors: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -262,7 +265,42 @@ def load(
             data.policy_version, data.policy_state = str(snap[0]), _json(snap[1])
             after = int(snap[2])
         data.policy_tail = _policy_tail(conn, campaign, after, data.features)
+        data.errors = recent_errors(conn, campaign)
     return data
+
+
+def recent_errors(conn: Connection, campaign: str, n: int = RECENT_ERRORS) -> list[dict[str, Any]]:
+    """The newest failed results and lease expiries, newest first."""
+    c = {"c": campaign, "n": n}
+    rows = [
+        {"at": _time(r[0]), "instance": r[1], "arm": r[2], "worker": r[3], "error": r[4]}
+        for r in conn.execute(
+            text(
+                "SELECT recorded_at, instance_seq, arm_index, worker, error FROM result_attempts "
+                "WHERE campaign = :c AND status = 'failed' ORDER BY result_id DESC LIMIT :n"
+            ),
+            c,
+        )
+    ]
+    rows += [
+        {
+            "at": _time(r[0]),
+            "instance": None,
+            "arm": None,
+            "worker": None,
+            "error": f"{r[1]} (trial {r[2]}, attempt {r[3]}): {r[4]}",
+        }
+        for r in conn.execute(
+            text(
+                "SELECT at, event, trial_id, attempt, detail FROM trial_event_log "
+                "WHERE campaign = :c ORDER BY at DESC LIMIT :n"
+            ),
+            c,
+        )
+    ]
+    epoch = datetime.min.replace(tzinfo=UTC)
+    rows.sort(key=lambda r: r["at"] or epoch, reverse=True)
+    return rows[:n]
 
 
 def _policy_tail(

@@ -19,7 +19,7 @@ LABELS = {
     "success_rate": "success rate",
     "mean_cost": "mean cost",
     "speedup_over_baseline": "estimated speed-up over the baseline",
-    "speedup_interval": "95% interval",
+    "speedup_interval": "speed-up, 95% interval",
 }
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
@@ -43,6 +43,37 @@ def summary_rows(summ: dict[str, Any]) -> str:
     )
 
 
+ERROR_COLUMNS = ("at", "instance", "arm", "worker", "error")
+
+
+def error_cells(data: ReportData) -> list[dict[str, str]]:
+    """The recent failures as displayed strings (not escaped: the caller escapes them)."""
+    labels = data.arm_labels
+    out = []
+    for e in data.errors:
+        arm = e["arm"]
+        out.append(
+            {
+                "at": e["at"].isoformat(timespec="seconds") if e["at"] else "",
+                "instance": fmt(e["instance"]),
+                "arm": labels[arm] if isinstance(arm, int) and 0 <= arm < len(labels) else fmt(arm),
+                "worker": fmt(e["worker"]),
+                "error": fmt(e["error"]),
+            }
+        )
+    return out
+
+
+def error_rows(data: ReportData) -> str:
+    """The recent failures table (escaped)."""
+    head = "".join(f"<th>{c}</th>" for c in ERROR_COLUMNS)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(r[c])}</td>" for c in ERROR_COLUMNS) + "</tr>"
+        for r in error_cells(data)
+    )
+    return f"<thead><tr>{head}</tr></thead><tbody>{rows}</tbody>"
+
+
 def render(data: ReportData, plots: dict[str, bytes] | None = None) -> str:
     """The report as one HTML document; ``plots`` (name -> PNG) when already drawn."""
     cf = counterfactuals(data)
@@ -59,7 +90,8 @@ def render(data: ReportData, plots: dict[str, bytes] | None = None) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>banditq report: {name}</title>"
         f"<style>{CSS}</style></head><body><h1>banditq report: {name}</h1>"
         f"<p>read at {data.read_at.isoformat(timespec='seconds')}</p>"
-        f"<table id='summary'>{summary_rows(summary(data, cf))}</table>{figs}</body></html>"
+        f"<table id='summary'>{summary_rows(summary(data, cf))}</table>{figs}"
+        f"<h2>Recent failures</h2><table id='errors'>{error_rows(data)}</table></body></html>"
     )
 
 

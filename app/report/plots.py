@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import matplotlib.dates as mdates
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -38,6 +40,15 @@ def _empty(ax: object, what: str = "no results yet") -> None:
 
 def _times(x: np.ndarray) -> list[datetime]:
     return [datetime.fromtimestamp(float(t), UTC) for t in x]
+
+
+def _time_axis(ax: Any, t: list[datetime]) -> None:
+    if t and max(t) - min(t) < timedelta(seconds=10):  # the locator needs a span
+        ax.set_xlim(min(t) - timedelta(seconds=30), max(t) + timedelta(seconds=30))
+    locator = mdates.AutoDateLocator(maxticks=6)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.set_xlabel("time (UTC)")
 
 
 def _thin(n: int, cap: int = MAX_POINTS) -> np.ndarray:
@@ -203,10 +214,9 @@ def faults(data: ReportData, cf: Counterfactual | None = None) -> Figure:
     for key in ("failures", "time-outs", "lease expiries"):
         if key in s.values:
             ax.plot(t, s.values[key], marker=".", label=f"{key} ({int(s.values[key].sum())})")
-    ax.set_xlabel("time (UTC)")
+    _time_axis(ax, t)
     ax.set_ylabel("count per bucket")
     ax.legend(fontsize=8)
-    fig.autofmt_xdate()
     return fig
 
 
@@ -216,15 +226,16 @@ def workers(data: ReportData, cf: Counterfactual | None = None) -> Figure:
     if not data.workers:
         _empty(axes[0])
         return fig
+    t: list[datetime] = []
     for name, s in sorted(data.workers.items()):
-        t = _times(s.x)
-        axes[0].plot(t, s.values["per_s"], label=name[:40])
-        axes[1].plot(t, s.values["latency_ms"], label=name[:40])
+        ts = _times(s.x)
+        t += ts
+        axes[0].plot(ts, s.values["per_s"], label=name[:40])
+        axes[1].plot(ts, s.values["latency_ms"], label=name[:40])
     axes[0].set_ylabel("trials per second")
     axes[1].set_ylabel("mean trial latency (ms)")
     for ax in axes:
-        ax.set_xlabel("time (UTC)")
-        ax.tick_params(axis="x", labelrotation=30)
+        _time_axis(ax, t)
     axes[0].legend(fontsize=7)
     return fig
 

@@ -67,9 +67,27 @@
           document.querySelectorAll("img[data-plot]").forEach(function (img) {
             img.src = img.src.replace(/\?.*$/, "") + "?v=" + encodeURIComponent(version);
           });
+          refreshErrors(name);
         }
         body.dataset.version = version;
       }
+    });
+  }
+
+  function refreshErrors(name) {
+    get("/api/c/" + encodeURIComponent(name) + "/errors", function (rows) {
+      var tbody = document.querySelector("#errors tbody");
+      var cols = ["at", "instance", "arm", "worker", "error"];
+      while (tbody.firstChild) { tbody.removeChild(tbody.firstChild); }
+      rows.forEach(function (r) {
+        var tr = document.createElement("tr");
+        cols.forEach(function (c) {
+          var td = document.createElement("td");
+          td.textContent = r[c];
+          tr.appendChild(td);
+        });
+        tbody.appendChild(tr);
+      });
     });
   }
 
