@@ -119,3 +119,60 @@ def test_postgresql_client_names_the_revision_to_upgrade(later_scripts: str) -> 
         Client(url, "amqp://guest:guest@127.0.0.1:5672//").close()
     finally:
         drop_pg_database(name)
+
+
+def test_upgrade_in_place_keeps_data_and_gives_readers_the_new_views() -> None:
+    """A PostgreSQL database at 0003 with a campaign and a reader role made by an older
+    `grant-reader` (trial_results only): after `db upgrade` the reader selects the report
+    views, sees the old rows, and still cannot read tables."""
+    import uuid
+
+    from sqlalchemy.exc import ProgrammingError
+
+    require(_port_open("127.0.0.1", 5432), "PostgreSQL on 127.0.0.1:5432")
+    name = fresh_pg_database()
+    role = f"bq_old_reader_{uuid.uuid4().hex[:6]}"
+    url = pg_url_of(name)
+    try:
+        db.upgrade(url, "0003")
+        eng = create_engine(url, isolation_level="AUTOCOMMIT")
+        with eng.connect() as c:
+            c.execute(
+                text(
+                    "INSERT INTO campaigns (name, kind, policy, policy_config, context_features, "
+                    "settings, seed, max_in_flight, max_attempts, status, n_instances, n_updates, "
+                    "created_at) VALUES ('old', 'noop', 'random', '{}', '[]', '{}', 0, 1, 1, "
+                    "'active', 0, 0, now())"
+                )
+            )
+            c.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+            c.execute(text(f'GRANT SELECT ON trial_results TO "{role}"'))
+        db.upgrade(url)
+        reader = create_engine(url.replace("postgres@", f"{role}@", 1))
+        with reader.connect() as c:
+            assert c.execute(text("SELECT campaign FROM campaign_overview")).scalars().all() == [
+                "old"
+            ]
+            for view in (
+                "campaign_arms",
+                "result_attempts",
+                "trial_event_log",
+                "policy_latest",
+                "table_costs",
+            ):
+                c.execute(text(f"SELECT * FROM {view}")).all()
+            assert "arm_index" in list(c.execute(text("SELECT * FROM trial_results")).keys())
+        with reader.connect() as c, pytest.raises(ProgrammingError, match="permission"):
+            c.execute(text("SELECT * FROM trial_events"))
+        reader.dispose()
+        db.downgrade(url, "0003")  # and back: the old view returns
+        with eng.connect() as c:
+            assert "arm_index" not in list(c.execute(text("SELECT * FROM trial_results")).keys())
+            c.execute(text(f'DROP OWNED BY "{role}"'))
+        eng.dispose()
+    finally:
+        drop_pg_database(name)
+        admin = create_engine(pg_url_of("postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+        admin.dispose()

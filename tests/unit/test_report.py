@@ -196,3 +196,32 @@ def test_table_kind_validates_and_looks_up() -> None:
         kind.run(spec, {"omega": 1.0})
     tab = CostTable(np.zeros((2, 1)), np.array([[1.0, 2.0], [3.0, 4.0]]), np.ones((2, 2)))
     assert table_arms(tab) == [{"x0": 1.0, "x1": 2.0}, {"x0": 3.0, "x1": 4.0}]
+
+
+def test_inference_plot_shows_latency_quality_and_violations(embedded_settings: Settings) -> None:
+    """Results as an inference campaign logs them (latency per arm, monitored quality)."""
+    client = Client(settings=embedded_settings)
+    camp = client.create_campaign(
+        "inf", "noop", [{"cost": 1.0}, {"cost": 2.0}], policy="random", context_features=["tokens"]
+    )
+    camp.submit_many([(None, {"tokens": float(t)}) for t in range(8, 208, 5)])
+    InlineScheduler(embedded_settings).run_until_idle()
+    with client.engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE campaigns SET kind = 'inference', "
+                'settings = \'{"kind_options": {"quality_floor": 0.99}}\''
+            )
+        )
+        conn.execute(
+            text(
+                "UPDATE results SET latency_ms = cost * 10, "
+                "quality = CASE WHEN cost > 1.5 THEN 0.95 ELSE 0.999 END"
+            )
+        )
+    data = rdata.load(client.engine, "inf")
+    assert data.quality_floor() == 0.99 and "inference" in plot_names(data)
+    fig = PLOTS["inference"](data, None)
+    bars = [p.get_height() for p in fig.axes[2].patches]
+    assert bars == [0, int((data.rounds["arm"] == 1).sum())] and bars[1] > 0
+    assert any(line.get_label().startswith("floor") for line in fig.axes[1].lines)
