@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, text
 
 from app.errors import NotFoundError
 
-MAX_ROUNDS = 20_000
+MAX_ROUNDS = 10_000
 BUCKETS = 300
 REASON_BUCKETS = 60
 #: results after the latest snapshot that a report replays into the policy, at most
@@ -207,46 +207,30 @@ def load(
                 c,
             )
         ]
-        counts = {
-            str(s): int(n)
-            for s, n in conn.execute(
-                text(
-                    "SELECT status, count(*) FROM trial_results WHERE campaign = :c GROUP BY status"
-                ),
-                c,
-            )
-        }
-        agg = conn.execute(
-            text(
-                "SELECT count(*), sum(cost), min(instance_seq), max(instance_seq) "
-                "FROM trial_results WHERE campaign = :c AND status = 'succeeded' "
-                "AND cost IS NOT NULL"
-            ),
-            c,
-        ).one()
-        n_ok, total, lo, hi = int(agg[0]), float(agg[1] or 0.0), agg[2], agg[3]
-        span = (int(hi) - int(lo) + 1) if n_ok else 1
+        # The sequence spans 0 .. n_instances - 1: bucket widths need no query.
+        span = max(1, int(overview["n_instances"] or 0))
         stride = max(1, math.ceil(span / max_rounds))
         width = max(1, math.ceil(span / buckets))
+        seq = _by_sequence(conn, campaign, width, max(1, math.ceil(buckets / REASON_BUCKETS)))
         rounds = _rounds(conn, campaign, stride, overview["context_features"] or [])
-        last = conn.execute(
-            text("SELECT max(recorded_at) FROM result_attempts WHERE campaign = :c"), c
-        ).scalar()
+        read_at = datetime.now(UTC)
+        created = _time(overview["created_at"]) or read_at
+        faults, workers, last = _by_time(conn, campaign, created, read_at, buckets)
         data = ReportData(
             overview=overview,
             arms=arms,
-            counts=counts,
-            read_at=datetime.now(UTC),
-            n_succeeded=n_ok,
-            total_cost=total,
-            last_activity=_time(last),
+            counts=seq.counts,
+            read_at=read_at,
+            n_succeeded=seq.n_ok,
+            total_cost=seq.total,
+            last_activity=last,
             stride=stride,
             rounds=rounds,
-            cumulative=_cumulative(conn, campaign, width),
-            reasons=_reasons(conn, campaign, max(1, math.ceil(span / REASON_BUCKETS))),
+            cumulative=seq.cumulative,
+            reasons=seq.reasons,
             per_arm=_per_arm(conn, campaign, len(arms)),
-            faults=_faults(conn, campaign, buckets),
-            workers=_workers(conn, campaign, buckets),
+            faults=faults,
+            workers=workers,
             table_costs=_table_costs(conn, campaign, stride, rounds["seq"], arms)
             if overview["kind"] == "table"
             else None,
@@ -351,34 +335,49 @@ def _rounds(conn: Connection, campaign: str, stride: int, features: list[str]) -
     }
 
 
-def _cumulative(conn: Connection, campaign: str, width: int) -> Series:
+@dataclass
+class _Sequence:
+    counts: dict[str, int]
+    n_ok: int
+    total: float
+    cumulative: Series
+    reasons: Series
+
+
+def _by_sequence(conn: Connection, campaign: str, width: int, merge: int) -> _Sequence:
+    """One pass over the campaign's trials: counts by status, the cumulative cost of the
+    succeeded ones per ``width`` instances, and decisions by reason per ``merge`` buckets."""
     rows = conn.execute(
         text(
-            "SELECT instance_seq / :w AS b, count(*), sum(cost) FROM trial_results "
-            "WHERE campaign = :c AND status = 'succeeded' AND cost IS NOT NULL "
-            "GROUP BY instance_seq / :w ORDER BY b"
+            "SELECT instance_seq / :w AS b, status, reason, count(*), sum(cost), count(cost) "
+            "FROM trial_results WHERE campaign = :c GROUP BY instance_seq / :w, status, reason"
         ),
         {"c": campaign, "w": width},
     ).all()
-    x = np.array([(int(r[0]) + 1) * width for r in rows], dtype=np.int64)
-    return Series(
-        x,
-        {
-            "n": np.cumsum([int(r[1]) for r in rows]).astype(float),
-            "cost": np.cumsum([float(r[2]) for r in rows]),
-        },
+    counts: dict[str, int] = {}
+    cost: dict[int, float] = {}
+    n_cost: dict[int, int] = {}
+    reasons: list[tuple[float, str, float]] = []
+    for b, status, reason, n, total, with_cost in rows:
+        counts[str(status)] = counts.get(str(status), 0) + int(n)
+        if status == "succeeded" and with_cost:
+            cost[int(b)] = cost.get(int(b), 0.0) + float(total)
+            n_cost[int(b)] = n_cost.get(int(b), 0) + int(with_cost)
+        reasons.append((float(int(b) // merge * merge * width), str(reason), float(n)))
+    keys = sorted(cost)
+    return _Sequence(
+        counts=counts,
+        n_ok=sum(n_cost.values()),
+        total=float(sum(cost.values())),
+        cumulative=Series(
+            np.array([(b + 1) * width for b in keys], dtype=np.int64),
+            {
+                "n": np.cumsum([n_cost[b] for b in keys]).astype(float),
+                "cost": np.cumsum([cost[b] for b in keys]),
+            },
+        ),
+        reasons=_pivot(reasons),
     )
-
-
-def _reasons(conn: Connection, campaign: str, width: int) -> Series:
-    rows = conn.execute(
-        text(
-            "SELECT instance_seq / :w AS b, reason, count(*) FROM trial_results "
-            "WHERE campaign = :c GROUP BY instance_seq / :w, reason ORDER BY b"
-        ),
-        {"c": campaign, "w": width},
-    ).all()
-    return _pivot([(int(r[0]) * width, str(r[1]), float(r[2])) for r in rows])
 
 
 def _pivot(rows: list[tuple[float, str, float]]) -> Series:
@@ -408,35 +407,37 @@ def _per_arm(conn: Connection, campaign: str, k: int) -> dict[str, np.ndarray]:
     return out
 
 
-def _time_width(conn: Connection, campaign: str, column: str, view: str, buckets: int) -> float:
-    e = _epoch(conn, column)
-    lo, hi = conn.execute(
-        text(f"SELECT min({e}), max({e}) FROM {view} WHERE campaign = :c"), {"c": campaign}
-    ).one()
-    if lo is None:
-        return 1.0
-    return max(1.0, math.ceil((float(hi) - float(lo) + 1.0) / buckets))
-
-
-def _faults(conn: Connection, campaign: str, buckets: int) -> Series:
-    """Failures, time-outs (results) and lease expiries (trial events) per time bucket."""
-    w = _time_width(conn, campaign, "recorded_at", "result_attempts", buckets)
+def _by_time(
+    conn: Connection, campaign: str, start: datetime, end: datetime, buckets: int
+) -> tuple[Series, dict[str, Series], datetime | None]:
+    """One pass over the campaign's results by time bucket (from the campaign's creation to
+    now): failures, time-outs and lease expiries; per worker, trials per second and mean
+    latency (ms); and the last activity."""
+    w = max(1.0, math.ceil((end - start).total_seconds() / buckets))
     e = _epoch(conn, "recorded_at")
-    rows: list[tuple[float, str, float]] = []
-    for b, timeouts, failures in conn.execute(
+    faults: list[tuple[float, str, float]] = []
+    per: dict[str, dict[float, list[float]]] = {}
+    last: datetime | None = None
+    for worker, b, status, timeout, n, lat, newest in conn.execute(
         text(
-            f"SELECT floor({e} / :w) AS b, "
-            "SUM(CASE WHEN status = 'failed' AND error LIKE 'timed out%' THEN 1 ELSE 0 END), "
-            "SUM(CASE WHEN status = 'failed' AND (error IS NULL OR error NOT LIKE 'timed out%') "
-            "THEN 1 ELSE 0 END) "
-            f"FROM result_attempts WHERE campaign = :c GROUP BY floor({e} / :w)"
+            f"SELECT worker, floor({e} / :w) AS b, status, "
+            "CASE WHEN error LIKE 'timed out%' THEN 1 ELSE 0 END AS tmo, count(*), "
+            f"avg(latency_ms), max(recorded_at) FROM result_attempts WHERE campaign = :c "
+            f"GROUP BY worker, floor({e} / :w), status, "
+            "CASE WHEN error LIKE 'timed out%' THEN 1 ELSE 0 END"
         ),
         {"c": campaign, "w": w},
     ):
-        rows += [
-            (float(b) * w, "time-outs", float(timeouts)),
-            (float(b) * w, "failures", float(failures)),
-        ]
+        t = float(b) * w
+        newest = _time(newest)
+        if newest is not None and (last is None or newest > last):
+            last = newest
+        # every bucket with results is a point (zero faults is worth seeing)
+        faults.append((t, "time-outs" if timeout else "failures", float(n * (status == "failed"))))
+        if status == "succeeded":
+            acc = per.setdefault(str(worker), {}).setdefault(t, [0.0, 0.0])
+            acc[0] += float(n)
+            acc[1] += float(n) * (float("nan") if lat is None else float(lat))
     ea = _epoch(conn, "at")
     for b, n in conn.execute(
         text(
@@ -445,35 +446,21 @@ def _faults(conn: Connection, campaign: str, buckets: int) -> Series:
         ),
         {"c": campaign, "w": w},
     ):
-        rows.append((float(b) * w, "lease expiries", float(n)))
-    s = _pivot(rows)
-    s.values.setdefault("failures", np.zeros(len(s.x)))
-    return s
-
-
-def _workers(conn: Connection, campaign: str, buckets: int) -> dict[str, Series]:
-    """Per worker: trials finished and mean latency (ms) per time bucket."""
-    w = _time_width(conn, campaign, "recorded_at", "result_attempts", buckets)
-    e = _epoch(conn, "recorded_at")
-    per: dict[str, list[tuple[float, float, float]]] = {}
-    for worker, b, n, lat in conn.execute(
-        text(
-            f"SELECT worker, floor({e} / :w) AS b, count(*), avg(latency_ms) "
-            f"FROM result_attempts WHERE campaign = :c AND status = 'succeeded' "
-            f"GROUP BY worker, floor({e} / :w) ORDER BY b"
-        ),
-        {"c": campaign, "w": w},
-    ):
-        per.setdefault(str(worker), []).append(
-            (float(b) * w, float(n) / w, float("nan") if lat is None else float(lat))
+        faults.append((float(b) * w, "lease expiries", float(n)))
+    series = _pivot(faults)
+    for key in ("failures", "time-outs"):
+        series.values.setdefault(key, np.zeros(len(series.x)))
+    workers = {}
+    for name, by_t in per.items():
+        ts = sorted(by_t)
+        workers[name] = Series(
+            np.array(ts),
+            {
+                "per_s": np.array([by_t[t][0] / w for t in ts]),
+                "latency_ms": np.array([by_t[t][1] / by_t[t][0] for t in ts]),
+            },
         )
-    return {
-        k: Series(
-            np.array([r[0] for r in v]),
-            {"per_s": np.array([r[1] for r in v]), "latency_ms": np.array([r[2] for r in v])},
-        )
-        for k, v in per.items()
-    }
+    return series, workers, last
 
 
 def _table_costs(

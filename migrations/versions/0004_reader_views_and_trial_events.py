@@ -16,13 +16,45 @@ down_revision: str | None = '0003'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# trial_results gains arm_index (last, so PostgreSQL can replace the view in place).
-TRIAL_RESULTS_VIEW = importlib.import_module(
-    "migrations.versions.0001_initial_schema"
-).TRIAL_RESULTS_VIEW.replace(
-    "COALESCE(r.finished_at, t.finished_at) AS finished_at\n",
-    "COALESCE(r.finished_at, t.finished_at) AS finished_at,\n    t.arm_index AS arm_index\n",
-)
+# trial_results gains arm_index (last, so PostgreSQL can replace the view in place). Its
+# lookups are LEFT JOINs on primary keys (the foreign keys are NOT NULL, so the rows are the
+# same): PostgreSQL then drops a join whose columns a query does not use.
+TRIAL_RESULTS_VIEW = """
+CREATE VIEW trial_results AS
+SELECT
+    c.name AS campaign,
+    i.id AS instance_id,
+    i.seq AS instance_seq,
+    t.id AS trial_id,
+    t.uuid AS trial_uuid,
+    i.context AS context,
+    a.value AS arm,
+    a.name AS arm_name,
+    t.policy_name AS policy,
+    t.policy_version AS policy_version,
+    t.propensity AS propensity,
+    t.reason AS reason,
+    t.state AS status,
+    t.attempt AS attempt,
+    r.cost AS cost,
+    r.iterations AS iterations,
+    r.converged AS converged,
+    r.residual AS residual,
+    r.latency_ms AS latency_ms,
+    r.quality AS quality,
+    r.device AS device,
+    COALESCE(r.error, t.error) AS error,
+    COALESCE(r.worker, t.worker) AS worker,
+    t.created_at AS created_at,
+    COALESCE(r.started_at, t.started_at) AS started_at,
+    COALESCE(r.finished_at, t.finished_at) AS finished_at,
+    t.arm_index AS arm_index
+FROM trials t
+JOIN campaigns c ON c.id = t.campaign_id
+LEFT JOIN instances i ON i.id = t.instance_id
+LEFT JOIN arms a ON a.id = t.arm_id
+LEFT JOIN results r ON r.trial_id = t.id AND r.attempt = t.attempt
+"""
 
 # What `banditq report` and `banditq dashboard` read: views only, so the read-only role of
 # `banditq db grant-reader` is enough. Aggregation happens in SQL over these.
@@ -52,8 +84,8 @@ SELECT c.name AS campaign, r.id AS result_id, r.trial_id AS trial_id,
        r.finished_at AS finished_at, r.recorded_at AS recorded_at
 FROM results r
 JOIN campaigns c ON c.id = r.campaign_id
-JOIN trials t ON t.id = r.trial_id
-JOIN instances i ON i.id = t.instance_id
+LEFT JOIN trials t ON t.id = r.trial_id
+LEFT JOIN instances i ON i.id = t.instance_id
 """,
     "trial_event_log": """
 CREATE VIEW trial_event_log AS
