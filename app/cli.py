@@ -395,19 +395,23 @@ def _reader_engine(s: Settings) -> Any:
     """An engine on BANDITQ_DATABASE_URL that can read the reader views (a role made by
     `banditq db grant-reader` is enough; the schema is not checked or upgraded)."""
     from sqlalchemy import text
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import DBAPIError
 
-    from app.db import make_engine
+    from app import db
 
-    engine = make_engine(s.database_url)
+    engine = db.make_engine(s.database_url)
+    if engine.dialect.name == "sqlite" and not db.is_current(engine):
+        db.upgrade(s.database_url)  # the embedded default upgrades itself, as the client does
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1 FROM campaign_overview WHERE 1 = 0")).all()
-    except SQLAlchemyError as exc:
+    except DBAPIError as exc:
+        cause = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else ""
+        if not any(w in cause for w in ("permission denied", "does not exist", "no such table")):
+            raise  # a dead server, a wrong password: the generic one-line database error
         _fail(
-            f"cannot read the reader views at {s.redacted()['database_url']} "
-            f"({type(exc).__name__}); run `banditq db upgrade` (and `banditq db grant-reader` "
-            "for a reader role)"
+            f"cannot read the reader views at {s.redacted()['database_url']} ({cause}); run "
+            "`banditq db upgrade` (and `banditq db grant-reader ROLE` for a reader role)"
         )
     return engine
 

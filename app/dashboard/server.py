@@ -114,7 +114,7 @@ def create_app(engine: Engine, token: str | None = None, refresh_s: float = 2.0)
     def campaigns(request: Request) -> list[dict[str, Any]]:
         from app.report.data import campaign_list
 
-        return [{k: _jsonable(r[k]) for k in LIST_COLUMNS} for r in campaign_list(engine)]
+        return [{k: r[k] for k in LIST_COLUMNS} for r in campaign_list(engine)]
 
     def index(request: Request) -> Response:
         head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in LIST_COLUMNS)
@@ -139,16 +139,15 @@ def create_app(engine: Engine, token: str | None = None, refresh_s: float = 2.0)
     def api_campaigns(request: Request) -> Response:
         """Every campaign; ``?display=1``: as the page shows them (formatted strings)."""
         rows = campaigns(request)
-        if request.query_params.get("display"):
-            rows = [{k: fmt(v) for k, v in r.items()} for r in rows]
-        return JSONResponse(rows)
+        show = fmt if request.query_params.get("display") else _jsonable
+        return JSONResponse([{k: show(v) for k, v in r.items()} for r in rows])
 
     def campaigns_csv(request: Request) -> Response:
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(LIST_COLUMNS)
         for r in campaigns(request):
-            w.writerow([r[c] for c in LIST_COLUMNS])
+            w.writerow([_jsonable(r[c]) for c in LIST_COLUMNS])
         return Response(
             buf.getvalue(),
             media_type="text/csv",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import html
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,10 @@ figure{margin:1.5em 0}img{max-width:100%}figcaption{color:#555;font-size:90%}"""
 
 
 def fmt(v: Any) -> str:
+    """A value as the report and the dashboard show it (4 significant digits, times to the
+    second in UTC)."""
+    if isinstance(v, datetime):
+        return v.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, list):
@@ -54,7 +59,7 @@ def error_cells(data: ReportData) -> list[dict[str, str]]:
         arm = e["arm"]
         out.append(
             {
-                "at": e["at"].isoformat(timespec="seconds") if e["at"] else "",
+                "at": fmt(e["at"]),
                 "instance": fmt(e["instance"]),
                 "arm": labels[arm] if isinstance(arm, int) and 0 <= arm < len(labels) else fmt(arm),
                 "worker": fmt(e["worker"]),

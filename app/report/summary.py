@@ -46,5 +46,7 @@ def summary(data: ReportData, cf: Counterfactual | None = None) -> dict[str, Any
         "best_fixed_mean_cost": _f(float(cf.mean()[best])) if best is not None else None,
         "estimates": "exact (full-information table)" if cf.exact else "doubly robust (OPE)",
         "sampled_rounds": int(len(data.rounds["seq"])),
-        "last_activity": data.last_activity.isoformat() if data.last_activity else None,
+        "last_activity": data.last_activity.isoformat(timespec="seconds")
+        if data.last_activity
+        else None,
     }

@@ -38,8 +38,11 @@ def test_help_explains_commands_and_environment(tmp_path: Path) -> None:
         "worker",
         "status",
         "results",
+        "report",
+        "dashboard",
         "db",
         "BANDITQ_DATABASE_URL",
+        "BANDITQ_DASHBOARD_TOKEN",
         "BANDITQ_BROKER_URL",
     ):
         assert word in out.stdout
@@ -57,6 +60,11 @@ def test_demo_on_the_embedded_default_then_status_and_results(tmp_path: Path) ->
     assert st["instances"] == {"done": 40} and st["policy_updates"] == 40
     rows = json.loads(banditq("results", names[0], "--format", "json", cwd=tmp_path).stdout)
     assert len(rows) == 40 and all(r["status"] == "succeeded" for r in rows)
+    rep = banditq("report", names[0], "-o", "r.html", "--png", "plots", cwd=tmp_path)
+    assert rep.returncode == 0, rep.stderr
+    page = (tmp_path / "r.html").read_text()
+    assert "doubly robust" in page and page.count("data:image/png;base64,") == 7
+    assert len(list((tmp_path / "plots").glob("*.png"))) == 7
     csv_out = banditq("results", names[0], "--format", "csv", cwd=tmp_path).stdout.splitlines()
     assert csv_out[0].startswith("campaign,") and len(csv_out) == 41
     ope = banditq(

@@ -21,6 +21,8 @@ CASES = [
     ("dead-db/upgrade", ["db", "upgrade"], {"BANDITQ_DATABASE_URL": DEAD_PG}, "port 5999"),
     ("dead-db/results", ["results", "c"], {"BANDITQ_DATABASE_URL": DEAD_PG}, "port 5999"),
     ("dead-db/scheduler", ["scheduler"], {"BANDITQ_DATABASE_URL": DEAD_PG}, "port 5999"),
+    ("dead-db/report", ["report", "c"], {"BANDITQ_DATABASE_URL": DEAD_PG}, "port 5999"),
+    ("dead-db/dashboard", ["dashboard"], {"BANDITQ_DATABASE_URL": DEAD_PG}, "port 5999"),
     ("no-role/status", ["status"], {"BANDITQ_DATABASE_URL": NO_ROLE}, 'role "nobody"'),
     ("dead-mq/scheduler", ["scheduler"], {"BANDITQ_BROKER_URL": DEAD_MQ}, "refused"),
     ("dead-mq/worker", ["worker"], {"BANDITQ_BROKER_URL": DEAD_MQ}, "refused"),
@@ -72,3 +74,26 @@ def test_debug_shows_the_traceback(tmp_path: Path, how: str) -> None:
     out = banditq(*args, cwd=tmp_path, timeout=120, env=env)
     assert out.returncode != 0
     assert "Traceback" in out.stderr and "OperationalError" in out.stderr
+
+
+@pytest.mark.acceptance
+def test_report_and_dashboard_say_what_to_do(tmp_path: Path) -> None:
+    """An unknown campaign, an unwritable report path and a port in use are one line each;
+    the embedded database is created on first use (as the client does)."""
+    import socket
+
+    out = banditq("report", "nope", cwd=tmp_path, timeout=120)
+    assert out.returncode == 2 and "no campaign named 'nope'" in out.stderr, out.stderr
+    assert "banditq status" in out.stderr and "Traceback" not in out.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = banditq("dashboard", "--port", str(port), cwd=tmp_path, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert f"cannot serve on 127.0.0.1:{port}" in out.stderr and "--port" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = banditq("dashboard", "--refresh", "0", cwd=tmp_path, timeout=120)
+    assert out.returncode == 2 and "--refresh must be > 0" in out.stderr
+    help_text = banditq("dashboard", "--help", cwd=tmp_path, timeout=120).stdout
+    assert "grant-reader" in help_text and "BANDITQ_DASHBOARD_TOKEN" in help_text
