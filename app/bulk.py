@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from app.runtime import OPEN_STATES
-from models import Campaign, Instance, Result, Trial
+from models import BlobRef, Campaign, Instance, Result, Trial
 from models.base import json_dumps
 
 TRIAL_COLUMNS = (
@@ -118,7 +118,13 @@ _RECORD = text(
     "WHERE i.id = v.id), "
     "c AS (UPDATE campaigns AS c SET n_updates = c.n_updates + v.n "
     "FROM unnest(CAST(:c_id AS integer[]), CAST(:c_n AS integer[])) AS v(id, n) "
-    "WHERE c.id = v.id) "
+    "WHERE c.id = v.id), "
+    # stored arrays the results refer to (kept by `store gc`); an INSERT in WITH always runs
+    "b AS (INSERT INTO blob_refs (sha256, nbytes, campaign_id, result_id, created_at) "
+    "SELECT v.sha256, v.nbytes, v.campaign_id, r.id, now() FROM unnest("
+    "CAST(:b_trial AS integer[]), CAST(:b_sha256 AS varchar[]), CAST(:b_nbytes AS bigint[]), "
+    "CAST(:b_campaign AS integer[])) AS v(trial_id, sha256, nbytes, campaign_id) "
+    "JOIN r ON r.trial_id = v.trial_id) "
     # the cross join with one row makes the NOTIFYs run (a CTE nothing reads would not)
     "SELECT r.id, r.trial_id FROM r, (SELECT count(pg_notify('banditq_done', CAST(v AS text))) "
     "FROM unnest(CAST(:i_id AS integer[])) AS v) AS n"
@@ -162,11 +168,14 @@ class BulkWriter:
         finished: list[dict[str, Any]],
         statuses: list[dict[str, Any]],
         per_campaign: dict[int, int],
+        links: list[dict[str, Any]] | None = None,
     ) -> list[int]:
         """Insert ``results`` (``RESULT_COLUMNS``), finish their trials (rows of ``id, state,
-        worker, started_at, finished_at, error``), set instance ``statuses`` (``id, status``)
-        and add ``per_campaign`` applied updates to ``campaigns.n_updates``. Returns the
-        result ids in the order of ``results``."""
+        worker, started_at, finished_at, error``), set instance ``statuses`` (``id, status``),
+        add ``per_campaign`` applied updates to ``campaigns.n_updates`` and insert the blob
+        references ``links`` (rows of ``trial_id, sha256, nbytes, campaign_id``) of the new
+        results. Returns the result ids in the order of ``results``."""
+        links = links or []
         if not results:
             return []
         if self.pg:
@@ -177,6 +186,10 @@ class BulkWriter:
                 "i_status": [r["status"] for r in statuses],
                 "c_id": list(per_campaign),
                 "c_n": list(per_campaign.values()),
+                "b_trial": [b["trial_id"] for b in links],
+                "b_sha256": [b["sha256"] for b in links],
+                "b_nbytes": [b["nbytes"] for b in links],
+                "b_campaign": [b["campaign_id"] for b in links],
             }
             ids = dict((trial_id, rid) for rid, trial_id in session.execute(_RECORD, params).all())
             return [ids[r["trial_id"]] for r in results]
@@ -191,6 +204,20 @@ class BulkWriter:
         for cid, n in per_campaign.items():
             session.execute(
                 update(Campaign).where(Campaign.id == cid).values(n_updates=Campaign.n_updates + n)
+            )
+        if links:
+            by_trial = {r["trial_id"]: rid for r, rid in zip(results, out, strict=True)}
+            session.execute(
+                insert(BlobRef),
+                [
+                    {
+                        "sha256": b["sha256"],
+                        "nbytes": b["nbytes"],
+                        "campaign_id": b["campaign_id"],
+                        "result_id": by_trial[b["trial_id"]],
+                    }
+                    for b in links
+                ],
             )
         return out
 

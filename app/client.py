@@ -38,6 +38,22 @@ log = logging.getLogger("banditq.client")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 FEATURE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 FINAL = ("done", "failed")
+_INSERT_PG = text(
+    "WITH c AS (UPDATE campaigns SET n_instances = n_instances + :n "
+    "WHERE id = :cid AND status = 'active' RETURNING n_instances) "
+    "INSERT INTO instances (campaign_id, seq, context, spec, status, created_at) "
+    "SELECT :cid, c.n_instances - :n + v.ord - 1, v.context, v.spec, 'pending', :now "
+    "FROM c, unnest(CAST(:contexts AS jsonb[]), CAST(:specs AS jsonb[])) "
+    "WITH ORDINALITY AS v(context, spec, ord) RETURNING id, seq"
+)
+#: one instance's final trial and its result, or no row while it is not finished
+SOLUTION_SQL = (
+    "SELECT t.id, t.state, r.iterations, r.converged, r.residual, r.latency_ms, r.outputs, "
+    "a.value, r.error FROM instances i JOIN trials t ON t.instance_id = i.id "
+    "JOIN arms a ON a.id = t.arm_id "
+    "LEFT JOIN results r ON r.trial_id = t.id AND r.attempt = t.attempt "
+    "WHERE i.id = {i} AND i.status IN ('done', 'failed') ORDER BY t.id DESC"
+)
 
 
 def expand_arms(
@@ -462,6 +478,7 @@ class Campaign:
                 ctx = validate_context(context, features, f"{where}context")
                 prepared.append((ctx, self._spec(row, system, own, where)))
             ids = self._insert(s, prepared)
+
         self.client._wake(self.name)
         return ids
 
@@ -508,42 +525,10 @@ class Campaign:
         """Insert validated (context, spec) pairs with consecutive sequence numbers."""
         if not prepared:
             return []
-        # Reserve consecutive sequence numbers (the row lock serializes concurrent
-        # submitters) and check the campaign still takes instances, in one round trip.
-        end = s.scalar(
-            update(CampaignRow)
-            .where(CampaignRow.id == self.id, CampaignRow.status == "active")
-            .values(n_instances=CampaignRow.n_instances + len(prepared))
-            .returning(CampaignRow.n_instances)
-        )
-        if end is None:
-            with self.client.Session() as s2:
-                state = s2.scalar(select(CampaignRow.status).where(CampaignRow.id == self.id))
-            raise InputError(
-                "campaign",
-                f"campaign {self.name!r} was deleted"
-                if state is None
-                else f"campaign {self.name!r} is {state}",
-            )
-        base = int(end) - len(prepared)
-        rows = [
-            {
-                "campaign_id": self.id,
-                "seq": base + j,
-                "context": ctx,
-                "spec": sp,
-                "status": "pending",
-            }
-            for j, (ctx, sp) in enumerate(prepared)
-        ]
-        ids = list(
-            s.scalars(
-                Instance.__table__.insert().returning(  # type: ignore[attr-defined]
-                    Instance.id, sort_by_parameter_order=True
-                ),
-                rows,
-            )
-        )
+        if s.bind.dialect.name == "postgresql":
+            ids = self._insert_pg(s, prepared)
+        else:
+            ids = self._insert_portable(s, prepared)
         from tasks.store.blobs import refs_in
 
         links = [
@@ -559,6 +544,70 @@ class Campaign:
         if links:  # what `banditq store gc` must keep, and `store stats` counts
             s.execute(BlobRef.__table__.insert(), links)  # type: ignore[attr-defined]
         return ids
+
+    def _not_active(self) -> InputError:
+        with self.client.Session() as s2:
+            state = s2.scalar(select(CampaignRow.status).where(CampaignRow.id == self.id))
+        return InputError(
+            "campaign",
+            f"campaign {self.name!r} was deleted"
+            if state is None
+            else f"campaign {self.name!r} is {state}",
+        )
+
+    def _insert_pg(
+        self, s: Any, prepared: list[tuple[dict[str, Any], dict[str, Any]]]
+    ) -> list[int]:
+        """One statement: reserve the sequence numbers (the campaign row's lock serializes
+        concurrent submitters; nothing is inserted unless the campaign is active) and insert."""
+        from models.base import json_dumps, utcnow
+
+        rows = s.execute(
+            _INSERT_PG,
+            {
+                "cid": self.id,
+                "n": len(prepared),
+                "contexts": [json_dumps(ctx) for ctx, _sp in prepared],
+                "specs": [json_dumps(sp) for _ctx, sp in prepared],
+                "now": utcnow(),
+            },
+        ).all()
+        if not rows:
+            raise self._not_active()
+        return [int(i) for i, _seq in sorted(rows, key=lambda r: r[1])]
+
+    def _insert_portable(
+        self, s: Any, prepared: list[tuple[dict[str, Any], dict[str, Any]]]
+    ) -> list[int]:
+        # Reserve consecutive sequence numbers (the row lock serializes concurrent
+        # submitters) and check the campaign still takes instances, in one round trip.
+        end = s.scalar(
+            update(CampaignRow)
+            .where(CampaignRow.id == self.id, CampaignRow.status == "active")
+            .values(n_instances=CampaignRow.n_instances + len(prepared))
+            .returning(CampaignRow.n_instances)
+        )
+        if end is None:
+            raise self._not_active()
+        base = int(end) - len(prepared)
+        rows = [
+            {
+                "campaign_id": self.id,
+                "seq": base + j,
+                "context": ctx,
+                "spec": sp,
+                "status": "pending",
+            }
+            for j, (ctx, sp) in enumerate(prepared)
+        ]
+        return list(
+            s.scalars(
+                Instance.__table__.insert().returning(  # type: ignore[attr-defined]
+                    Instance.id, sort_by_parameter_order=True
+                ),
+                rows,
+            )
+        )
 
     def counts(self) -> dict[str, int]:
         with self.client.Session() as s:
@@ -645,33 +694,42 @@ class Campaign:
         **spec: Any,
     ) -> Solution:
         """Submit, wait for this one instance, return its solution (for a simulation loop)."""
+        completions = self.client.completions
+        completions.listening()  # before the submit: its completion notice cannot be missed
+        generation = completions.generation
         iid = self.submit(system, context, return_solution=True, **spec)
-        return self._solution(iid, timeout)
+        return self._solution(iid, timeout, generation)
 
-    def _solution(self, iid: int, timeout: float | None) -> Solution:
-        """Wait for one instance and read its result: one query per wake-up (the instance's
-        final trial and result, or nothing yet)."""
+    def _solution(self, iid: int, timeout: float | None, generation: int | None = None) -> Solution:
+        """Wait for one instance and read its result. On PostgreSQL it is read when its
+        completion notice arrives (or after a second without one); when the listener was
+        already listening at ``generation`` before the submit, nothing is read before."""
         deadline = None if timeout is None else time.monotonic() + timeout
         # SQLite: a cheap query, and a solve is expected within milliseconds
         poll = Poll(0.002, 1.2, 0.005, 0.05)
-        self.client.completions.listening()
+        completions = self.client.completions
+        look = not completions.listening() or completions.generation != generation
         while True:
-            with self.client.engine.connect() as conn:
-                row = conn.execute(
-                    text(
-                        "SELECT t.id, t.state, r.iterations, r.converged, r.residual, "
-                        "r.latency_ms, r.outputs, a.value, r.error FROM instances i "
-                        "JOIN trials t ON t.instance_id = i.id JOIN arms a ON a.id = t.arm_id "
-                        "LEFT JOIN results r ON r.trial_id = t.id AND r.attempt = t.attempt "
-                        "WHERE i.id = :i AND i.status IN ('done', 'failed') ORDER BY t.id DESC"
-                    ),
-                    {"i": iid},
-                ).first()
+            if not look:
+                noticed = completions.pause(deadline, poll)
+                look = noticed is None or str(iid) in noticed
+                if deadline is not None and time.monotonic() > deadline:
+                    look = True
+                continue
+            # On PostgreSQL the listening (autocommit) connection reads it: no pool checkout,
+            # no transaction to end, one round trip right after the wake-up.
+            seen_generation = completions.generation
+            row = completions.first(SOLUTION_SQL.format(i="%(i)s"), {"i": iid})
+            if row is None and not completions.listening():
+                with self.client.engine.connect() as conn:
+                    row = conn.execute(text(SOLUTION_SQL.format(i=":i")), {"i": iid}).first()
+
             if row is not None:
                 break
             if deadline is not None and time.monotonic() > deadline:
                 self.wait(timeout=0, instance_ids=[iid])  # raises the TimeoutError with advice
-            self.client.completions.pause(deadline, poll)
+            # a reopened listener may have missed the notice: look again at once
+            look = completions.generation != seen_generation
         outputs, arm = _json(row[6]) or {}, _json(row[7])
         if row[1] != "succeeded":
             raise RuntimeError(f"trial {row[0]} {row[1]}: {row[8]}")

@@ -44,8 +44,41 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.close()
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, json_serializer=json_dumps, **kwargs)
+    engine = create_engine(url, json_serializer=json_dumps, **kwargs)
+    if "pool_pre_ping" not in kwargs:  # the scheduler opts out of pings entirely
+        _ping_when_idle(engine)
+    return engine
+
+
+#: a pooled connection idle for longer than this is pinged before use
+PING_IDLE_S = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Pessimistic disconnect handling for connections that sat in the pool: a ping before
+    reuse after ``PING_IDLE_S`` of idleness (a restarted server killed them), and none for a
+    connection returned moments ago. ``pool_pre_ping`` would add a round trip to every
+    checkout, several per solve; a server lost mid-burst surfaces as an error that the
+    scheduler retries, and SQLAlchemy then replaces the whole pool."""
+    import time
+
+    from sqlalchemy import exc
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _maybe_ping(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < PING_IDLE_S:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_conn)
+        except Exception as e:
+            raise exc.DisconnectionError() from e
+        if not alive:
+            raise exc.DisconnectionError()
 
 
 def session_factory(engine: Engine) -> sessionmaker[Any]:

@@ -39,7 +39,7 @@ from app.locks import SchedulerLock
 from app.metrics import Metrics
 from app.policies.base import Decision
 from app.runtime import OPEN_STATES, CampaignRuntime, load_runtime
-from models import BlobRef, Campaign, Instance, PolicySnapshot, Result, Trial, TrialEvent
+from models import Campaign, Instance, PolicySnapshot, Result, Trial, TrialEvent
 from tasks.messages import (
     NOTIFY_CHANNEL,
     PROTOCOL,
@@ -53,6 +53,26 @@ from tasks.publish import TaskPublisher
 from tasks.store.blobs import refs_in
 
 log = logging.getLogger("banditq.scheduler")
+#: after a message, how long to wait for more of a burst on transports that cannot say
+#: whether more has arrived (the embedded broker); on AMQP only what has arrived is read
+BURST_WAIT_S = 0.001
+
+
+def _more_arrived(conn: kombu.Connection) -> bool:
+    """Has the broker already sent more (AMQP: bytes waiting on the socket, or a partial
+    frame buffered)? A timed wait instead costs at least a millisecond (``poll`` rounds up)
+    on every lone message. Transports that cannot tell report True (a timed wait follows)."""
+    import select
+
+    from amqp.transport import TCPTransport
+
+    transport: Any = getattr(conn.connection, "transport", None)
+    if not isinstance(transport, TCPTransport) or type(transport) is not TCPTransport:
+        return True  # SSL buffers decrypted bytes the socket cannot show
+    if transport.sock is None or transport._read_buffer:
+        return True
+    return bool(select.select([transport.sock], [], [], 0)[0])
+
 
 #: Failures of the database or the broker: in-memory state is dropped, messages requeued and
 #: the step retried. Anything else is a bug and is not retried as if a service had failed.
@@ -191,9 +211,9 @@ class Scheduler:
                 timeout = min(self.settings.sweep_seconds, 0.5)
                 try:
                     conn.drain_events(timeout=timeout)
-                    # Gather the burst: drain without blocking up to the batch size.
-                    while len(self._buffer) < self.batch_size:
-                        conn.drain_events(timeout=0.001)
+                    # Gather the burst: what has already arrived, up to the batch size.
+                    while len(self._buffer) < self.batch_size and _more_arrived(conn):
+                        conn.drain_events(timeout=BURST_WAIT_S)
                 except TimeoutError:
                     pass
                 did = self.step()
@@ -251,7 +271,8 @@ class Scheduler:
         try:
             if results or beats or announced:
                 with self.Session() as session, session.begin():
-                    self._flush_marks(session)
+                    if beats:  # before a renewal, which must win over the queued lease
+                        self._flush_marks(session)
                     self._renew_leases(session, beats)
                     if announced and self.devices.record(session, announced):
                         for rt in self.runtimes.values():
@@ -273,24 +294,28 @@ class Scheduler:
         of ``decision_chunk``, then publish them all: a decision waits only for its own
         chunk's commit (a commit's latency grows with the rows it covers: 0.28 ms for one,
         0.66 ms for 160 trials here)."""
-        try:
-            with self.DecisionSession() as session, session.begin():
-                self._flush_marks(session)
-                todo = self._pending(session)
-        except RETRYABLE as exc:
-            self._database_failed(exc, [])
-            return 0
         payloads: list[dict[str, Any]] = []
-        for lo in range(0, len(todo), self.decision_chunk):
+        todo: list[tuple[CampaignRuntime, Any]] | None = None
+        lo = 0
+        # The pending read shares the first chunk's transaction: a lone instance (a solve in
+        # a simulation loop) is decided in one round of BEGIN .. COMMIT.
+        while todo is None or lo < len(todo):
             try:
                 with self.DecisionSession() as session, session.begin():
-                    decided = self._decide(session, todo[lo : lo + self.decision_chunk])
+                    if todo is None:
+                        self._flush_marks(session)
+                        todo = self._pending(session)
+                    chunk = todo[lo : lo + self.decision_chunk]
+                    decided = self._decide(session, chunk) if chunk else []
                     t_commit = time.perf_counter()
                 committed = time.perf_counter()
             except RETRYABLE as exc:
                 self._publish(payloads)  # the chunks committed before the failure
                 self._database_failed(exc, [])
                 return len(payloads)
+            lo += self.decision_chunk
+            if not decided:
+                continue
             commit_ms = (committed - t_commit) * 1000.0
             self.commit_latencies.append(commit_ms)
             self.metrics.observe("commit_latency_ms", commit_ms)
@@ -466,10 +491,19 @@ class Scheduler:
         per_campaign: dict[int, int] = {}
         for rt, *_ in applied:
             per_campaign[rt.id] = per_campaign.get(rt.id, 0) + 1
+        links = [  # stored arrays a result refers to (a solution): kept by `store gc`
+            {
+                "trial_id": r["trial_id"],
+                "sha256": ref["sha256"],
+                "nbytes": int(ref.get("nbytes", 0)),
+                "campaign_id": r["campaign_id"],
+            }
+            for r in new_results
+            for ref in refs_in(r["outputs"])
+        ]
         result_ids = self.bulk.record_results(
-            session, new_results, trial_updates, instance_updates, per_campaign
+            session, new_results, trial_updates, instance_updates, per_campaign, links
         )
-        self._link_blobs(session, result_ids, new_results)
         # Apply in result-id order: the same order a restart replays them in.
         ok_ids = [rid for rid, r in zip(result_ids, new_results, strict=True) if r["applied"]]
         in_order = sorted(zip(ok_ids, applied, strict=True), key=lambda pair: pair[0])
@@ -491,23 +525,6 @@ class Scheduler:
         self.metrics.inc("results", len(new_results))
         self.metrics.inc("failures", sum(1 for r in new_results if r["status"] == "failed"))
         return len(new_results)
-
-    def _link_blobs(
-        self, session: Session, result_ids: list[int], results: list[dict[str, Any]]
-    ) -> None:
-        """Stored arrays a result refers to (a solution) are kept by ``store gc``."""
-        links = [
-            {
-                "sha256": ref["sha256"],
-                "nbytes": int(ref.get("nbytes", 0)),
-                "campaign_id": r["campaign_id"],
-                "result_id": rid,
-            }
-            for rid, r in zip(result_ids, results, strict=True)
-            for ref in refs_in(r["outputs"])
-        ]
-        if links:
-            session.execute(insert(BlobRef), links)
 
     def _quarantine(
         self, session: Session, rt: CampaignRuntime, result_id: int, exc: Exception

@@ -35,6 +35,9 @@ class Completions:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._listen: Any = None
+        #: how many times the listening connection was (re)opened: a notice can only have
+        #: been missed across a reopening
+        self.generation = 0
 
     def listening(self) -> bool:
         """Make sure this client LISTENs (PostgreSQL; False on SQLite). Call before checking
@@ -49,22 +52,42 @@ class Completions:
                 url.render_as_string(hide_password=False), autocommit=True
             )
             self._listen.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            self.generation += 1
         return True
 
-    def pause(self, deadline: float | None, poll: Poll) -> None:
-        """Until the next completion notice (any instance), at most a second or until
-        ``deadline``; on SQLite, the poll's next interval."""
+    def pause(self, deadline: float | None, poll: Poll) -> set[str] | None:
+        """Until the next completion notices (any instance), at most a second or until
+        ``deadline``; on SQLite, the poll's next interval. Returns the finished instance
+        ids noticed (as text), or None when nothing can be said (a poll, a time-out, a lost
+        connection): the caller must then look."""
         if not self.listening():
             time.sleep(poll.next())
-            return
+            return None
         left = 1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        seen: set[str] = set()
         try:
-            for _n in self._listen.notifies(timeout=min(left, 1.0), stop_after=1):
-                pass
+            for n in self._listen.notifies(timeout=min(left, 1.0), stop_after=1):
+                seen.add(n.payload)
         except Exception as exc:  # a dropped connection: reopened by the next call
             log.debug("completion listener lost (%s); reconnecting", exc)
             self.close()
             time.sleep(min(left, 0.05))
+            return None
+        return seen or None
+
+    def first(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The first row of a read on the listening connection (psycopg ``%(name)s``
+        parameters); None when not listening, or when the connection failed (it is then
+        reopened by the next :meth:`listening`)."""
+        if self._listen is None or self._listen.closed:
+            return None
+        try:
+            row = self._listen.execute(sql, params).fetchone()
+        except Exception as exc:
+            log.debug("completion listener lost (%s); reconnecting", exc)
+            self.close()
+            return None
+        return tuple(row) if row is not None else None
 
     def close(self) -> None:
         if self._listen is not None:

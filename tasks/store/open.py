@@ -29,7 +29,14 @@ def open_store(settings: Settings) -> ArrayStore:
         from app.db import make_engine
         from tasks.store.postgres import PostgresStore
 
-        return PostgresStore(make_engine(url, pool_size=2, max_overflow=2), redact_url(url))
+        kwargs: dict[str, Any] = {"pool_size": 2, "max_overflow": 2}
+        if url == settings.database_url:
+            # Blob writes need not wait for the WAL flush: whatever refers to a blob (an
+            # instance, a result) commits durably later on the same server, and a durable
+            # commit flushes the WAL up to it, so a crash never keeps a reference to a lost
+            # blob. A store on another server keeps durable commits.
+            kwargs["connect_args"] = {"options": "-c synchronous_commit=off"}
+        return PostgresStore(make_engine(url, **kwargs), redact_url(url))
     from tasks.store.directory import DirectoryStore
 
     return DirectoryStore(Path(url.removeprefix("file://")))
