@@ -478,7 +478,6 @@ class Campaign:
                 ctx = validate_context(context, features, f"{where}context")
                 prepared.append((ctx, self._spec(row, system, own, where)))
             ids = self._insert(s, prepared)
-
         self.client._wake(self.name)
         return ids
 
@@ -723,7 +722,6 @@ class Campaign:
             if row is None and not completions.listening():
                 with self.client.engine.connect() as conn:
                     row = conn.execute(text(SOLUTION_SQL.format(i=":i")), {"i": iid}).first()
-
             if row is not None:
                 break
             if deadline is not None and time.monotonic() > deadline:

@@ -23,7 +23,7 @@ from app import db
 from app.client import Client
 from app.config import Settings
 from app.tablecampaign import create_table_campaign, submit_table
-from app.tables import relax_table
+from app.tables import CostTable, relax_table
 from tasks.run_trial import execute
 from tests.conftest import _admin, require
 from tests.inline import InlineScheduler
@@ -88,13 +88,26 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-def _serve(reader_url: str, port: int, tmp_path: Path) -> subprocess.Popen[str]:
+def _reader_env(reader_url: str, home: Path, **extra: str) -> dict[str, str]:
+    """This environment without BANDITQ_* settings, then the CLI as the reader role."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BANDITQ_")}
-    env.update(
-        BANDITQ_HOME=str(tmp_path / "dash"),
-        BANDITQ_DATABASE_URL=reader_url,
-        BANDITQ_DASHBOARD_TOKEN=TOKEN,
-    )
+    env.update(BANDITQ_HOME=str(home), BANDITQ_DATABASE_URL=reader_url, **extra)
+    return env
+
+
+def _table_campaign(
+    settings: Settings, name: str, variance: str, T: int, seed: int
+) -> tuple[Client, CostTable]:
+    """A campaign replaying a full-information table, its instances submitted (none run)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    client = Client(settings=settings)
+    tab = relax_table(variance, T=T, seed=seed, m=8)
+    submit_table(create_table_campaign(client, name, tab, max_in_flight=4), tab)
+    return client, tab
+
+
+def _serve(reader_url: str, port: int, tmp_path: Path) -> subprocess.Popen[str]:
+    env = _reader_env(reader_url, tmp_path / "dash", BANDITQ_DASHBOARD_TOKEN=TOKEN)
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "dashboard", "--port", str(port), "--refresh", "0.5"],
         cwd=tmp_path,
@@ -139,11 +152,7 @@ def _only_this_host(urls: list[str]) -> None:
 def test_dashboard_live_in_a_browser(
     pg_settings: Settings, reader_url: str, browser: Any, tmp_path: Path
 ) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    client = Client(settings=pg_settings)
-    tab = relax_table("low", T=160, seed=11, m=8)
-    camp = create_table_campaign(client, "omega-live", tab, max_in_flight=4)
-    submit_table(camp, tab)
+    client, tab = _table_campaign(pg_settings, "omega-live", "low", T=160, seed=11)
     sch = InlineScheduler(pg_settings)
     _process(sch, 60)
     # A campaign whose name and error text hold HTML (the client refuses such names; the
@@ -251,14 +260,9 @@ def test_dashboard_live_in_a_browser(
 def test_report_opens_in_a_browser_without_network(
     pg_settings: Settings, reader_url: str, browser: Any, tmp_path: Path
 ) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    client = Client(settings=pg_settings)
-    tab = relax_table("high", T=120, seed=5, m=8)
-    camp = create_table_campaign(client, "omega-report", tab, max_in_flight=4)
-    submit_table(camp, tab)
+    _client, tab = _table_campaign(pg_settings, "omega-report", "high", T=120, seed=5)
     _process(InlineScheduler(pg_settings), tab.T)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BANDITQ_")}
-    env.update(BANDITQ_HOME=str(tmp_path / "h"), BANDITQ_DATABASE_URL=reader_url)
+    env = _reader_env(reader_url, tmp_path / "h")
     out = subprocess.run(
         [sys.executable, "-m", "app.cli", "report", "omega-report", "-o", "r.html", "--png", "png"],
         cwd=tmp_path,
