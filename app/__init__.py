@@ -1,20 +1,45 @@
-"""banditq: online, per-instance tuning of numerical solvers and inference acceleration."""
+"""banditq: online, per-instance tuning of numerical solvers and inference acceleration.
+
+The public contract: the client (:class:`Client`, :class:`Campaign`, :class:`LinearSystem`,
+:class:`Solution`) and what a plugin implements (:class:`TrialKind` returning an
+:class:`Outcome`; :class:`Policy` returning a :class:`Decision`), with :class:`InputError` for
+bad input. Imports are lazy, so ``import app`` costs nothing and no process loads what it
+does not use (a client never imports torch).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Campaign", "Client", "LinearSystem", "Solution"]
+__all__ = [
+    "Campaign",
+    "Client",
+    "Decision",
+    "InputError",
+    "LinearSystem",
+    "Outcome",
+    "Policy",
+    "Solution",
+    "TrialKind",
+]
+
+_WHERE = {
+    "Client": "app.client",
+    "Campaign": "app.client",
+    "Solution": "app.client",
+    "LinearSystem": "app.linsys",
+    "TrialKind": "tasks.kinds.base",
+    "Outcome": "tasks.kinds.base",
+    "Policy": "app.policies.base",
+    "Decision": "app.policies.base",
+    "InputError": "app.errors",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy so that workers importing app.* do not pay for the client's imports.
-    if name in ("Client", "Campaign", "Solution"):
-        from app import client
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'app' has no attribute {name!r}")
+    import importlib
 
-        return getattr(client, name)
-    if name == "LinearSystem":
-        from app.linsys import LinearSystem
-
-        return LinearSystem
-    raise AttributeError(name)
+    return getattr(importlib.import_module(module), name)

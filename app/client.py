@@ -21,17 +21,17 @@ import scipy.sparse as sp
 from sqlalchemy import func, select, text, update
 
 from app import db
-from app.accel import AccelArm
 from app.config import Settings
 from app.contexts import validate_context
 from app.errors import InputError, NotFoundError, SchemaMissingError, StoreError
 from app.linsys import LinearSystem
-from app.policies.registry import POLICIES, make_policy, policy_names, resolve_name
+from app.policies.registry import make_policy, policy_class, resolve_name
 from app.runtime import arm_positions
 from app.waiting import Completions, Poll
 from models import Arm, BlobRef, Instance, PolicySnapshot, Result, Trial
 from models import Campaign as CampaignRow
 from tasks.kinds import get_kind
+from tasks.kinds.base import arm_name
 from tasks.messages import PROTOCOL, events_queue
 
 log = logging.getLogger("banditq.client")
@@ -97,10 +97,6 @@ def _np_default(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()
     raise TypeError(f"{type(o).__name__} is not JSON serializable")
-
-
-def arm_name(arm: dict[str, Any]) -> str:
-    return ",".join(f"{k}={v}" for k, v in arm.items())[:200]
 
 
 @dataclass
@@ -254,10 +250,10 @@ class Client:
         kind_impl = get_kind(kind)
         arm_list = expand_arms(arms)
         kind_impl.validate_arms(arm_list)
-        if not isinstance(policy, str) or resolve_name(policy, kind) not in POLICIES:
-            raise InputError(
-                "policy", f"unknown policy {policy!r}; choose one of {', '.join(policy_names())}"
-            )
+        if not isinstance(policy, str) or not policy:
+            raise InputError("policy", f"must be a policy name, got {policy!r}")
+        policy = resolve_name(policy, kind_impl.default_policy)
+        policy_class(policy)  # unknown, or failing to import: an error naming it, now
         features = list(context_features)
         for i, f in enumerate(features):
             if not isinstance(f, str) or not FEATURE_RE.match(f):
@@ -281,13 +277,9 @@ class Client:
         if options:
             extra["kind_options"] = options
         config = dict(policy_config or {})
-        if kind == "inference":
-            from app.inference import prepare_campaign
-
-            arm_list, extra, config, features = prepare_campaign(
-                arm_list, extra, policy, config, features
-            )
-        policy = resolve_name(policy, kind)
+        arm_list, extra, config, features = kind_impl.prepare_campaign(
+            arm_list, extra, policy, config, features
+        )
         try:  # build once now so a bad config fails here, not in the scheduler
             probe = make_policy(
                 policy,
@@ -319,7 +311,7 @@ class Client:
             s.add(row)
             s.flush()
             for i, a in enumerate(arm_list):
-                label = AccelArm.parse(a).name if kind == "inference" else arm_name(a)
+                label = kind_impl.arm_label(a)
                 s.add(Arm(campaign_id=row.id, index=i, name=label, value=a))
             if warm_start_from:
                 self._warm_start(s, row, probe, list(warm_start_from))
@@ -468,6 +460,7 @@ class Campaign:
         with self.client.Session() as s, s.begin():
             row = self._meta(s)
             features = list(row.context_features)
+            kind = get_kind(row.kind)
             prepared = []
             for i, item in enumerate(items):
                 where = f"items[{i}]." if i else ""
@@ -475,8 +468,12 @@ class Campaign:
                     raise InputError(f"items[{i}]", "must be (system, context[, spec])")
                 system, context = item[0], item[1]
                 own = {**spec, **item[2]} if len(item) == 3 else spec
+                out = self._spec(row, system, own, where)
+                derived = kind.context_features(out)
+                if derived and isinstance(context, Mapping):  # the caller's values win
+                    context = {**{k: v for k, v in derived.items() if k in features}, **context}
                 ctx = validate_context(context, features, f"{where}context")
-                prepared.append((ctx, self._spec(row, system, own, where)))
+                prepared.append((ctx, out))
             ids = self._insert(s, prepared)
         self.client._wake(self.name)
         return ids

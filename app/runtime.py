@@ -11,10 +11,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.contexts import context_vector
-from app.policies.base import Policy
-from app.policies.constrained_ts import PROBE
+from app.policies.base import PROBE, Policy
 from app.policies.registry import make_policy
 from models import Arm, Campaign, Instance, PolicySnapshot, Result, Trial
+from tasks.kinds import get_kind
 from tasks.messages import trial_payload
 
 OPEN_STATES = ("queued", "running")
@@ -74,18 +74,15 @@ class CampaignRuntime:
         """Per arm: can a worker of ``device_type`` run it (cached per type)."""
         cache = self.extra.setdefault("allowed", {})
         if device_type not in cache:
-            from app.accel import AccelArm
-
+            kind = get_kind(self.kind)
             cache[device_type] = np.array(
-                [AccelArm.parse(a).unsupported_reason(device_type) is None for a in self.arm_values]
+                [kind.arm_unsupported(a, device_type) is None for a in self.arm_values]
             )
         return cache[device_type]  # type: ignore[no-any-return]
 
     def device_context(self, context: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any]:
         """``context`` with the device features of ``profile`` filled in."""
-        from tasks.kinds.inference import device_features
-
-        dev = device_features(profile)
+        dev = get_kind(self.kind).device_features(profile)
         return {**context, **{k: v for k, v in dev.items() if k in self.features}}
 
     def payload(

@@ -181,14 +181,9 @@ def measure(
     import torch
 
     from app.accel import STANDARD_ARMS
-    from tasks.kinds.inference import (
-        FEATURES,
-        InferenceKind,
-        batch_context,
-        device_profile,
-        token_lengths,
-    )
+    from tasks.kinds.inference import FEATURES, InferenceKind, batch_context, token_lengths
     from tasks.kinds.inference_models import DEFAULT_MODEL, load_bundle, shape_bucket
+    from workers.kinds.inference import device_profile
 
     torch.set_num_threads(threads)
     kind = InferenceKind()

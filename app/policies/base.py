@@ -19,6 +19,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+#: Decision reason of a trial chosen to measure output quality: the scheduler asks the worker
+#: to monitor it (run the reference too), whatever the campaign's monitor fraction.
+PROBE = "quality-probe"
+
 
 @dataclass(frozen=True)
 class Decision:

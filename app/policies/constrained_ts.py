@@ -26,9 +26,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from app.policies.base import Decision, Policy
-
-PROBE = "quality-probe"
+from app.policies.base import PROBE, Decision, Policy
 
 
 def _phi(x: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Name -> policy class. ``default`` is the best policy we have measured."""
+"""Policies by name, from the ``banditq.policies`` entry points (see :mod:`app.plugins`);
+``default`` is the best policy we have measured, or the campaign kind's own default."""
 
 from __future__ import annotations
 
@@ -6,52 +7,32 @@ from typing import Any
 
 import numpy as np
 
+from app.plugins import POLICIES_GROUP, PluginError, load, names
 from app.policies.base import Policy
-from app.policies.chebcb import ChebCBPolicy
-from app.policies.constrained_ts import ConstrainedTSPolicy
-from app.policies.epsilon_greedy import EpsilonGreedyPolicy
-from app.policies.fixed import FixedPolicy
 from app.policies.guard import ConservativeGuard
-from app.policies.lin_ts import LinTSPolicy
-from app.policies.linear import LinUCBPolicy
-from app.policies.random_policy import RandomPolicy
-from app.policies.smooth_ts import SmoothTSPolicy
-from app.policies.squarecb import SquareCBPolicy
-from app.policies.thompson import ThompsonPolicy
-from app.policies.tsallis_inf import TsallisInfPolicy
-from app.policies.ucb1 import UCB1Policy
 
-POLICIES: dict[str, type[Policy]] = {
-    cls.name: cls
-    for cls in (
-        FixedPolicy,
-        RandomPolicy,
-        EpsilonGreedyPolicy,
-        UCB1Policy,
-        ThompsonPolicy,
-        TsallisInfPolicy,
-        ChebCBPolicy,
-        SquareCBPolicy,
-        LinUCBPolicy,
-        LinTSPolicy,
-        SmoothTSPolicy,
-        ConstrainedTSPolicy,
-    )
-}
 #: The best policy measured by benchmarks/relax.py (see the README's numbers).
 DEFAULT_POLICY = "smooth-ts"
-#: Kinds whose best policy differs: inference needs the quality constraint.
-DEFAULT_BY_KIND = {"inference": "constrained-ts"}
 
 
-def resolve_name(name: str, kind: str | None = None) -> str:
+def resolve_name(name: str, kind_default: str | None = None) -> str:
+    """``default`` -> the kind's default policy (its ``default_policy``), else ours."""
     if name != "default":
         return name
-    return DEFAULT_BY_KIND.get(kind or "", DEFAULT_POLICY)
+    return kind_default or DEFAULT_POLICY
 
 
 def policy_names() -> list[str]:
-    return sorted([*POLICIES, "default"])
+    return sorted([*names(POLICIES_GROUP), "default"])
+
+
+def policy_class(name: str) -> type[Policy]:
+    """The class registered as ``name`` in ``banditq.policies`` (``PluginError`` on field
+    ``policy`` when unknown, failing to import, or not a Policy)."""
+    cls = load(POLICIES_GROUP, resolve_name(name))
+    if not (isinstance(cls, type) and issubclass(cls, Policy)):
+        raise PluginError("policy", f"{name!r} is {cls!r}, not a subclass of app.Policy")
+    return cls
 
 
 def make_policy(
@@ -65,9 +46,10 @@ def make_policy(
 ) -> Policy:
     """Build a policy by name; unknown names and bad config raise ``ValueError``."""
     real = resolve_name(name)
-    cls = POLICIES.get(real)
-    if cls is None:
-        raise ValueError(f"policy={name!r} is unknown; choose one of {', '.join(policy_names())}")
+    try:
+        cls = policy_class(real)
+    except PluginError as exc:
+        raise ValueError(exc.message) from exc
     cfg = dict(config or {})
     guard = cfg.pop("guard", None)
     try:

@@ -73,7 +73,9 @@ def first_diff(n: int) -> np.ndarray:
 
 
 class SmoothTSPolicy(Policy):
-    """Not thread-safe; ``choose`` is pure; update O(P^2); state = (mu, S, buffer, range)."""
+    """Thompson sampling on a Bayesian P-spline of log-cost over the (context, arm) grid.
+
+    Not thread-safe; ``choose`` is pure; update O(P^2); state = (mu, S, buffer, range)."""
 
     name = "smooth-ts"
     version = "1"

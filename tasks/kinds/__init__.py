@@ -1,28 +1,41 @@
-"""Registry of trial kinds by name."""
+"""Trial kinds by name, from the ``banditq.kinds`` entry points (see :mod:`app.plugins`)."""
 
 from __future__ import annotations
 
-from app.errors import InputError
-from tasks.kinds.base import Outcome, TrialKind
-from tasks.kinds.inference import InferenceKind
-from tasks.kinds.sor import SorKind
-from tasks.kinds.ssor_pcg import SsorPcgKind
-from tasks.kinds.synthetic import NoopKind, SleepKind
-from tasks.kinds.table import TableKind
+from typing import Any
 
-KINDS: dict[str, TrialKind] = {
-    k.name: k
-    for k in (SorKind(), SsorPcgKind(), NoopKind(), SleepKind(), InferenceKind(), TableKind())
-}
+from app.plugins import KINDS_GROUP, PluginError, load, names, plugin
+from tasks.kinds.base import Outcome, TrialKind
+
+#: one instance per kind class (the loaded class is cached by app.plugins.load)
+_INSTANCES: dict[Any, TrialKind] = {}
 
 
 def get_kind(name: str) -> TrialKind:
-    kind = KINDS.get(name)
-    if kind is None:
-        raise InputError(
-            "kind", f"unknown trial kind {name!r}; allowed: {', '.join(sorted(KINDS))}"
+    """The (shared, stateless) kind registered as ``name``; :class:`app.plugins.PluginError`
+    (an ``InputError`` on field ``kind``) when it is unknown, fails to import or is not a
+    trial kind."""
+    if not isinstance(name, str):
+        raise PluginError("kind", f"must be a string, got {name!r}")
+    loaded: Any = load(KINDS_GROUP, name)
+    kind = _INSTANCES.get(loaded)
+    if kind is not None:
+        return kind
+    where = plugin(KINDS_GROUP, name)
+    what = where.describe() if where is not None else repr(name)
+    obj = loaded() if isinstance(loaded, type) and issubclass(loaded, TrialKind) else loaded
+    if not isinstance(obj, TrialKind):
+        raise PluginError(
+            "kind", f"{what} loads {loaded!r}: not a subclass (or instance) of app.TrialKind"
         )
-    return kind
+    if getattr(obj, "name", None) != name:
+        raise PluginError("kind", f"{what} loads a kind named {getattr(obj, 'name', None)!r}")
+    _INSTANCES[loaded] = obj
+    return obj
 
 
-__all__ = ["KINDS", "Outcome", "TrialKind", "get_kind"]
+def kind_names() -> list[str]:
+    return names(KINDS_GROUP)
+
+
+__all__ = ["Outcome", "TrialKind", "get_kind", "kind_names"]

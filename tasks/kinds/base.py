@@ -1,8 +1,29 @@
-"""The trial-kind interface: validate what the client submits, run it on a worker."""
+"""The trial-kind contract: what the client and scheduler need (validation, features,
+defaults) and, apart from it, what a worker runs.
+
+A minimal kind::
+
+    class MyKind(TrialKind):
+        name = "my-kind"
+
+        def validate_spec(self, spec):          # client: normalize or InputError(field, ...)
+            return {"n": int(spec["n"])}
+
+        def run(self, spec, arm, options=None):  # worker
+            return Outcome(cost=...)
+
+registered by an entry point in its distribution (``[project.entry-points."banditq.kinds"]
+my-kind = "my_pkg.kind:MyKind"``). Every other hook is optional; the defaults are below.
+
+Split by process: a kind whose running needs heavy imports (torch, a model, scipy's solvers)
+sets ``runner = "module:callable"`` instead of overriding :meth:`run`; the callable
+``(spec, arm, options) -> Outcome`` is imported on workers only, when a trial runs, so client
+and scheduler processes never load it. A kind's own module must stay light.
+"""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -23,13 +44,24 @@ class Outcome:
     outputs: dict[str, Any] | None = None
 
 
-class TrialKind(ABC):
-    """One kind of trial. Stateless and thread-safe; ``run`` may cache per process."""
+class TrialKind:
+    """One kind of trial. Stateless and thread-safe (one instance per process serves every
+    campaign of the kind); ``run`` may cache per process."""
 
     name: ClassVar[str]
+    #: policy used for ``policy="default"`` on this kind (None: banditq's default)
+    default_policy: ClassVar[str | None] = None
+    #: "module:callable" run on workers instead of :meth:`run` (see the module docstring)
+    runner: ClassVar[str | None] = None
+
+    # ------------------------------------------------------------ client side
+    def validate_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Normalize an instance spec or raise ``InputError`` naming the field. Required."""
+        raise NotImplementedError(f"trial kind {self.name!r} does not define validate_spec")
 
     def validate_arms(self, arms: list[dict[str, Any]]) -> None:  # noqa: B027 - optional hook
-        """Raise ``InputError`` naming ``arms[i].key`` when an arm is unusable."""
+        """Raise ``InputError`` naming ``arms[i].key`` when an arm is unusable. Default: any
+        JSON object is an arm."""
 
     def campaign_options(self, settings: dict[str, Any]) -> dict[str, Any]:
         """Validate and remove this kind's options from a new campaign's ``settings``
@@ -37,13 +69,66 @@ class TrialKind(ABC):
         Default: the kind takes none."""
         return {}
 
-    @abstractmethod
-    def validate_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """Normalize an instance spec or raise ``InputError`` naming the field."""
+    def prepare_campaign(
+        self,
+        arms: list[dict[str, Any]],
+        settings: dict[str, Any],
+        policy: str,
+        policy_config: dict[str, Any],
+        features: list[str],
+    ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], list[str]]:
+        """Last say over a new campaign before it is written: may drop arms, add settings,
+        fill the policy's config and choose the context features. ``policy`` is the
+        resolved name. Default: unchanged."""
+        return arms, settings, policy_config, features
 
-    @abstractmethod
+    def context_features(self, spec: dict[str, Any]) -> dict[str, float]:
+        """Context features this kind derives from a validated spec at submit time; they
+        fill the campaign's features the caller's context leaves out. Default: none."""
+        return {}
+
+    def arm_label(self, arm: dict[str, Any]) -> str:
+        """A short display name for an arm. Default: its ``key=value`` pairs."""
+        return arm_name(arm)
+
+    # ------------------------------------------------------------ scheduler side
+    def arm_unsupported(self, arm: dict[str, Any], device_type: str) -> str | None:
+        """Why a worker of ``device_type`` (``cpu``, ``cuda``, ...) cannot run ``arm``, or
+        None. Default: every arm runs everywhere."""
+        return None
+
+    def device_features(self, profile: dict[str, Any]) -> dict[str, float]:
+        """Context features describing a worker device ``profile`` (its ``type``,
+        ``capability``, ``threads``), for campaigns decided per device. Default: none."""
+        return {}
+
+    # ------------------------------------------------------------ worker side
     def run(
         self, spec: dict[str, Any], arm: dict[str, Any], options: dict[str, Any] | None = None
     ) -> Outcome:
         """Execute on this worker (device chosen here, at run time). ``options`` are the
-        campaign's kind options plus per-decision flags (``monitor``)."""
+        campaign's kind options plus per-decision flags (``monitor``). Default: call
+        :attr:`runner`."""
+        if self.runner is None:
+            raise NotImplementedError(f"trial kind {self.name!r} defines neither run nor runner")
+        return load_runner(self.runner)(spec, arm, options)
+
+
+_RUNNERS: dict[str, Any] = {}
+
+
+def load_runner(path: str) -> Any:
+    """Import ``module:callable`` once per process."""
+    fn = _RUNNERS.get(path)
+    if fn is None:
+        module, _, attr = path.partition(":")
+        fn = importlib.import_module(module)
+        for part in attr.split("."):
+            fn = getattr(fn, part)
+        _RUNNERS[path] = fn
+    return fn
+
+
+def arm_name(arm: dict[str, Any]) -> str:
+    """``key=value`` pairs in the arm's own order, at most 200 characters."""
+    return ",".join(f"{k}={v}" for k, v in arm.items())[:200]

@@ -5,23 +5,20 @@ Spec: ``{"system": <CSR or generator spec>, "tol": float, "max_iters": int,
 "return_solution": bool, "x0": [float] (optional initial guess)}``. Campaign options
 (``settings`` of ``create_campaign``): ``ordering`` ``natural`` (default) or ``multicolor``
 (``sor`` only), ``dtype`` ``float64`` (default) or ``float32`` (multicolour on a GPU only).
-Light: the client imports it; the compiled kernels load in ``run`` on the worker.
+Light: the client imports it. Running a solve is worker code, in :mod:`workers.kinds.solvers`.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import numpy as np
 
 from app.errors import InputError
 from app.linsys import build_system, validate_generator, validate_stored
-from tasks.kinds.base import Outcome
 from tasks.solvers.generators import DIMS
 from tasks.store.blobs import is_ref
-from tasks.store.open import fetch
 
 MAX_ITERS_LIMIT = 10_000_000
 ORDERINGS = ("natural", "multicolor")
@@ -113,79 +110,3 @@ def campaign_options(settings: dict[str, Any], orderings: tuple[str, ...]) -> di
     if dtype != "float64":
         opts["dtype"] = dtype
     return opts
-
-
-def prepared(spec: dict[str, Any]) -> tuple[Any, np.ndarray, bool, float]:
-    """(prepared matrix, b, cache hit, set-up seconds) of a spec's system, from this
-    process's byte-bounded cache."""
-    from tasks.solvers.cache import process_cache, spec_key
-    from tasks.solvers.csr import prepare
-
-    t0 = time.perf_counter()
-    system = spec["system"]
-    if "stored" in system:
-        # The stored matrix is prepared once per process (keyed by its hash); each trial
-        # derives alpha * I + beta * A from it and fetches its own right-hand side.
-        st = validate_stored(system)["stored"]
-
-        def base() -> tuple[Any, None]:
-            return prepare(fetch(st["A"])), None
-
-        P, _none, hit = process_cache().get("csr:" + st["A"]["sha256"], base)
-        if (st["alpha"], st["beta"]) != (0.0, 1.0):
-            P = P.affine(st["alpha"], st["beta"])
-        b = np.ascontiguousarray(fetch(st["b"]), dtype=np.float64)
-        return P, b, hit, time.perf_counter() - t0
-
-    def build() -> tuple[Any, np.ndarray]:
-        A, b = build_system(system)
-        return prepare(A), np.ascontiguousarray(b, dtype=np.float64)
-
-    P, b, hit = process_cache().get(spec_key(system), build)
-    return P, b, hit, time.perf_counter() - t0
-
-
-def initial_guess(spec: dict[str, Any]) -> np.ndarray | None:
-    """The spec's x0: inline numbers, or a stored vector fetched through the host cache."""
-    x0 = spec.get("x0")
-    if x0 is None:
-        return None
-    if is_ref(x0):
-        return np.asarray(fetch(x0), dtype=np.float64)
-    return np.asarray(x0, dtype=np.float64)
-
-
-def store_solution(x: np.ndarray) -> dict[str, Any]:
-    """Write x to the array store; its reference is what the result carries."""
-    from tasks.store.blobs import vector_ref
-    from tasks.store.open import current
-
-    store, _cache = current()
-    ref, data = vector_ref(x)
-    store.put(data)
-    return ref
-
-
-def outcome(res: Any, spec: dict[str, Any], P: Any, setup_s: float, hit: bool) -> Outcome:
-    """A non-converged run costs the cap: the policy must learn to avoid it."""
-    cost = float(res.iterations if res.converged else spec["max_iters"])
-    metrics: dict[str, Any] = {
-        "n": P.n,
-        "nnz": P.nnz,
-        "diverged": res.diverged,
-        "setup_ms": setup_s * 1000.0,
-        "kernel_ms": res.kernel_seconds * 1000.0,
-        "ms_per_iter": res.kernel_seconds * 1000.0 / res.iterations if res.iterations else None,
-        "contraction": res.contraction,
-        "cache_hit": hit,
-        **res.metrics,
-    }
-    return Outcome(
-        cost=cost,
-        iterations=res.iterations,
-        converged=res.converged,
-        residual=res.residual if math.isfinite(res.residual) else None,
-        device=res.device,
-        metrics=metrics,
-        outputs={"x": store_solution(res.x)} if spec["return_solution"] else None,
-    )

@@ -17,6 +17,7 @@ from sqlalchemy import func, select, text
 
 from app.client import Client
 from app.config import Settings
+from app.plugins import POLICIES_GROUP
 from app.policies import registry
 from app.policies.epsilon_greedy import EpsilonGreedyPolicy
 from app.runtime import load_runtime
@@ -24,6 +25,7 @@ from models import Campaign, PolicySnapshot, Result, Trial
 from tasks.messages import PROTOCOL
 from tests.conftest import drop_pg_database, fresh_pg_database, pg_url_of
 from tests.inline import InlineScheduler
+from tests.plugins import installed
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -138,9 +140,14 @@ class RaisingPolicy(EpsilonGreedyPolicy):
 
 
 def test_a_raising_policy_is_quarantined_and_other_campaigns_go_on(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setitem(registry.POLICIES, RaisingPolicy.name, RaisingPolicy)
+    entry = {POLICIES_GROUP: {RaisingPolicy.name: f"{__name__}:RaisingPolicy"}}
+    with installed(tmp_path, "raising-policy", entry):
+        _raising_policy_quarantined(settings, caplog)
+
+
+def _raising_policy_quarantined(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     client = Client(settings=settings)
     arms = [{"cost": 1.0}, {"cost": 2.0}]
     bad = client.create_campaign(
@@ -182,7 +189,9 @@ def _policy_states(settings: Settings) -> Iterator[tuple[str, Any]]:
     """Every registered policy: fresh, after updates (with zero, huge and repeated costs), and
     wrapped in a guard, plus constrained-ts warm-started from nothing usable."""
     arms = np.linspace(1.0, 1.9, 4)[:, None]
-    for name in sorted(registry.POLICIES):
+    for name in registry.policy_names():
+        if name == "default":
+            continue
         cfg: dict[str, Any] = {}
         if name == "fixed":
             cfg = {"arm": 1}

@@ -10,6 +10,7 @@ from app.errors import InputError
 from app.policies.constrained_ts import PROBE, ConstrainedTSPolicy
 from app.policies.guard import ConservativeGuard
 from app.policies.registry import make_policy, resolve_name
+from tasks.kinds import get_kind
 
 
 @pytest.mark.parametrize(
@@ -61,8 +62,8 @@ def test_device_rules_drop_arms_a_device_cannot_run() -> None:
 
 
 def test_default_policy_for_inference_is_constrained() -> None:
-    assert resolve_name("default", "inference") == "constrained-ts"
-    assert resolve_name("default", "sor") == "smooth-ts"
+    assert resolve_name("default", get_kind("inference").default_policy) == "constrained-ts"
+    assert resolve_name("default", get_kind("sor").default_policy) == "smooth-ts"
     with pytest.raises(ValueError, match="quality_floor"):
         make_policy("constrained-ts", 3, 2, config={"quality_floor": 1.5})
 

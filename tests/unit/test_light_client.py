@@ -19,6 +19,11 @@ camp = c.create_campaign("light", "sor", {"omega": [1.0, 1.5]}, context_features
 camp.submit(LinearSystem.laplace2d(5, 0.1, seed=1), {"shift": 0.1})
 camp2 = c.create_campaign("light2", "noop", [{"cost": 1.0}])
 camp2.submit(None, {})
+pcg = c.create_campaign("light3", "ssor-pcg", {"omega": [1.2, 1.6]})
+pcg.submit(LinearSystem.generate("laplace2d", 8, seed=1), {})
+from tasks.kinds import get_kind, kind_names
+for name in kind_names():  # every installed kind's client side loads without torch
+    get_kind(name)
 heavy = sorted(m for m in ("torch", "transformers") if m in sys.modules)
 assert not heavy, heavy
 print("ok")

@@ -7,11 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from app.policies.registry import DEFAULT_POLICY, POLICIES, make_policy
+from app.plugins import POLICIES_GROUP, names
+from app.policies.registry import DEFAULT_POLICY, make_policy
 from app.replay import replay
 from app.tables import CostTable
 
-NAMES = sorted(POLICIES)
+NAMES = names(POLICIES_GROUP)
 K = 8
 ARMS = np.linspace(1.0, 1.9, K)
 

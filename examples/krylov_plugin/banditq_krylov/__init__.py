@@ -1,0 +1,1 @@
+"""An example banditq plugin: the ``scipy-gmres`` trial kind (see README.md)."""
