@@ -340,8 +340,8 @@ def ope(
     the propensities are too small to trust."""
     from app.errors import NotFoundError
     from app.ope import evaluate, load_campaign_log
+    from app.policies.base import arm_positions
     from app.policies.registry import make_policy
-    from app.runtime import arm_positions
     from models import Arm
 
     client = _client()

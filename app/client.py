@@ -25,14 +25,14 @@ from app.config import Settings
 from app.contexts import validate_context
 from app.errors import InputError, NotFoundError, SchemaMissingError, StoreError
 from app.linsys import LinearSystem
+from app.policies.base import arm_positions
 from app.policies.registry import make_policy, policy_class, resolve_name
-from app.runtime import arm_positions
 from app.waiting import Completions, Poll
 from models import Arm, BlobRef, Instance, PolicySnapshot, Result, Trial
 from models import Campaign as CampaignRow
 from tasks.kinds import get_kind
 from tasks.kinds.base import arm_name
-from tasks.messages import PROTOCOL, events_queue
+from tasks.messages import WakeUp, events_queue
 
 log = logging.getLogger("banditq.client")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
@@ -391,7 +391,7 @@ class Client:
                     events_queue(self.settings.queue, self.settings.queue_type),
                     max_retries=2,
                 )
-            self._waker.publish(json.dumps({"v": PROTOCOL, "type": "wake", "campaign": name}))
+            self._waker.publish(json.dumps(WakeUp(name).to_json()))
         except Exception as exc:
             log.warning("could not notify the scheduler (%s); its sweep will pick it up", exc)
 

@@ -40,7 +40,7 @@ from accel_table import AccelTable, get_table  # noqa: E402
 from app.contexts import context_vector  # noqa: E402
 from app.policies.base import Policy  # noqa: E402
 from app.policies.registry import make_policy, resolve_name  # noqa: E402
-from app.runtime import sampled  # noqa: E402
+from app.scheduler.runtime import sampled  # noqa: E402
 from tasks.kinds.inference import FEATURES  # noqa: E402
 
 FIRST = 50

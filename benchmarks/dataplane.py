@@ -36,7 +36,7 @@ from app.client import Client  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.linsys import LinearSystem  # noqa: E402
 from app.local import LocalCluster  # noqa: E402
-from tasks.messages import trial_payload  # noqa: E402
+from tasks.messages import TrialMessage  # noqa: E402
 from tasks.solvers.generators import build, validate  # noqa: E402
 
 PG_ADMIN = os.environ.get(
@@ -86,7 +86,8 @@ def sizes(client: Client, grids: list[int]) -> dict[str, Any]:
                     )
                 ).scalar()
             spec = json.loads(spec) if isinstance(spec, str) else dict(spec or {})
-            msg = trial_payload(str(uuid.uuid4()), 1, camp.name, "sor", spec, {"omega": 1.9}, {})
+            trial = TrialMessage(str(uuid.uuid4()), 1, camp.name, "sor", spec, {"omega": 1.9})
+            msg = trial.to_json()
             out[f"{m * m}/{label}"] = {
                 "broker_bytes": len(json.dumps([[msg], {}, {}])) + 400,  # + Celery headers
                 "result_row_bytes": int(row or 0),

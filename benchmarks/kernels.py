@@ -175,7 +175,7 @@ WORKER_PROBE = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import numpy as np
-from tasks.run_trial import execute
+from workers.run_trial import execute
 from tasks.kinds import get_kind
 from tasks.solvers.sor import sor
 from tasks.solvers.csr import prepare

@@ -164,6 +164,7 @@ def banditq_run(n_total: int, n_campaigns: int = 1, in_flight: int = 256) -> dic
     from app.config import Settings
     from app.local import LocalCluster
     from app.scheduler import Scheduler
+    from app.scheduler.hooks import MetricsHooks
 
     database = Database()
     queue = f"bqbench.{uuid.uuid4().hex[:6]}"
@@ -214,8 +215,10 @@ def banditq_run(n_total: int, n_campaigns: int = 1, in_flight: int = 256) -> dic
                 r[0].timestamp()
                 for r in c.execute(text("SELECT recorded_at FROM results ORDER BY id"))
             ]
-        lat = np.array(sch.decision_latencies)
-        commits = np.array(sch.commit_latencies)
+        hooks = sch.hooks
+        assert isinstance(hooks, MetricsHooks)
+        lat = np.array(hooks.decision_latencies)
+        commits = np.array(hooks.commit_latencies)
         return {
             "trials": per * n_campaigns,
             "seconds": elapsed,

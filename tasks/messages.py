@@ -1,12 +1,24 @@
-"""Queue names and JSON message shapes exchanged between client, scheduler and workers."""
+"""The wire protocol shared by client, scheduler and workers: queue names, and one typed
+message per kind of message with one parser each.
+
+Every message is a JSON object with ``v`` (:data:`PROTOCOL`) and, except a trial, a ``type``.
+Parsers never raise on what a peer sent: a trial message that is not usable is a
+:class:`MessageError` naming the field (the worker reports it as the trial's failure); a
+result, heartbeat, announcement or wake-up that is not usable parses to ``None`` (the
+scheduler counts and drops it), and a result's bad fields are cleaned the way the database
+columns need them (non-finite numbers dropped, strings cut to the column's length).
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from kombu import Exchange, Queue
 
+from models.states import ResultStatus
 from tasks.fs_transport import register as _register_fs_transport
 
 _register_fs_transport()
@@ -57,20 +69,6 @@ def device_class(profile: dict[str, Any]) -> str:
     return "cpu"
 
 
-def worker_announcement(worker: str, profile: dict[str, Any], slots: int) -> dict[str, Any]:
-    """Workers -> scheduler (on the results queue), at start-up and then periodically: the
-    device this worker runs trials on and how many at once."""
-    return {
-        "v": PROTOCOL,
-        "type": "worker",
-        "worker": worker,
-        "device_class": device_class(profile),
-        "profile": profile,
-        "slots": slots,
-        "at": now_iso(),
-    }
-
-
 def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -84,29 +82,290 @@ def parse_time(value: Any) -> datetime | None:
         return None
 
 
-def trial_payload(
-    trial_uuid: str,
-    attempt: int,
-    campaign: str,
-    kind: str,
-    spec: dict[str, Any],
-    arm: dict[str, Any],
-    limits: dict[str, Any],
-    options: dict[str, Any] | None = None,
-    device_class: str | None = None,
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "v": PROTOCOL,
-        "trial": trial_uuid,
-        "attempt": attempt,
-        "campaign": campaign,
-        "kind": kind,
-        "spec": spec,
-        "arm": arm,
-        "limits": limits,
-    }
-    if options is not None:  # kind options (model, floor) and per-trial flags (monitor)
-        body["options"] = options
-    if device_class is not None:  # routed to that class's queue (see device_queue_name)
-        body["device_class"] = device_class
-    return body
+class MessageError(ValueError):
+    """A trial message a worker cannot run; ``field`` names what is wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def _envelope(type_: str, at: str, **fields: Any) -> dict[str, Any]:
+    """A worker-to-scheduler event body: protocol version, type, fields, send time."""
+    return {"v": PROTOCOL, "type": type_, **fields, "at": at or now_iso()}
+
+
+def _float(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def _int(v: Any) -> int | None:
+    return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _str(v: Any, limit: int) -> str | None:
+    return str(v)[:limit] if v is not None else None
+
+
+def valid_cost(v: Any) -> bool:
+    """A cost the policy can learn from: a finite number >= 0."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < math.inf
+
+
+# --------------------------------------------------------------------- scheduler -> worker
+@dataclass(frozen=True)
+class TrialMessage:
+    """One attempt of a trial (the Celery task's argument)."""
+
+    trial: str
+    attempt: int
+    campaign: str
+    kind: str
+    spec: dict[str, Any]
+    arm: dict[str, Any]
+    limits: dict[str, Any] = field(default_factory=dict)
+    #: kind options (model, floor) and per-trial flags (monitor)
+    options: dict[str, Any] | None = None
+    #: routed to that device class's queue (see device_queue_name)
+    device_class: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "v": PROTOCOL,
+            "trial": self.trial,
+            "attempt": self.attempt,
+            "campaign": self.campaign,
+            "kind": self.kind,
+            "spec": self.spec,
+            "arm": self.arm,
+            "limits": self.limits,
+        }
+        if self.options is not None:
+            body["options"] = self.options
+        if self.device_class is not None:
+            body["device_class"] = self.device_class
+        return body
+
+    @classmethod
+    def parse(cls, body: Any) -> TrialMessage:
+        if not isinstance(body, dict) or body.get("v") != PROTOCOL:
+            raise MessageError("payload", f"expected a protocol-{PROTOCOL} trial object")
+        for key, typ in (("trial", str), ("kind", str), ("campaign", str)):
+            if not isinstance(body.get(key), typ):
+                raise MessageError(f"payload.{key}", "must be a string")
+        attempt = _int(body.get("attempt"))
+        if attempt is None or attempt < 1:
+            raise MessageError("payload.attempt", "must be an integer >= 1")
+        arm, spec = body.get("arm"), body.get("spec")
+        if not isinstance(arm, dict) or not isinstance(spec, dict):
+            raise MessageError("payload", "arm and spec must be objects")
+        options = body.get("options")
+        if options is not None and not isinstance(options, dict):
+            raise MessageError("payload.options", "must be an object")
+        limits = body.get("limits") or {}
+        if not isinstance(limits, dict):
+            raise MessageError("payload.limits", "must be an object")
+        dc = body.get("device_class")
+        return cls(
+            body["trial"],
+            attempt,
+            body["campaign"],
+            body["kind"],
+            spec,
+            arm,
+            limits,
+            options,
+            dc if isinstance(dc, str) else None,
+        )
+
+    @property
+    def max_seconds(self) -> float | None:
+        """The campaign's wall-time limit, if it set one."""
+        secs = _float(self.limits.get("max_seconds"))
+        return secs if secs is not None and secs > 0 else None
+
+
+# --------------------------------------------------------------------- worker -> scheduler
+@dataclass(frozen=True)
+class ResultMessage:
+    """What a worker reports for one attempt: success with a cost, or failure with an error."""
+
+    trial: str
+    attempt: int | None
+    status: ResultStatus
+    cost: float | None = None
+    iterations: int | None = None
+    converged: bool | None = None
+    residual: float | None = None
+    latency_ms: float | None = None
+    quality: float | None = None
+    device: str | None = None
+    worker: str | None = None
+    error: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    TYPE = "result"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": PROTOCOL,
+            "type": self.TYPE,
+            "trial": self.trial,
+            "attempt": self.attempt,
+            "status": self.status.value,
+            "cost": self.cost,
+            "iterations": self.iterations,
+            "converged": self.converged,
+            "residual": self.residual,
+            "latency_ms": self.latency_ms,
+            "quality": self.quality,
+            "device": self.device,
+            "worker": self.worker,
+            "error": self.error,
+            "metrics": self.metrics,
+            "outputs": self.outputs,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+        }
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> ResultMessage | None:
+        """None without a trial id. A success whose cost is not a finite number >= 0 becomes
+        a failure saying so (the policy must never learn from it)."""
+        trial = body.get("trial")
+        if not isinstance(trial, str) or not trial:
+            return None
+        ok = body.get("status") == ResultStatus.succeeded.value
+        cost = body.get("cost")
+        error = _str(body.get("error"), 4000)
+        if ok and not valid_cost(cost):
+            ok, error = False, f"invalid cost {cost!r} from worker"
+        converged = body.get("converged")
+        metrics, outputs = body.get("metrics"), body.get("outputs")
+        return cls(
+            trial=trial,
+            attempt=_int(body.get("attempt")),
+            status=ResultStatus.succeeded if ok else ResultStatus.failed,
+            cost=float(cost) if ok and cost is not None else None,
+            iterations=_int(body.get("iterations")),
+            converged=converged if isinstance(converged, bool) else None,
+            residual=_float(body.get("residual")),
+            latency_ms=_float(body.get("latency_ms")),
+            quality=_float(body.get("quality")),
+            device=_str(body.get("device"), 50),
+            worker=_str(body.get("worker"), 200),
+            error=error,
+            metrics=metrics if isinstance(metrics, dict) else {},
+            outputs=outputs if isinstance(outputs, dict) else None,
+            started_at=parse_time(body.get("started_at")),
+            finished_at=parse_time(body.get("finished_at")),
+        )
+
+    @property
+    def ok(self) -> bool:
+        return self.status is ResultStatus.succeeded
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A worker still runs this attempt: its lease is extended."""
+
+    trial: str
+    attempt: int
+    worker: str | None = None
+    at: str = ""
+
+    TYPE = "heartbeat"
+
+    def to_json(self) -> dict[str, Any]:
+        return _envelope(
+            self.TYPE, self.at, trial=self.trial, attempt=self.attempt, worker=self.worker
+        )
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> Heartbeat | None:
+        trial, attempt = body.get("trial"), _int(body.get("attempt"))
+        if not isinstance(trial, str) or attempt is None:
+            return None
+        return cls(trial, attempt, _str(body.get("worker"), 200), str(body.get("at") or ""))
+
+
+@dataclass(frozen=True)
+class WorkerAnnouncement:
+    """A worker's device and slots, at start-up and then periodically. ``profile`` is as
+    sent: the scheduler's device registry validates it."""
+
+    worker: str
+    device_class: str
+    profile: Any
+    slots: int
+    at: str = ""
+
+    TYPE = "worker"
+
+    @classmethod
+    def of(cls, worker: str, profile: dict[str, Any], slots: int) -> WorkerAnnouncement:
+        return cls(worker, device_class(profile), profile, slots, now_iso())
+
+    def to_json(self) -> dict[str, Any]:
+        return _envelope(
+            self.TYPE,
+            self.at,
+            worker=self.worker,
+            device_class=self.device_class,
+            profile=self.profile,
+            slots=self.slots,
+        )
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> WorkerAnnouncement | None:
+        worker, slots = body.get("worker"), _int(body.get("slots", 1))
+        if not isinstance(worker, str) or not worker:
+            return None
+        dc = body.get("device_class")
+        return cls(
+            worker[:200],
+            dc if isinstance(dc, str) else "",
+            body.get("profile"),
+            slots if slots is not None and slots > 0 else 1,
+            str(body.get("at") or ""),
+        )
+
+
+# --------------------------------------------------------------------- client -> scheduler
+@dataclass(frozen=True)
+class WakeUp:
+    """New instances of ``campaign`` are committed."""
+
+    campaign: str
+
+    TYPE = "wake"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"v": PROTOCOL, "type": self.TYPE, "campaign": self.campaign}
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> WakeUp | None:
+        name = body.get("campaign")
+        return cls(name) if isinstance(name, str) else None
+
+
+Inbound = ResultMessage | Heartbeat | WorkerAnnouncement | WakeUp
+_PARSERS: dict[str, Any] = {
+    m.TYPE: m.parse for m in (ResultMessage, Heartbeat, WorkerAnnouncement, WakeUp)
+}
+
+
+def parse_inbound(body: Any) -> Inbound | None:
+    """A message the scheduler consumes, typed; None when it is not one (wrong protocol,
+    unknown type, or missing what identifies it)."""
+    if not isinstance(body, dict) or body.get("v") != PROTOCOL:
+        return None
+    parser = _PARSERS.get(body.get("type"))  # type: ignore[arg-type]
+    return parser(body) if parser is not None else None

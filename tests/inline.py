@@ -7,7 +7,8 @@ from typing import Any
 
 from app.config import Settings
 from app.scheduler import Scheduler
-from tasks.run_trial import execute
+from tasks.messages import TrialMessage
+from workers.run_trial import execute
 
 
 class FakeMessage:
@@ -21,25 +22,62 @@ class FakeMessage:
         return None
 
 
+class FakePublisher:
+    """Keeps what the scheduler sends (as JSON bodies) instead of sending it."""
+
+    def __init__(self) -> None:
+        self.published: list[dict[str, Any]] = []
+        #: everything ever sent (``published`` is consumed by run_until_idle)
+        self.sent: list[dict[str, Any]] = []
+        #: the next N calls of ``send`` fail as a broker outage would (nothing sent)
+        self.fail_sends = 0
+
+    def send(self, messages: list[TrialMessage]) -> list[str]:
+        if self.fail_sends and messages:
+            self.fail_sends -= 1
+            return []
+        bodies = [m.to_json() for m in messages]
+        self.published.extend(bodies)
+        self.sent.extend(bodies)
+        return [m.trial for m in messages]
+
+    def close(self) -> None:
+        return None
+
+
 class InlineScheduler(Scheduler):
+    """The real scheduler with a :class:`FakePublisher` injected; ``feed`` hands it a
+    message as the broker would."""
+
     def __init__(self, settings: Settings, **kw: Any) -> None:
-        super().__init__(settings, **kw)
+        super().__init__(settings, publisher=FakePublisher(), **kw)
         from tasks.store.open import configure
 
         configure(settings)  # trials executed in this process use the test's array store
-        self.published: list[dict[str, Any]] = []
-        #: the next N calls of ``_send`` fail as a broker outage would (nothing sent)
-        self.fail_sends = 0
 
-    def _send(self, payloads: list[dict[str, Any]]) -> list[str]:
-        if self.fail_sends and payloads:
-            self.fail_sends -= 1
-            return []
-        self.published.extend(payloads)
-        return [p["trial"] for p in payloads]
+    @property
+    def fake(self) -> FakePublisher:
+        assert isinstance(self.publisher, FakePublisher)
+        return self.publisher
+
+    @property
+    def published(self) -> list[dict[str, Any]]:
+        return self.fake.published
+
+    @published.setter
+    def published(self, value: list[dict[str, Any]]) -> None:
+        self.fake.published = value
+
+    @property
+    def fail_sends(self) -> int:
+        return self.fake.fail_sends
+
+    @fail_sends.setter
+    def fail_sends(self, value: int) -> None:
+        self.fake.fail_sends = value
 
     def feed(self, body: dict[str, Any]) -> None:
-        self._buffer.append((body, FakeMessage()))  # type: ignore[arg-type]
+        self.receive(body, FakeMessage())  # type: ignore[arg-type]
 
     def run_until_idle(self, max_rounds: int = 10_000) -> int:
         """Wake everything, then execute published trials one at a time until none remain."""

@@ -19,9 +19,9 @@ from typing import Any
 from celery.signals import worker_process_init
 
 from app.config import Settings
-from tasks.celery_app import make_celery
 from tasks.channel import ChannelPublisher
-from tasks.messages import device_class, device_queue_name, results_queue, worker_announcement
+from tasks.messages import WorkerAnnouncement, device_class, device_queue_name, results_queue
+from workers.celery_app import make_celery
 from workers.metrics import install as install_metrics
 
 log = logging.getLogger("banditq.worker")
@@ -90,7 +90,9 @@ def start_announcer(
         )
         while not stop.is_set():
             try:
-                publisher.publish(json.dumps(worker_announcement(worker, profile, slots)))
+                publisher.publish(
+                    json.dumps(WorkerAnnouncement.of(worker, profile, slots).to_json())
+                )
             except Exception as exc:  # the next announcement may get through
                 log.warning("worker announcement failed: %s", exc)
             stop.wait(settings.announce_seconds)

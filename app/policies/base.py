@@ -196,3 +196,22 @@ def _decode(value: Any) -> Any:
 def softmin_argmin(values: np.ndarray) -> int:
     """Lowest value, ties to the lowest index (deterministic)."""
     return int(np.flatnonzero(values == values.min())[0])
+
+
+def arm_positions(values: list[dict[str, Any]]) -> np.ndarray | None:
+    """K x p numeric positions when every arm is numeric in the same keys (e.g. omega)."""
+    if not values:
+        return None
+    keys = sorted(values[0])
+    rows = []
+    for v in values:
+        if sorted(v) != keys:
+            return None
+        row = []
+        for k in keys:
+            x = v[k]
+            if isinstance(x, bool) or not isinstance(x, int | float):
+                return None
+            row.append(float(x))
+        rows.append(row)
+    return np.asarray(rows, dtype=float)

@@ -92,7 +92,7 @@ class ReportData:
 
     def positions(self) -> np.ndarray | None:
         """Numeric arm positions when every arm is one number under one key (e.g. omega)."""
-        from app.runtime import arm_positions
+        from app.policies.base import arm_positions
 
         pos = arm_positions([a["arm"] for a in self.arms])
         return pos[:, 0] if pos is not None and pos.shape[1] == 1 else None
@@ -113,8 +113,8 @@ class ReportData:
     def policy(self) -> Any:
         """The campaign's policy now: its latest snapshot plus the applied results after it
         (None when the snapshot's version is not the installed policy's)."""
+        from app.policies.base import arm_positions
         from app.policies.registry import make_policy
-        from app.runtime import arm_positions
 
         pol = make_policy(
             str(self.overview["policy"]),

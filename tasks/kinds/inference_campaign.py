@@ -40,7 +40,7 @@ def _number(value: Any, field: str, lo: float, hi: float, open_lo: bool = False)
 
 def _device(value: Any) -> dict[str, Any] | str:
     if value == "auto":
-        return "auto"  # the workers' devices decide (see app.devices)
+        return "auto"  # the workers' devices decide (see app.scheduler.devices)
     if value in ("cpu", "cuda"):
         return {"type": value, "capability": 0.0, "threads": float(os.cpu_count() or 1)}
     if isinstance(value, dict) and value.get("type") in ("cpu", "cuda"):

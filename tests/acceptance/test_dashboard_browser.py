@@ -24,9 +24,9 @@ from app.client import Client
 from app.config import Settings
 from app.tablecampaign import create_table_campaign, submit_table
 from app.tables import CostTable, relax_table
-from tasks.run_trial import execute
 from tests.conftest import _admin, require
 from tests.inline import InlineScheduler
+from workers.run_trial import execute
 
 pytestmark = pytest.mark.acceptance
 

@@ -152,15 +152,8 @@ def test_large_systems_travel_by_reference_and_are_stored_once(settings: Setting
     for i in range(12):  # the same A, a new right-hand side each time
         camp.submit(LinearSystem(A, b * (1 + i)), {}, tol=1e-8)
     sch = InlineScheduler(settings)
-    sent: list[dict[str, Any]] = []
-    original = sch._send
-
-    def spy(payloads: list[dict[str, Any]]) -> list[str]:
-        sent.extend(payloads)
-        return original(payloads)
-
-    sch._send = spy  # type: ignore[method-assign]
     sch.run_until_idle()
+    sent: list[dict[str, Any]] = sch.fake.sent
     assert camp.counts() == {"done": 12}
     assert all(r["converged"] for r in camp.results())
     import json

@@ -20,7 +20,7 @@ from app.config import Settings
 from app.plugins import POLICIES_GROUP
 from app.policies import registry
 from app.policies.epsilon_greedy import EpsilonGreedyPolicy
-from app.runtime import load_runtime
+from app.scheduler.runtime import load_runtime
 from models import Campaign, PolicySnapshot, Result, Trial
 from tasks.messages import PROTOCOL
 from tests.conftest import drop_pg_database, fresh_pg_database, pg_url_of
@@ -90,7 +90,7 @@ def test_reissue_whose_publish_fails_is_published_by_the_outbox(settings: Settin
     assert len(lost) == 2
     time.sleep(0.5)  # the leases run out
     sch.fail_sends = 1  # the broker is down when the trials are re-issued
-    sch._expire_leases()
+    sch.reconciler.expire_leases()
     assert sch.published == []
     with client.Session() as s:
         states = s.execute(select(Trial.state, Trial.attempt, Trial.lease_expires_at)).all()
@@ -112,9 +112,9 @@ def test_reissue_marks_dropped_by_a_failed_transaction_are_recovered(settings: S
     sch = InlineScheduler(settings)
     _lose_running_trials(sch)
     time.sleep(0.5)
-    sch._expire_leases()  # re-issued and published; published_at waits in _unmarked
-    assert len(sch.published) == 2 and sch._unmarked
-    sch._database_failed(RuntimeError("connection reset"), [])  # drops the marks
+    sch.reconciler.expire_leases()  # re-issued and published; published_at waits in _unmarked
+    assert len(sch.published) == 2 and sch.outbox.unmarked
+    sch.database_failed(RuntimeError("connection reset"), [])  # drops the marks
     sch.published.clear()  # and the re-issued messages are lost too
     sch.run_until_idle()
     assert camp.counts() == {"done": 4}
@@ -289,9 +289,9 @@ def test_non_finite_metrics_and_outputs_are_stored_as_null(settings: Settings) -
 
 # ---------------------------------------------------------------- 5. the workers' devices decide
 def _announce(sch: InlineScheduler, worker: str, profile: dict[str, Any], slots: int) -> None:
-    from tasks.messages import worker_announcement
+    from tasks.messages import WorkerAnnouncement
 
-    sch.feed(worker_announcement(worker, profile, slots))
+    sch.feed(WorkerAnnouncement.of(worker, profile, slots).to_json())
 
 
 def test_auto_device_campaigns_are_decided_per_worker_device_class(settings: Settings) -> None:
@@ -347,7 +347,7 @@ def test_auto_device_campaigns_are_decided_per_worker_device_class(settings: Set
     # the routing: each class has a queue of its own
     from tasks.publish import TaskPublisher
 
-    pub = TaskPublisher(sch._broker, settings.queue)
+    pub = TaskPublisher(sch.broker, settings.queue)
     assert pub._channel_for("cuda-9.0").queue.name == f"{settings.queue}.dev.cuda-9.0"
     pub.close()
     # a restarted scheduler knows the live workers from the database

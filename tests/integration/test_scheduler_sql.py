@@ -10,8 +10,8 @@ from sqlalchemy import event, text
 
 from app.client import Client
 from app.config import Settings
-from tasks.run_trial import execute
 from tests.inline import InlineScheduler, statements_per_step
+from workers.run_trial import execute
 
 
 def test_postgresql_statements_per_step_are_few_and_do_not_grow_with_history(

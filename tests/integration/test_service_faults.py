@@ -20,8 +20,8 @@ from sqlalchemy import func, select, text
 from app.client import Client
 from app.config import Settings
 from app.local import LocalCluster
-from app.locks import LOCK_KEY, SchedulerLock, SchedulerLockedError
-from app.runtime import build_policy, load_runtime
+from app.scheduler.locks import LOCK_KEY, SchedulerLock, SchedulerLockedError
+from app.scheduler.runtime import build_policy, load_runtime
 from models import Arm, Campaign, Instance, Result, Trial
 from tests.integration.test_faults import _check_exactly_once
 from tests.integration.test_shutdown_and_wire import _consumers, _wait_for

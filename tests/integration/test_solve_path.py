@@ -14,7 +14,7 @@ from app.client import Client
 from app.config import Settings
 from app.errors import InputError
 from app.linsys import LinearSystem
-from app.scheduler import _more_arrived
+from app.scheduler.consumer import more_arrived as _more_arrived
 from tests.inline import serving
 
 pytestmark = pytest.mark.integration

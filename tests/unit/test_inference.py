@@ -95,15 +95,8 @@ def test_inference_campaign_end_to_end_on_the_embedded_default(
     batches = [TEXTS[: 1 + i % 6] for i in range(16)]
     camp.submit_texts(batches, max_length=48)
     sched = InlineScheduler(embedded_settings)
-    published: list[dict[str, Any]] = []
-    orig = sched._send
-
-    def spy(payloads: list[dict[str, Any]]) -> list[str]:
-        published.extend(payloads)
-        return orig(payloads)
-
-    sched._send = spy  # type: ignore[method-assign]
     sched.run_until_idle()
+    published: list[dict[str, Any]] = sched.fake.sent
     with client.engine.connect() as c:
         rows = c.execute(
             text(
@@ -224,7 +217,7 @@ def test_warm_start_from_an_earlier_inference_campaign(embedded_settings: Settin
     with client.Session() as s:
         row = s.scalar(select(Campaign).where(Campaign.name == "next"))
         assert row is not None
-        from app.runtime import load_runtime
+        from app.scheduler.runtime import load_runtime
 
         policy = load_runtime(s, row.id).policy
     assert policy.n_updates == 8  # every earlier result, costs and monitored quality

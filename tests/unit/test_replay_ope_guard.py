@@ -224,7 +224,7 @@ def test_warm_start_from_earlier_campaigns(embedded_settings: Settings) -> None:
 
 
 def test_default_policy_restart_makes_the_same_choices(tmp_path: Path) -> None:
-    from app.runtime import load_runtime
+    from app.scheduler.runtime import load_runtime
 
     settings = Settings(home=tmp_path, snapshot_every=5, snapshot_seconds=0)
     client = Client(settings=settings)

@@ -49,11 +49,11 @@ def make_celery(settings: Settings, device_classes: tuple[str, ...] = ()) -> Cel
         # No remote control: its exclusive pidbox queue outlives a SIGKILLed worker on the
         # broker and makes the restarted worker (same name) die with RESOURCE_LOCKED.
         "worker_enable_remote_control": False,
-        "imports": ["tasks.run_trial"],
+        "imports": ["workers.run_trial"],
     }
     app.conf.update(conf)
     app.conf["banditq_settings"] = settings
-    from tasks.run_trial import register
+    from workers.run_trial import register
 
     register(app)
     return app

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models import WorkerRow
-from tasks.messages import device_class
+from tasks.messages import WorkerAnnouncement, device_class
 
 log = logging.getLogger("banditq.devices")
 
@@ -69,28 +69,25 @@ class DeviceRegistry:
                 self.workers[r.name] = WorkerInfo(r.device_class, profile, slots, now - age)
         self.loaded = True
 
-    def record(self, session: Session, messages: list[dict[str, Any]]) -> bool:
-        """Store announcements (``tasks.messages.worker_announcement``); True when a class
-        that had no live worker now has one."""
+    def record(self, session: Session, messages: list[WorkerAnnouncement]) -> bool:
+        """Store announcements; True when a class that had no live worker now has one."""
         before = set(self.classes())
         now = datetime.now(UTC)
         for m in messages:
-            name, profile = m.get("worker"), clean_profile(m.get("profile"))
-            slots = m.get("slots", 1)
-            if not isinstance(name, str) or not name or profile is None:
+            name, profile, slots = m.worker, clean_profile(m.profile), m.slots
+            if profile is None:
                 log.warning("ignoring a malformed worker announcement: %.200r", m)
                 continue
-            slots = slots if isinstance(slots, int) and slots > 0 else 1
             cls = device_class(profile)
-            row = session.get(WorkerRow, name[:200])
+            row = session.get(WorkerRow, name)
             if row is None:
-                row = WorkerRow(name=name[:200], started_at=now)
+                row = WorkerRow(name=name, started_at=now)
                 session.add(row)
                 log.info("worker %s announced: %s, %d slot(s)", name, cls, slots)
             row.device_class = cls
             row.profile = {**profile, "slots": slots}
             row.last_seen = now
-            self.workers[name[:200]] = WorkerInfo(cls, profile, slots, time.monotonic())
+            self.workers[name] = WorkerInfo(cls, profile, slots, time.monotonic())
         return bool(set(self.classes()) - before)
 
     def classes(self) -> dict[str, tuple[dict[str, Any], int]]:

@@ -20,9 +20,9 @@ from sqlalchemy import ColumnElement, Engine, String, any_, bindparam, insert, t
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from app.runtime import OPEN_STATES
 from models import BlobRef, Campaign, Instance, Result, Trial
 from models.base import json_dumps
+from models.states import OPEN_STATES
 
 TRIAL_COLUMNS = (
     ("uuid", "varchar"),

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 import traceback
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,69 +21,68 @@ from celery.exceptions import SoftTimeLimitExceeded
 from kombu.utils.json import dumps
 
 from app.errors import InputError
+from models.states import ResultStatus
+from tasks import messages
 from tasks.channel import ChannelPublisher
 from tasks.kinds import get_kind
 from tasks.messages import (
-    PROTOCOL,
     RUN_LONG_TRIAL_TASK,
     RUN_TRIAL_TASK,
-    now_iso,
+    MessageError,
+    ResultMessage,
+    TrialMessage,
     results_queue,
 )
 
 log = logging.getLogger("banditq.worker")
 
 
-def execute(payload: dict[str, Any], worker: str) -> dict[str, Any]:
-    """Run a trial payload; always returns a result message (failures are results too)."""
-    started = now_iso()
+def execute(payload: Any, worker: str) -> dict[str, Any]:
+    """Run a trial message; always returns a result message (failures are results too)."""
+    started = datetime.now(UTC)
     t0 = time.perf_counter()
-    base = {
-        "v": PROTOCOL,
-        "type": "result",
-        "trial": payload.get("trial") if isinstance(payload, dict) else None,
-        "attempt": payload.get("attempt") if isinstance(payload, dict) else None,
-        "worker": worker,
-        "started_at": started,
-    }
+    ident = payload if isinstance(payload, dict) else {}
+    trial = str(ident["trial"]) if isinstance(ident.get("trial"), str) else ""
+    attempt = ident.get("attempt") if isinstance(ident.get("attempt"), int) else None
+    done: dict[str, Any]
     try:
-        if not isinstance(payload, dict) or payload.get("v") != PROTOCOL:
-            raise InputError("payload", f"expected a protocol-{PROTOCOL} trial object")
-        kind = get_kind(str(payload.get("kind")))
-        arm = payload.get("arm")
-        spec = payload.get("spec")
-        if not isinstance(arm, dict) or not isinstance(spec, dict):
-            raise InputError("payload", "arm and spec must be objects")
-        options = payload.get("options") or {}
-        if not isinstance(options, dict):
-            raise InputError("payload.options", "must be an object")
-        out = kind.run(spec, arm, options)
+        msg = TrialMessage.parse(payload)
+        out = get_kind(msg.kind).run(msg.spec, msg.arm, msg.options or {})
         wall_ms = (time.perf_counter() - t0) * 1000.0
-        latency_ms = wall_ms if out.latency_ms is None else out.latency_ms
-        base.update(
-            status="succeeded",
-            cost=out.cost,
-            iterations=out.iterations,
-            converged=out.converged,
-            residual=out.residual,
-            quality=out.quality,
-            device=out.device,
-            metrics=out.metrics,
-            outputs=out.outputs,
-            latency_ms=latency_ms,
-        )
-    except InputError as exc:
-        base.update(status="failed", error=f"invalid input: {exc}")
+        done = {
+            "status": ResultStatus.succeeded,
+            "cost": out.cost,
+            "iterations": out.iterations,
+            "converged": out.converged,
+            "residual": out.residual,
+            "quality": out.quality,
+            "device": out.device,
+            "metrics": out.metrics,
+            "outputs": out.outputs,
+            "latency_ms": wall_ms if out.latency_ms is None else out.latency_ms,
+        }
+    except (InputError, MessageError) as exc:
+        done = {"status": ResultStatus.failed, "error": f"invalid input: {exc}"}
     except SoftTimeLimitExceeded:
-        limit = (payload.get("limits") or {}).get("max_seconds")
-        base.update(status="failed", error=f"timed out: past the {limit} s wall-time limit")
+        limit = (ident.get("limits") or {}).get("max_seconds")
+        done = {
+            "status": ResultStatus.failed,
+            "error": f"timed out: past the {limit} s wall-time limit",
+        }
     except Exception as exc:  # a trial's crash is a result, not a lost message
-        log.warning("trial %s failed: %s", base["trial"], exc)
+        log.warning("trial %s failed: %s", trial, exc)
         tb = traceback.format_exc(limit=5)
-        base.update(status="failed", error=f"{type(exc).__name__}: {exc}\n{tb}"[:4000])
-    base["finished_at"] = now_iso()
-    base.setdefault("latency_ms", (time.perf_counter() - t0) * 1000.0)
-    return base
+        done = {"status": ResultStatus.failed, "error": f"{type(exc).__name__}: {exc}\n{tb}"[:4000]}
+    done.setdefault("latency_ms", (time.perf_counter() - t0) * 1000.0)
+    result = ResultMessage(
+        trial=trial,
+        attempt=attempt,
+        worker=worker,
+        started_at=started,
+        finished_at=datetime.now(UTC),
+        **done,
+    )
+    return result.to_json()
 
 
 MAX_CRASHES = 3
@@ -206,14 +206,7 @@ class _Beater:
                     (k, w) for k, (w, last) in self.running.items() if now - last >= self.interval
                 ]
             for (trial, attempt), worker in due:
-                beat = {
-                    "v": PROTOCOL,
-                    "type": "heartbeat",
-                    "trial": trial,
-                    "attempt": attempt,
-                    "worker": worker,
-                    "at": now_iso(),
-                }
+                beat = messages.Heartbeat(trial, attempt, worker).to_json()
                 try:
                     publisher.publish(dumps(beat))
                 except Exception as exc:  # the lease has slack: the next beat may get through

@@ -11,32 +11,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.contexts import context_vector
-from app.policies.base import PROBE, Policy
+from app.policies.base import PROBE, Policy, arm_positions
 from app.policies.registry import make_policy
 from models import Arm, Campaign, Instance, PolicySnapshot, Result, Trial
+from models.states import OPEN_STATES
 from tasks.kinds import get_kind
-from tasks.messages import trial_payload
-
-OPEN_STATES = ("queued", "running")
-
-
-def arm_positions(values: list[dict[str, Any]]) -> np.ndarray | None:
-    """K x p numeric positions when every arm is numeric in the same keys (e.g. omega)."""
-    if not values:
-        return None
-    keys = sorted(values[0])
-    rows = []
-    for v in values:
-        if sorted(v) != keys:
-            return None
-        row = []
-        for k in keys:
-            x = v[k]
-            if isinstance(x, bool) or not isinstance(x, int | float):
-                return None
-            row.append(float(x))
-        rows.append(row)
-    return np.asarray(rows, dtype=float)
+from tasks.messages import TrialMessage
 
 
 @dataclass
@@ -67,7 +47,7 @@ class CampaignRuntime:
 
     @property
     def auto_device(self) -> bool:
-        """Decided per worker device class (see app.devices), not for one fixed device."""
+        """Decided per worker device class (see app.scheduler.devices), not for one fixed device."""
         return self.settings.get("device") == "auto"
 
     def allowed_on(self, device_type: str) -> np.ndarray:
@@ -85,7 +65,7 @@ class CampaignRuntime:
         dev = get_kind(self.kind).device_features(profile)
         return {**context, **{k: v for k, v in dev.items() if k in self.features}}
 
-    def payload(
+    def message(
         self,
         trial_uuid: str,
         attempt: int,
@@ -94,13 +74,13 @@ class CampaignRuntime:
         reason: str = "",
         seq: int = 0,
         device_class: str | None = None,
-    ) -> dict[str, Any]:
-        """The Celery message body of one attempt of a trial of this campaign (a re-issued
-        attempt gets the same body: monitoring depends only on the decision and the seq)."""
+    ) -> TrialMessage:
+        """The message of one attempt of a trial of this campaign (a re-issued attempt gets
+        the same body: monitoring depends only on the decision and the seq)."""
         options = self.settings.get("kind_options")
         if options is not None or reason == PROBE:
             options = {**(options or {}), "monitor": self.monitored(reason, seq)}
-        return trial_payload(
+        return TrialMessage(
             trial_uuid,
             attempt,
             self.name,

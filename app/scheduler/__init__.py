@@ -1,0 +1,24 @@
+"""The scheduler: decide an arm per pending instance, publish trials, learn from results.
+
+Its parts, one concern each (all owned by the scheduler's one thread):
+
+* ``service``: the :class:`Scheduler`, its loop and its step (what runs in what transaction);
+* ``consumer``: receiving, typed parsing, acknowledgement of messages (results, heartbeats,
+  worker announcements, wake-ups);
+* ``recording``: results written idempotently and applied to policies; heartbeats;
+* ``decisions``: choices with their propensity, trial rows, in chunks;
+* ``outbox`` and ``publishing``: send after commit, mark after send; the injected publisher;
+* ``reconciler``: the sweep (pending work no message announced, the outbox relay, lease
+  expiry and re-issue);
+* ``snapshots``: policy state snapshots;
+* ``hooks`` (metrics), ``limits`` (wall-time limits): cross-cutting concerns behind one
+  interface each;
+* ``core`` (what the parts share), ``runtime`` (one campaign in memory), ``bulk`` (its
+  set-based SQL), ``devices`` (live worker device classes), ``locks`` (one per database).
+"""
+
+from __future__ import annotations
+
+from app.scheduler.service import Scheduler
+
+__all__ = ["Scheduler"]

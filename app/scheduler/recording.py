@@ -1,0 +1,223 @@
+"""Recording what workers report: results (written idempotently by trial and attempt, the
+policy updated in the same transaction, in result-id order) and heartbeats (leases renewed).
+
+A result's policy update that raises is quarantined: kept with the error, not applied, so
+neither this process nor a restart feeds it to the policy again.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app.scheduler.core import Core, now
+from app.scheduler.runtime import CampaignRuntime
+from models import Campaign, Instance, Result, Trial
+from models.states import OPEN_STATES, InstanceStatus, TrialState
+from tasks.messages import Heartbeat, ResultMessage
+from tasks.store.blobs import refs_in
+
+log = logging.getLogger("banditq.scheduler")
+
+
+class Recorder:
+    """Owned by the scheduler thread; writes only inside the caller's transaction."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    def renew_leases(self, session: Session, beats: list[Heartbeat]) -> None:
+        """A worker running a trial sends heartbeats: the attempt it names (only that one)
+        is marked running and its lease extended, so a long trial is never re-issued."""
+        until = now() + timedelta(seconds=self.core.settings.lease_seconds)
+        for b in beats:
+            session.execute(
+                update(Trial)
+                .where(
+                    Trial.uuid == b.trial, Trial.attempt == b.attempt, Trial.state.in_(OPEN_STATES)
+                )
+                .values(state=TrialState.running.value, lease_expires_at=until, worker=b.worker)
+            )
+        if beats:
+            self.core.hooks.heartbeats(len(beats))
+
+    def record(self, session: Session, messages: list[ResultMessage]) -> int:
+        """Write the results of open attempts (others are duplicates), update the policies.
+        Returns the number written."""
+        if not messages:
+            return 0
+        by_uuid: dict[str, list[ResultMessage]] = {}
+        for m in messages:
+            by_uuid.setdefault(m.trial, []).append(m)
+        trials = session.execute(
+            select(
+                Trial.id,
+                Trial.uuid,
+                Trial.campaign_id,
+                Trial.instance_id,
+                Trial.arm_index,
+                Trial.attempt,
+                Trial.state,
+                Instance.context,
+            )
+            .join(Instance, Instance.id == Trial.instance_id)
+            .where(self.core.bulk.uuid_in(list(by_uuid)))
+        ).all()
+        if len(trials) < len(by_uuid):
+            # A trial whose (non-durable) decision a database crash lost: decided again.
+            unknown = len(by_uuid) - len(trials)
+            self.core.hooks.unknown_results(unknown)
+            log.warning("refused %d result(s) for trials the database does not know", unknown)
+        rows = _Rows()
+        for t in trials:
+            current = [m for m in by_uuid[t.uuid] if m.attempt == t.attempt]
+            live = t.state in OPEN_STATES and bool(current)
+            dupes = len(by_uuid[t.uuid]) - (1 if live else 0)
+            if dupes:
+                self.core.hooks.duplicate_results(dupes)
+            if not live:
+                continue  # redelivered or stale: the first result already counted
+            rt = self.core.runtime(session, t.campaign_id)
+            rows.add(t, current[0])
+            rt.in_flight = max(0, rt.in_flight - 1)
+            rt.maybe_pending = True
+            if current[0].ok:
+                self._check_floor(rt, current[0])
+                rows.applied.append((rt, t.context, t.arm_index, current[0]))
+        if not rows.results:
+            return 0
+        per_campaign: dict[int, int] = {}
+        for rt, *_ in rows.applied:
+            per_campaign[rt.id] = per_campaign.get(rt.id, 0) + 1
+        result_ids = self.core.bulk.record_results(
+            session, rows.results, rows.trials, rows.instances, per_campaign, rows.links()
+        )
+        ok_ids = [rid for rid, r in zip(result_ids, rows.results, strict=True) if r["applied"]]
+        self._apply(session, sorted(zip(ok_ids, rows.applied, strict=True), key=lambda p: p[0]))
+        failures = sum(1 for r in rows.results if r["status"] != "succeeded")
+        self.core.hooks.recorded(len(rows.results), failures)
+        return len(rows.results)
+
+    def _apply(
+        self,
+        session: Session,
+        in_order: list[tuple[int, tuple[CampaignRuntime, Any, int, ResultMessage]]],
+    ) -> None:
+        """Policy updates in result-id order: the same order a restart replays them in."""
+        broken: set[int] = set()
+        for rid, (rt, context, arm_index, m) in in_order:
+            if rt.id in broken:
+                continue  # reloaded after this transaction: replays every applied result
+            try:
+                rt.policy.update(rt.vector(context), arm_index, float(m.cost or 0.0), m.quality)
+            except Exception as exc:  # a policy bug: quarantine this result, not the service
+                self._quarantine(session, rt, rid, exc)
+                broken.add(rt.id)
+                continue
+            rt.last_result_id = rid
+            rt.since_snapshot += 1
+        for cid in broken:
+            # Its state may be half-updated: rebuild it from snapshot + applied results.
+            self.core.runtimes.pop(cid, None)
+
+    def _quarantine(
+        self, session: Session, rt: CampaignRuntime, result_id: int, exc: Exception
+    ) -> None:
+        error = f"quarantined: policy {rt.policy_name!r} update raised {type(exc).__name__}: {exc}"
+        log.error("campaign %s: %s (result %d)", rt.name, error, result_id, exc_info=exc)
+        self.core.hooks.policy_error()
+        session.execute(
+            update(Result).where(Result.id == result_id).values(applied=False, error=error[:4000])
+        )
+        session.execute(
+            update(Trial)
+            .where(
+                Trial.id == select(Result.trial_id).where(Result.id == result_id).scalar_subquery()
+            )
+            .values(error=error[:4000])
+        )
+        session.execute(
+            update(Campaign).where(Campaign.id == rt.id).values(n_updates=Campaign.n_updates - 1)
+        )
+
+    def _check_floor(self, rt: CampaignRuntime, m: ResultMessage) -> None:
+        """Count and log a monitored result below the campaign's quality floor."""
+        floor = rt.quality_floor
+        if m.quality is None or floor is None or m.quality >= floor:
+            return
+        self.core.hooks.quality_violation()
+        served = "reference output served" if m.metrics.get("fallback") else "output served as is"
+        log.warning(
+            "campaign %s trial %s: quality %.4f below the floor %.4f (arm %s; %s)",
+            rt.name,
+            m.trial,
+            m.quality,
+            floor,
+            m.metrics.get("arm"),
+            served,
+        )
+
+
+class _Rows:
+    """The rows one burst of results writes (set-based, see app.scheduler.bulk)."""
+
+    def __init__(self) -> None:
+        self.results: list[dict[str, Any]] = []
+        self.trials: list[dict[str, Any]] = []
+        self.instances: list[dict[str, Any]] = []
+        self.applied: list[tuple[CampaignRuntime, Any, int, ResultMessage]] = []
+
+    def add(self, t: Any, m: ResultMessage) -> None:
+        recorded = now()
+        self.results.append(
+            {
+                "trial_id": t.id,
+                "campaign_id": t.campaign_id,
+                "attempt": t.attempt,
+                "status": m.status.value,
+                "cost": m.cost,
+                "iterations": m.iterations,
+                "converged": m.converged,
+                "residual": m.residual,
+                "latency_ms": m.latency_ms,
+                "quality": m.quality,
+                "device": m.device,
+                "worker": m.worker,
+                "error": m.error,
+                "metrics": m.metrics,
+                "outputs": m.outputs,
+                "applied": m.ok,
+                "started_at": m.started_at,
+                "finished_at": m.finished_at,
+                "recorded_at": recorded,
+            }
+        )
+        self.trials.append(
+            {
+                "id": t.id,
+                "state": m.status.value,
+                "worker": m.worker,
+                "started_at": m.started_at,
+                "finished_at": m.finished_at or recorded,
+                "error": m.error,
+            }
+        )
+        status = InstanceStatus.done if m.ok else InstanceStatus.failed
+        self.instances.append({"id": t.instance_id, "status": status.value})
+
+    def links(self) -> list[dict[str, Any]]:
+        """Stored arrays a result refers to (a solution): kept by `store gc`."""
+        return [
+            {
+                "trial_id": r["trial_id"],
+                "sha256": ref["sha256"],
+                "nbytes": int(ref.get("nbytes", 0)),
+                "campaign_id": r["campaign_id"],
+            }
+            for r in self.results
+            for ref in refs_in(r["outputs"])
+        ]
