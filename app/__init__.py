@@ -27,7 +27,7 @@ _WHERE = {
     "Client": "app.client",
     "Campaign": "app.client",
     "Solution": "app.client",
-    "LinearSystem": "app.linsys",
+    "LinearSystem": "tasks.linsys",
     "TrialKind": "tasks.kinds.base",
     "Outcome": "tasks.kinds.base",
     "Policy": "app.policies.base",

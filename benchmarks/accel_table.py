@@ -2,7 +2,7 @@
 
 A workload is a list of text batches with batch sizes log-uniform in 1..64 and longest lengths
 log-uniform in 8..256 tokens (texts in a batch vary in length, so padding varies). Measuring a
-table runs each CPU-capable arm of :data:`app.accel.STANDARD_ARMS` on each batch through the
+table runs each CPU-capable arm of :data:`tasks.kinds.accel.STANDARD_ARMS` on each batch through the
 real ``inference`` trial kind (warm latency, median of ``repeats`` runs, quality monitored on
 every batch), interleaving arms per batch so machine drift hits them alike. Tables are cached
 as JSON: measuring is the slow part, replaying policies over a table is cheap.
@@ -180,7 +180,7 @@ def measure(
     """Run every CPU-capable standard arm on every batch (see the module docstring)."""
     import torch
 
-    from app.accel import STANDARD_ARMS
+    from tasks.kinds.accel import STANDARD_ARMS
     from tasks.kinds.inference import FEATURES, InferenceKind, batch_context, token_lengths
     from tasks.kinds.inference_models import DEFAULT_MODEL, load_bundle, shape_bucket
     from workers.kinds.inference import device_profile

@@ -34,8 +34,8 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from app import db  # noqa: E402
 from app.client import Client  # noqa: E402
 from app.config import Settings  # noqa: E402
-from app.linsys import LinearSystem  # noqa: E402
-from app.local import LocalCluster  # noqa: E402
+from app.dev.local import LocalCluster  # noqa: E402
+from tasks.linsys import LinearSystem  # noqa: E402
 from tasks.messages import TrialMessage  # noqa: E402
 from tasks.solvers.generators import build, validate  # noqa: E402
 

@@ -20,10 +20,10 @@ import scipy.sparse as sp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.linsys import laplace2d, paper_rhs  # noqa: E402
-from app.replay import replay  # noqa: E402
-from app.sorbatch import sor_iterations  # noqa: E402
-from app.tables import CostTable, load_table  # noqa: E402
+from app.offline.replay import replay  # noqa: E402
+from app.offline.sorbatch import sor_iterations  # noqa: E402
+from app.offline.tables import CostTable, load_table  # noqa: E402
+from tasks.linsys import laplace2d, paper_rhs  # noqa: E402
 
 
 def tridiag(n: int) -> sp.csr_matrix:

@@ -21,9 +21,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app.offline.replay import ReplayRun, replay_once, summarize  # noqa: E402
+from app.offline.tables import CostTable, load_table, relax_table  # noqa: E402
 from app.policies.registry import DEFAULT_POLICY  # noqa: E402
-from app.replay import ReplayRun, replay_once, summarize  # noqa: E402
-from app.tables import CostTable, load_table, relax_table  # noqa: E402
 
 SEEDS = {"low": 1, "high": 2}
 WARM_SEEDS = {"low": 101, "high": 102}

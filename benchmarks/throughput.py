@@ -162,7 +162,7 @@ def banditq_run(n_total: int, n_campaigns: int = 1, in_flight: int = 256) -> dic
     from app import db as bqdb
     from app.client import Client
     from app.config import Settings
-    from app.local import LocalCluster
+    from app.dev.local import LocalCluster
     from app.scheduler import Scheduler
     from app.scheduler.hooks import MetricsHooks
 

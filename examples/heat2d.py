@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from app.client import Client  # noqa: E402
 from app.config import Settings  # noqa: E402
-from app.linsys import LinearSystem  # noqa: E402
-from app.local import LocalCluster  # noqa: E402
+from app.dev.local import LocalCluster  # noqa: E402
+from tasks.linsys import LinearSystem  # noqa: E402
 from tasks.solvers.csr import prepare  # noqa: E402
 from tasks.solvers.generators import build_matrix, validate  # noqa: E402
 from tasks.solvers.pcg import ssor_pcg  # noqa: E402

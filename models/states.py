@@ -8,7 +8,11 @@ from enum import StrEnum
 
 
 class CampaignStatus(StrEnum):
+    """active (takes instances) or paused (set by an operator in SQL: submits are refused;
+    what was submitted still runs)."""
+
     active = "active"
+    paused = "paused"
 
 
 class InstanceStatus(StrEnum):

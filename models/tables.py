@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -25,12 +26,21 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, utcnow
+from models.states import (
+    CampaignStatus,
+    InstanceStatus,
+    ResultStatus,
+    TrialEventKind,
+    TrialState,
+    check_sql,
+)
 
 TS = DateTime(timezone=True)
 
 
 class Campaign(Base):
     __tablename__ = "campaigns"
+    __table_args__ = (CheckConstraint(check_sql("status", CampaignStatus), name="status"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
@@ -70,6 +80,7 @@ class Instance(Base):
     __table_args__ = (
         UniqueConstraint("campaign_id", "seq"),
         Index("ix_instances_pending", "campaign_id", "status", "seq"),
+        CheckConstraint(check_sql("status", InstanceStatus), name="status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -92,6 +103,7 @@ class Trial(Base):
     __table_args__ = (
         Index("ix_trials_open", "campaign_id", "state"),
         Index("ix_trials_outbox", "state", "published_at"),
+        CheckConstraint(check_sql("state", TrialState), name="state"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -126,6 +138,7 @@ class Result(Base):
     __table_args__ = (
         UniqueConstraint("trial_id", "attempt"),
         Index("ix_results_campaign_recorded", "campaign_id", "recorded_at"),
+        CheckConstraint(check_sql("status", ResultStatus), name="status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -157,7 +170,10 @@ class TrialEvent(Base):
     attempt was re-issued or the trial failed). Written only by the scheduler."""
 
     __tablename__ = "trial_events"
-    __table_args__ = (Index("ix_trial_events_campaign_at", "campaign_id", "at"),)
+    __table_args__ = (
+        Index("ix_trial_events_campaign_at", "campaign_id", "at"),
+        CheckConstraint(check_sql("event", TrialEventKind), name="event"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.ope import MIN_TRUSTED_PROPENSITY
+from app.offline.ope import MIN_TRUSTED_PROPENSITY
 from app.report.data import ReportData
 
 __all__ = ["MIN_TRUSTED_PROPENSITY", "Counterfactual", "counterfactuals", "fit_q"]

@@ -1,6 +1,7 @@
 """Trial kind ``inference``: embed one batch of texts under an acceleration arm.
 
-Spec: ``{"texts": [str, ...], "max_length": int}``. Arm: an :class:`app.accel.AccelArm` object.
+Spec: ``{"texts": [str, ...], "max_length": int}``. Arm: an
+:class:`tasks.kinds.accel.AccelArm` object.
 Options (campaign-level, plus the scheduler's per-trial ``monitor`` flag): ``model`` (import
 path of a bundle factory), ``quality_floor`` (mean cosine), ``repeats`` (timed runs, median).
 
@@ -16,8 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from app.accel import AccelArm
 from app.errors import InputError
+from tasks.kinds.accel import AccelArm
 from tasks.kinds.base import TrialKind
 
 if TYPE_CHECKING:  # the model code loads where a batch is tokenized or run

@@ -21,8 +21,8 @@ import logging
 import os
 from typing import Any
 
-from app.accel import AccelArm, arms_for_device
 from app.errors import InputError
+from tasks.kinds.accel import AccelArm, arms_for_device
 
 log = logging.getLogger("banditq.inference")
 

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from app.accel import AccelArm
 from app.errors import InputError
+from tasks.kinds.accel import AccelArm
 from tasks.kinds.inference import DEFAULT_MODEL as DEFAULT_MODEL
 
 

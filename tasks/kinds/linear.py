@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from app.errors import InputError
-from app.linsys import build_system, validate_generator, validate_stored
+from tasks.linsys import build_system, validate_generator, validate_stored
 from tasks.solvers.generators import DIMS
 from tasks.store.blobs import is_ref
 

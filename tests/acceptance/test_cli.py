@@ -160,7 +160,7 @@ def test_store_stats_and_gc_on_the_embedded_default(tmp_path: Path) -> None:
 
     from app.client import Client
     from app.config import Settings
-    from app.linsys import LinearSystem
+    from tasks.linsys import LinearSystem
     from tasks.solvers.generators import build, validate
     from tasks.store.blobs import vector_ref
 

@@ -22,8 +22,8 @@ from sqlalchemy import create_engine, text
 from app import db
 from app.client import Client
 from app.config import Settings
-from app.tablecampaign import create_table_campaign, submit_table
-from app.tables import CostTable, relax_table
+from app.offline.tablecampaign import create_table_campaign, submit_table
+from app.offline.tables import CostTable, relax_table
 from tests.conftest import _admin, require
 from tests.inline import InlineScheduler
 from workers.run_trial import execute

@@ -19,12 +19,12 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from sqlalchemy import func, select, text
 
+from app.cli.storeadmin import gc, stats
 from app.client import Client
 from app.config import Settings
 from app.errors import StoreError
-from app.linsys import LinearSystem
-from app.storeadmin import gc, stats
 from models import BlobRef, Instance
+from tasks.linsys import LinearSystem
 from tasks.solvers.generators import build, validate
 from tasks.store.base import ArrayStore
 from tasks.store.blobs import BlobError, csr_ref, decode, digest, encode_csr, vector_ref

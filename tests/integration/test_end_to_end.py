@@ -8,8 +8,8 @@ from sqlalchemy import text
 
 from app.client import Client
 from app.config import Settings
-from app.linsys import LinearSystem
-from app.local import LocalCluster
+from app.dev.local import LocalCluster
+from tasks.linsys import LinearSystem
 
 OMEGAS = [round(1.0 + 0.05 * i, 2) for i in range(20)]
 

@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from app.client import Client
 from app.config import Settings
-from app.local import LocalCluster
+from app.dev.local import LocalCluster
 
 
 def _check_exactly_once(client: Client, name: str, n: int) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from app.accel import AccelArm
 from app.client import Client
 from app.config import Settings
-from app.local import LocalCluster
+from app.dev.local import LocalCluster
+from tasks.kinds.accel import AccelArm
 
 
 def test_inference_campaign_through_scheduler_and_workers(pg_settings: Settings) -> None:

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from app import plugins
 from app.client import Client
 from app.config import Settings
-from app.local import LocalCluster
+from app.dev.local import LocalCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "krylov_plugin"

@@ -298,8 +298,8 @@ def test_auto_device_campaigns_are_decided_per_worker_device_class(settings: Set
     """Two device profiles (a CPU worker with 1 slot, a CUDA 9.0 worker with 3): each trial
     is routed to one class, carries that class's device features in its context, and uses
     only arms that class can run; the creating machine's device plays no part."""
-    from app.accel import AccelArm
     from models import Instance
+    from tasks.kinds.accel import AccelArm
 
     client = Client(settings=settings)
     arms = [

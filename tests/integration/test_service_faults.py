@@ -19,7 +19,7 @@ from sqlalchemy import func, select, text
 
 from app.client import Client
 from app.config import Settings
-from app.local import LocalCluster
+from app.dev.local import LocalCluster
 from app.scheduler.locks import LOCK_KEY, SchedulerLock, SchedulerLockedError
 from app.scheduler.runtime import build_policy, load_runtime
 from models import Arm, Campaign, Instance, Result, Trial

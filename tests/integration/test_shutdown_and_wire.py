@@ -13,7 +13,7 @@ from sqlalchemy import select, text
 
 from app.client import Client
 from app.config import Settings
-from app.local import LocalCluster
+from app.dev.local import LocalCluster
 from models import PolicySnapshot
 from tasks.messages import results_queue
 from tests.integration.test_faults import _check_exactly_once

@@ -9,8 +9,8 @@ from sqlalchemy import text
 
 from app.client import Client
 from app.config import Settings
-from app.linsys import LinearSystem
-from app.local import LocalCluster
+from app.dev.local import LocalCluster
+from tasks.linsys import LinearSystem
 
 
 def test_sor_and_ssor_pcg_campaigns_at_m300(pg_settings: Settings) -> None:

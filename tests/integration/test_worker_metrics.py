@@ -8,7 +8,7 @@ import urllib.request
 
 from app.client import Client
 from app.config import Settings
-from app.local import LocalCluster
+from app.dev.local import LocalCluster
 
 
 def _free_port() -> int:

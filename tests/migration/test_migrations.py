@@ -176,3 +176,56 @@ def test_upgrade_in_place_keeps_data_and_gives_readers_the_new_views() -> None:
         with admin.connect() as c:
             c.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
         admin.dispose()
+
+
+def test_state_columns_refuse_values_outside_their_enums(empty_url: str) -> None:
+    """Migration 0005: a database at 0004 with rows upgrades in place; afterwards a state
+    outside the enum is refused (PostgreSQL: CHECK constraints; SQLite: triggers), the enum's
+    own values are accepted, and a downgrade lifts the rule again."""
+    from sqlalchemy.exc import IntegrityError
+
+    from models.states import InstanceStatus, TrialState
+
+    db.upgrade(empty_url, "0004")
+    eng = create_engine(empty_url)
+    with eng.begin() as c:
+        c.execute(
+            text(
+                "INSERT INTO campaigns (name, kind, policy, policy_config, context_features, "
+                "settings, seed, max_in_flight, max_attempts, status, n_instances, n_updates, "
+                "created_at) VALUES ('old', 'noop', 'random', '{}', '[]', '{}', 0, 1, 1, "
+                "'active', 1, 0, CURRENT_TIMESTAMP)"
+            )
+        )
+        c.execute(
+            text(
+                "INSERT INTO instances (campaign_id, seq, context, spec, status, created_at) "
+                "VALUES (1, 0, '{}', '{}', 'pending', CURRENT_TIMESTAMP)"
+            )
+        )
+    eng.dispose()
+    db.upgrade(empty_url)
+    eng = create_engine(empty_url)
+    for sql in (
+        "UPDATE instances SET status = 'finished'",
+        "UPDATE campaigns SET status = 'archived'",
+        "INSERT INTO instances (campaign_id, seq, context, spec, status, created_at) "
+        "VALUES (1, 1, '{}', '{}', 'lost', CURRENT_TIMESTAMP)",
+    ):
+        with (
+            pytest.raises(IntegrityError, match="ck_(instances|campaigns)_status"),
+            eng.begin() as c,
+        ):
+            c.execute(text(sql))
+    with eng.begin() as c:
+        for status in InstanceStatus:
+            c.execute(text("UPDATE instances SET status = :s"), {"s": status.value})
+        c.execute(text("UPDATE campaigns SET status = 'paused'"))
+        assert c.execute(text("SELECT name FROM campaigns")).scalars().all() == ["old"]
+    assert {s.value for s in TrialState} == {"queued", "running", "succeeded", "failed"}
+    eng.dispose()
+    db.downgrade(empty_url, "0004")
+    eng = create_engine(empty_url)
+    with eng.begin() as c:
+        c.execute(text("UPDATE instances SET status = 'anything'"))
+    eng.dispose()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.accel import STANDARD_ARMS, AccelArm, arms_for_device
 from app.errors import InputError
 from app.policies.constrained_ts import PROBE, ConstrainedTSPolicy
 from app.policies.guard import ConservativeGuard
 from app.policies.registry import make_policy, resolve_name
 from tasks.kinds import get_kind
+from tasks.kinds.accel import STANDARD_ARMS, AccelArm, arms_for_device
 
 
 @pytest.mark.parametrize(

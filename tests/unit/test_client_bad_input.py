@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 from app.client import Client
 from app.config import Settings
 from app.errors import InputError
-from app.linsys import LinearSystem
 from models import Arm, Campaign, Instance
+from tasks.linsys import LinearSystem
 
 OMEGAS = {"omega": [1.2, 1.5]}
 GOOD = LinearSystem.laplace2d(4, 0.1, 1)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from app.config import ENV_VARS, Settings
+from app.dev.local import LocalCluster
 from app.errors import ConfigError
-from app.local import LocalCluster
 
 
 def test_to_env_rebuilds_every_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ from starlette.testclient import TestClient
 from app.client import Client
 from app.config import Settings
 from app.dashboard.server import create_app
-from app.tablecampaign import create_table_campaign, submit_table
-from app.tables import relax_table
+from app.offline.tablecampaign import create_table_campaign, submit_table
+from app.offline.tables import relax_table
 from tests.inline import InlineScheduler
 
 

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
-from app.accel import AccelArm
 from app.client import Client
 from app.config import Settings
 from app.errors import InputError
 from models import Arm, Campaign, Instance
+from tasks.kinds.accel import AccelArm
 from tasks.kinds.inference import InferenceKind
 from tasks.kinds.inference_models import DEFAULT_MODEL, load_bundle, variant
 from tests.inline import InlineScheduler, serving

@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from app.errors import InputError
-from app.linsys import LinearSystem, build_system, laplace2d
+from tasks.linsys import LinearSystem, build_system, laplace2d
 
 GOOD = laplace2d(3, 0.1)
 B = np.ones(9)

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from app.offline.replay import replay
+from app.offline.tables import CostTable
 from app.plugins import POLICIES_GROUP, names
 from app.policies.registry import DEFAULT_POLICY, make_policy
-from app.replay import replay
-from app.tables import CostTable
 
 NAMES = names(POLICIES_GROUP)
 K = 8

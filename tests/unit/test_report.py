@@ -15,13 +15,13 @@ from sqlalchemy import text, update
 from app.client import Client
 from app.config import Settings
 from app.errors import InputError
+from app.offline.tablecampaign import create_table_campaign, submit_table, table_arms
+from app.offline.tables import CostTable, relax_table
 from app.report import data as rdata
 from app.report.estimates import counterfactuals
 from app.report.html import write_report
 from app.report.plots import PLOTS, plot_names, png
 from app.report.summary import summary
-from app.tablecampaign import create_table_campaign, submit_table, table_arms
-from app.tables import CostTable, relax_table
 from models import Trial
 from tasks.kinds import get_kind
 from tasks.kinds.table import arm_key

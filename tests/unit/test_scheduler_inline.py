@@ -8,9 +8,9 @@ from sqlalchemy import func, select, text
 
 from app.client import Client
 from app.config import Settings
-from app.linsys import LinearSystem
 from app.scheduler.runtime import load_runtime
 from models import Campaign, Instance, PolicySnapshot, Result, Trial
+from tasks.linsys import LinearSystem
 from tests.inline import InlineScheduler, statements_per_step
 from workers.run_trial import execute
 

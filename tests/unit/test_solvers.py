@@ -14,8 +14,8 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from app.errors import InputError
-from app.linsys import LinearSystem, build_system
 from tasks.kinds import get_kind
+from tasks.linsys import LinearSystem, build_system
 from tasks.solvers.cache import MatrixCache
 from tasks.solvers.csr import prepare
 from tasks.solvers.generators import build_matrix, lambda_min, validate

@@ -9,9 +9,9 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from app.errors import InputError
-from app.linsys import LinearSystem, laplace2d, paper_rhs
-from app.sorbatch import sor_iterations
+from app.offline.sorbatch import sor_iterations
 from tasks.kinds import get_kind
+from tasks.linsys import LinearSystem, laplace2d, paper_rhs
 from tasks.solvers.csr import prepare
 from tasks.solvers.sor import sor
 

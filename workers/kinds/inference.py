@@ -9,8 +9,8 @@ import statistics
 import time
 from typing import TYPE_CHECKING, Any
 
-from app.accel import AccelArm
 from app.errors import InputError
+from tasks.kinds.accel import AccelArm
 from tasks.kinds.base import Outcome
 from tasks.kinds.inference import DEFAULT_MODEL, InferenceKind
 

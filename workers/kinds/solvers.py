@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from app.linsys import build_system, validate_stored
 from tasks.kinds.base import Outcome
 from tasks.kinds.linear import check_omega, validate_solver_spec
+from tasks.linsys import build_system, validate_stored
 from tasks.store.blobs import is_ref
 from tasks.store.open import fetch
 

@@ -10,9 +10,9 @@ from rich.table import Table
 
 from app.client import Client
 from app.config import Settings
-from app.linsys import LinearSystem, laplace2d, paper_rhs
-from app.local import LocalCluster
-from app.sorbatch import sor_iterations
+from app.dev.local import LocalCluster
+from app.offline.sorbatch import sor_iterations
+from tasks.linsys import LinearSystem, laplace2d, paper_rhs
 
 OMEGAS = [round(1.0 + 0.05 * i, 2) for i in range(20)]
 

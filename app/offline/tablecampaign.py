@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from app.tables import CostTable
+from app.offline.tables import CostTable
 from tasks.kinds.table import arm_key
 
 _NAMED = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=")

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from app.offline.tables import CostTable
 from app.policies.registry import make_policy
-from app.tables import CostTable
 
 
 @dataclass

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from app.errors import InputError
-from app.linsys import laplace2d, paper_rhs
-from app.sorbatch import sor_iterations
+from app.offline.sorbatch import sor_iterations
+from tasks.linsys import laplace2d, paper_rhs
 
 PAPER_OMEGAS = np.linspace(1.0, 1.95, 20)
 

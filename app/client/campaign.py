@@ -1,0 +1,57 @@
+"""The campaign handle users hold: submit, wait/solve, results, plots and reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import text
+
+from app.client.completion import Completion
+from app.client.rows import decode_row
+from app.errors import InputError
+
+
+class Campaign(Completion):
+    """A handle on one campaign (see :class:`app.client.Client.campaign`): submitting
+    (:class:`~app.client.submitting.Submission`), waiting and solving
+    (:class:`~app.client.completion.Completion`), and reading what it learnt."""
+
+    def results(self, as_frame: bool = False) -> Any:
+        """Rows of the ``trial_results`` view for this campaign, in submission order."""
+        with self.client.engine.connect() as conn:
+            res = conn.execute(
+                text(
+                    "SELECT * FROM trial_results WHERE campaign = :c "
+                    "ORDER BY instance_seq, trial_id"
+                ),
+                {"c": self.name},
+            )
+            rows = [decode_row(dict(r._mapping)) for r in res]
+        if as_frame:
+            import pandas as pd
+
+            return pd.DataFrame(rows)
+        return rows
+
+    def plot(self, kind: str = "cost") -> Any:
+        """A matplotlib Figure of this campaign (``kind``: one of ``app.report.plots.PLOTS``:
+        cost, arms, cost-by-arm, reasons, propensity, faults, workers, inference)."""
+        from app.report import data, plots
+
+        if kind not in plots.PLOTS:
+            raise InputError(
+                "kind", f"unknown plot {kind!r}; choose one of {', '.join(plots.PLOTS)}"
+            )
+        return plots.PLOTS[kind](data.load(self.client.engine, self.name), None)
+
+    def report(self, path: str = "report.html", png_dir: str | None = None) -> str:
+        """Write the self-contained HTML report (and PNGs to ``png_dir``); returns the path."""
+        from app.report import data, html
+
+        html.write_report(data.load(self.client.engine, self.name), path, png_dir)
+        return path
+
+    def status(self) -> dict[str, Any]:
+        from app.client.status import campaign_status
+
+        return campaign_status(self.client, self.name)

@@ -1,0 +1,140 @@
+"""Creating a campaign: every argument validated, the kind's and policy's hooks applied,
+then one transaction writes the campaign, its arms and (warm-started) its first snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from app.client.arms import FEATURE_RE, NAME_RE, expand_arms
+from app.client.campaign import Campaign
+from app.errors import InputError
+from app.policies.base import arm_positions
+from app.policies.registry import make_policy, policy_class, resolve_name
+from models import Arm, PolicySnapshot
+from models import Campaign as CampaignRow
+from tasks.kinds import get_kind
+
+if TYPE_CHECKING:
+    from app.client.session import Client
+
+
+def create_campaign(
+    client: Client,
+    name: str,
+    kind: str,
+    arms: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]],
+    policy: str = "default",
+    context_features: Sequence[str] = (),
+    *,
+    policy_config: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    max_in_flight: int = 4,
+    max_attempts: int = 3,
+    exist_ok: bool = False,
+    warm_start_from: Sequence[str] | None = None,
+    settings: Mapping[str, Any] | None = None,
+    max_trial_seconds: float | None = None,
+) -> Campaign:
+    """Create a campaign (validated in full before anything is written).
+
+    ``arms`` is a grid (``{"omega": [1.0, 1.5]}``) or a list of arm mappings; ``policy``
+    a registered policy (``"default"``: the kind's default); ``context_features`` the
+    names each instance's context supplies (a kind may compute some at submit time);
+    ``warm_start_from`` earlier campaigns (same kind and arms) whose results seed the
+    policy; ``settings`` kind options; ``exist_ok`` returns an existing campaign."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InputError(
+            "name",
+            "must be 1-200 characters of letters, digits and . _ : - (starting with a "
+            f"letter or digit), got {name!r}",
+        )
+    kind_impl = get_kind(kind)
+    arm_list = expand_arms(arms)
+    kind_impl.validate_arms(arm_list)
+    if not isinstance(policy, str) or not policy:
+        raise InputError("policy", f"must be a policy name, got {policy!r}")
+    policy = resolve_name(policy, kind_impl.default_policy)
+    policy_class(policy)  # unknown, or failing to import: an error naming it, now
+    features = list(context_features)
+    for i, f in enumerate(features):
+        if not isinstance(f, str) or not FEATURE_RE.match(f):
+            raise InputError(f"context_features[{i}]", f"must be an identifier, got {f!r}")
+    if len(set(features)) != len(features):
+        raise InputError("context_features", "contains duplicates")
+    for fld, v, lo in (
+        ("max_in_flight", max_in_flight, 1),
+        ("max_attempts", max_attempts, 1),
+        ("seed", seed, 0),
+    ):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise InputError(fld, f"must be an integer >= {lo}, got {v!r}")
+    extra = dict(settings or {})
+    if max_trial_seconds is not None:
+        mts = max_trial_seconds
+        if isinstance(mts, bool) or not isinstance(mts, int | float) or not 0 < mts < 1e7:
+            raise InputError("max_trial_seconds", f"must be a positive number, got {mts!r}")
+        extra["limits"] = {**extra.get("limits", {}), "max_seconds": float(mts)}
+    options = kind_impl.campaign_options(extra)
+    if options:
+        extra["kind_options"] = options
+    config = dict(policy_config or {})
+    arm_list, extra, config, features = kind_impl.prepare_campaign(
+        arm_list, extra, policy, config, features
+    )
+    try:  # build once now so a bad config fails here, not in the scheduler
+        probe = make_policy(
+            policy,
+            len(arm_list),
+            len(features),
+            arms=arm_positions(arm_list),
+            seed=seed,
+            config=config,
+        )
+    except ValueError as exc:
+        raise InputError("policy_config", str(exc)) from exc
+    with client.Session() as s, s.begin():
+        existing = s.scalar(select(CampaignRow).where(CampaignRow.name == name))
+        if existing is not None:
+            if exist_ok:
+                return Campaign(client, existing.id, name)
+            raise InputError("name", f"campaign {name!r} already exists (exist_ok=True reuses)")
+        row = CampaignRow(
+            name=name,
+            kind=kind,
+            policy=policy,
+            policy_config=config,
+            context_features=features,
+            seed=seed,
+            max_in_flight=max_in_flight,
+            max_attempts=max_attempts,
+            settings=extra,
+        )
+        s.add(row)
+        s.flush()
+        for i, a in enumerate(arm_list):
+            label = kind_impl.arm_label(a)
+            s.add(Arm(campaign_id=row.id, index=i, name=label, value=a))
+        if warm_start_from:
+            _warm_start(s, row, probe, list(warm_start_from))
+        cid = row.id
+    return Campaign(client, cid, name)
+
+
+def _warm_start(s: Any, row: CampaignRow, policy: Any, sources: list[str]) -> None:
+    """Seed the new policy with earlier campaigns' results (same kind, same arms)."""
+    from app.client.warmstart import warm_state
+
+    state = warm_state(s, row, policy, sources)
+    s.add(
+        PolicySnapshot(
+            campaign_id=row.id,
+            policy_name=policy.name,
+            policy_version=policy.version,
+            n_updates=policy.n_updates,
+            last_result_id=0,
+            state=state,
+        )
+    )
