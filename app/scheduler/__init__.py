@@ -13,8 +13,10 @@ Its parts, one concern each (all owned by the scheduler's one thread):
 * ``snapshots``: policy state snapshots;
 * ``hooks`` (metrics), ``limits`` (wall-time limits): cross-cutting concerns behind one
   interface each;
-* ``core`` (what the parts share), ``runtime`` (one campaign in memory), ``bulk`` (its
-  set-based SQL), ``devices`` (live worker device classes), ``locks`` (one per database).
+* ``store``: every statement the scheduler runs (the parts call named methods, never build
+  SQL): the portable forms for SQLite, set-based ones and NOTIFY for PostgreSQL;
+* ``core`` (what the parts share), ``runtime`` (one campaign in memory), ``devices`` (live
+  worker device classes), ``locks`` (one scheduler per database).
 """
 
 from __future__ import annotations

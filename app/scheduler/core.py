@@ -15,10 +15,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import make_engine, session_factory
-from app.scheduler.bulk import BulkWriter
 from app.scheduler.devices import DeviceRegistry
 from app.scheduler.hooks import SchedulerHooks
 from app.scheduler.runtime import CampaignRuntime, load_runtime
+from app.scheduler.store import SchedulerStore, store_for
 
 
 def now() -> datetime:
@@ -34,11 +34,11 @@ class Core:
         # requeued, retried), and a ping is a round trip per transaction.
         self.engine = engine or make_engine(settings.database_url, pool_pre_ping=False)
         self.Session: sessionmaker[Session] = session_factory(self.engine)
-        self.bulk = BulkWriter(self.engine)
+        self.store: SchedulerStore = store_for(self.engine)
         #: decisions commit here: without waiting for the WAL flush unless durable_decisions
         self.decision_engine = (
             _async_commit_engine(self.engine)
-            if self.bulk.pg and not settings.durable_decisions
+            if self.store.pg and not settings.durable_decisions
             else self.engine
         )
         self.DecisionSession: sessionmaker[Session] = session_factory(self.decision_engine)
@@ -51,7 +51,7 @@ class Core:
         """The campaign's in-memory state, loaded (snapshot + later results) on first use."""
         rt = self.runtimes.get(campaign_id)
         if rt is None:
-            rt = load_runtime(session, campaign_id)
+            rt = load_runtime(session, campaign_id, self.store)
             self.runtimes[campaign_id] = rt
         return rt
 

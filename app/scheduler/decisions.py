@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.policies.base import Decision
@@ -18,8 +17,7 @@ from app.scheduler.core import Core, now
 from app.scheduler.errors import RETRYABLE
 from app.scheduler.outbox import Outbox
 from app.scheduler.runtime import CampaignRuntime
-from models import Instance
-from models.states import InstanceStatus, TrialState
+from models.states import TrialState
 from tasks.messages import TrialMessage
 
 log = logging.getLogger("banditq.scheduler")
@@ -79,14 +77,7 @@ class Decider:
             room = rt.max_in_flight - rt.in_flight
             if room <= 0 or not rt.maybe_pending:
                 continue
-            pending = session.execute(
-                select(Instance.id, Instance.seq, Instance.context, Instance.spec)
-                .where(
-                    Instance.campaign_id == rt.id, Instance.status == InstanceStatus.pending.value
-                )
-                .order_by(Instance.seq)
-                .limit(room)
-            ).all()
+            pending = self.core.store.pending_instances(session, rt.id, room)
             if len(pending) < room:
                 rt.maybe_pending = False
             out.extend((rt, inst) for inst in pending)
@@ -134,9 +125,9 @@ class Decider:
             )
             out.append((rt.message(tid, 1, inst.spec, d.arm, d.reason, inst.seq, cls), choose_ms))
             rt.in_flight += 1
-        self.core.bulk.record_decisions(session, trials)
-        if contexts:  # the device features the decision used are what the update will see
-            session.execute(update(Instance), contexts)
+        self.core.store.record_decisions(session, trials)
+        # the device features the decision used are what the update will see
+        self.core.store.set_contexts(session, contexts)
         return out
 
     def choose(

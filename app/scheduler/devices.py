@@ -17,10 +17,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import WorkerRow
+from app.scheduler.store import SchedulerStore
 from tasks.messages import WorkerAnnouncement, device_class
 
 log = logging.getLogger("banditq.devices")
@@ -55,10 +54,10 @@ class DeviceRegistry:
         self.workers: dict[str, WorkerInfo] = {}
         self.loaded = False
 
-    def load(self, session: Session) -> None:
+    def load(self, session: Session, store: SchedulerStore) -> None:
         """Workers announced within ``ttl`` (after a scheduler restart)."""
         since = datetime.now(UTC) - timedelta(seconds=self.ttl)
-        rows = session.scalars(select(WorkerRow).where(WorkerRow.last_seen >= since)).all()
+        rows = store.workers_seen_since(session, since)
         now_wall, now = datetime.now(UTC), time.monotonic()
         for r in rows:
             profile = clean_profile(r.profile)
@@ -69,7 +68,9 @@ class DeviceRegistry:
                 self.workers[r.name] = WorkerInfo(r.device_class, profile, slots, now - age)
         self.loaded = True
 
-    def record(self, session: Session, messages: list[WorkerAnnouncement]) -> bool:
+    def record(
+        self, session: Session, store: SchedulerStore, messages: list[WorkerAnnouncement]
+    ) -> bool:
         """Store announcements; True when a class that had no live worker now has one."""
         before = set(self.classes())
         now = datetime.now(UTC)
@@ -79,14 +80,8 @@ class DeviceRegistry:
                 log.warning("ignoring a malformed worker announcement: %.200r", m)
                 continue
             cls = device_class(profile)
-            row = session.get(WorkerRow, name)
-            if row is None:
-                row = WorkerRow(name=name, started_at=now)
-                session.add(row)
+            if store.save_worker(session, name, cls, {**profile, "slots": slots}, now):
                 log.info("worker %s announced: %s, %d slot(s)", name, cls, slots)
-            row.device_class = cls
-            row.profile = {**profile, "slots": slots}
-            row.last_seen = now
             self.workers[name] = WorkerInfo(cls, profile, slots, time.monotonic())
         return bool(set(self.classes()) - before)
 

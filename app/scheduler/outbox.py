@@ -50,7 +50,7 @@ class Outbox:
     def flush_marks(self, session: Session) -> None:
         """Record the marks in ``session``'s transaction."""
         for uuids, at, until in self.unmarked:
-            self.core.bulk.mark_published(session, uuids, at, until)
+            self.core.store.mark_published(session, uuids, at, until)
         self.unmarked.clear()
 
     def drop_marks(self) -> None:

@@ -11,13 +11,11 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.scheduler.core import Core, now
 from app.scheduler.runtime import CampaignRuntime
-from models import Campaign, Instance, Result, Trial
-from models.states import OPEN_STATES, InstanceStatus, TrialState
+from models.states import OPEN_STATES, InstanceStatus
 from tasks.messages import Heartbeat, ResultMessage
 from tasks.store.blobs import refs_in
 
@@ -35,13 +33,7 @@ class Recorder:
         is marked running and its lease extended, so a long trial is never re-issued."""
         until = now() + timedelta(seconds=self.core.settings.lease_seconds)
         for b in beats:
-            session.execute(
-                update(Trial)
-                .where(
-                    Trial.uuid == b.trial, Trial.attempt == b.attempt, Trial.state.in_(OPEN_STATES)
-                )
-                .values(state=TrialState.running.value, lease_expires_at=until, worker=b.worker)
-            )
+            self.core.store.renew_lease(session, b.trial, b.attempt, b.worker, until)
         if beats:
             self.core.hooks.heartbeats(len(beats))
 
@@ -53,20 +45,7 @@ class Recorder:
         by_uuid: dict[str, list[ResultMessage]] = {}
         for m in messages:
             by_uuid.setdefault(m.trial, []).append(m)
-        trials = session.execute(
-            select(
-                Trial.id,
-                Trial.uuid,
-                Trial.campaign_id,
-                Trial.instance_id,
-                Trial.arm_index,
-                Trial.attempt,
-                Trial.state,
-                Instance.context,
-            )
-            .join(Instance, Instance.id == Trial.instance_id)
-            .where(self.core.bulk.uuid_in(list(by_uuid)))
-        ).all()
+        trials = self.core.store.trials_for_results(session, list(by_uuid))
         if len(trials) < len(by_uuid):
             # A trial whose (non-durable) decision a database crash lost: decided again.
             unknown = len(by_uuid) - len(trials)
@@ -93,7 +72,7 @@ class Recorder:
         per_campaign: dict[int, int] = {}
         for rt, *_ in rows.applied:
             per_campaign[rt.id] = per_campaign.get(rt.id, 0) + 1
-        result_ids = self.core.bulk.record_results(
+        result_ids = self.core.store.record_results(
             session, rows.results, rows.trials, rows.instances, per_campaign, rows.links()
         )
         ok_ids = [rid for rid, r in zip(result_ids, rows.results, strict=True) if r["applied"]]
@@ -130,19 +109,7 @@ class Recorder:
         error = f"quarantined: policy {rt.policy_name!r} update raised {type(exc).__name__}: {exc}"
         log.error("campaign %s: %s (result %d)", rt.name, error, result_id, exc_info=exc)
         self.core.hooks.policy_error()
-        session.execute(
-            update(Result).where(Result.id == result_id).values(applied=False, error=error[:4000])
-        )
-        session.execute(
-            update(Trial)
-            .where(
-                Trial.id == select(Result.trial_id).where(Result.id == result_id).scalar_subquery()
-            )
-            .values(error=error[:4000])
-        )
-        session.execute(
-            update(Campaign).where(Campaign.id == rt.id).values(n_updates=Campaign.n_updates - 1)
-        )
+        self.core.store.quarantine(session, rt.id, result_id, error[:4000])
 
     def _check_floor(self, rt: CampaignRuntime, m: ResultMessage) -> None:
         """Count and log a monitored result below the campaign's quality floor."""
@@ -163,7 +130,7 @@ class Recorder:
 
 
 class _Rows:
-    """The rows one burst of results writes (set-based, see app.scheduler.bulk)."""
+    """The rows one burst of results writes (set-based on PostgreSQL: app.scheduler.store)."""
 
     def __init__(self) -> None:
         self.results: list[dict[str, Any]] = []

@@ -7,14 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.contexts import context_vector
 from app.policies.base import PROBE, Policy, arm_positions
 from app.policies.registry import make_policy
-from models import Arm, Campaign, Instance, PolicySnapshot, Result, Trial
-from models.states import OPEN_STATES
+from app.scheduler.store import SchedulerStore, store_for
+from models import Arm, Campaign
 from tasks.kinds import get_kind
 from tasks.messages import TrialMessage
 
@@ -125,12 +124,12 @@ def build_policy(camp: Campaign, arms: list[Arm]) -> Policy:
     )
 
 
-def load_runtime(session: Session, campaign_id: int) -> CampaignRuntime:
+def load_runtime(
+    session: Session, campaign_id: int, store: SchedulerStore | None = None
+) -> CampaignRuntime:
     """Policy from its latest snapshot plus every applied result recorded after it."""
-    camp = session.get(Campaign, campaign_id)
-    if camp is None:
-        raise LookupError(f"campaign {campaign_id} vanished")
-    arms = list(session.scalars(select(Arm).where(Arm.campaign_id == camp.id).order_by(Arm.index)))
+    store = store or store_for(session.get_bind())  # type: ignore[arg-type]
+    camp, arms = store.campaign_with_arms(session, campaign_id)
     policy = build_policy(camp, arms)
     rt = CampaignRuntime(
         id=camp.id,
@@ -145,36 +144,18 @@ def load_runtime(session: Session, campaign_id: int) -> CampaignRuntime:
         max_attempts=camp.max_attempts,
         settings=dict(camp.settings or {}),
     )
-    snap = session.scalars(
-        select(PolicySnapshot)
-        .where(PolicySnapshot.campaign_id == camp.id)
-        .order_by(PolicySnapshot.id.desc())
-        .limit(1)
-    ).first()
+    snap = store.latest_snapshot(session, camp.id)
     if snap is not None and snap.policy_version == policy.version:
         policy.set_state(snap.state)
         rt.last_result_id = snap.last_result_id
-    replay_results(session, rt, after=rt.last_result_id)
-    rt.in_flight = (
-        session.scalar(
-            select(func.count())
-            .select_from(Trial)
-            .where(Trial.campaign_id == camp.id, Trial.state.in_(OPEN_STATES))
-        )
-        or 0
-    )
+    replay_results(session, store, rt, after=rt.last_result_id)
+    rt.in_flight = store.open_trial_count(session, camp.id)
     return rt
 
 
-def replay_results(session: Session, rt: CampaignRuntime, after: int) -> int:
+def replay_results(session: Session, store: SchedulerStore, rt: CampaignRuntime, after: int) -> int:
     """Apply the applied results with id > ``after`` in id order (the live update order)."""
-    rows = session.execute(
-        select(Result.id, Result.cost, Trial.arm_index, Instance.context, Result.quality)
-        .join(Trial, Trial.id == Result.trial_id)
-        .join(Instance, Instance.id == Trial.instance_id)
-        .where(Result.campaign_id == rt.id, Result.applied.is_(True), Result.id > after)
-        .order_by(Result.id)
-    ).all()
+    rows = store.applied_results_after(session, rt.id, after)
     for rid, cost, arm_index, context, quality in rows:
         rt.policy.update(rt.vector(context), arm_index, float(cost), quality)
         rt.last_result_id = rid

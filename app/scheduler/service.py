@@ -22,7 +22,7 @@ from typing import Any
 import kombu
 import sqlalchemy
 from kombu.message import Message
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 
 from app.config import Settings
 from app.metrics import Metrics
@@ -39,8 +39,6 @@ from app.scheduler.reconciler import Reconciler
 from app.scheduler.recording import Recorder
 from app.scheduler.runtime import load_runtime
 from app.scheduler.snapshots import Snapshots
-from models import Campaign, Trial
-from models.states import OPEN_STATES
 from tasks.messages import Heartbeat, Inbound, ResultMessage, WakeUp, WorkerAnnouncement
 
 log = logging.getLogger("banditq.scheduler")
@@ -193,7 +191,7 @@ class Scheduler:
                     if beats:  # before a renewal, which must win over the queued lease
                         self.outbox.flush_marks(session)
                     self.recorder.renew_leases(session, beats)
-                    if announced and self.core.devices.record(session, announced):
+                    if announced and self.core.devices.record(session, self.core.store, announced):
                         for rt in self.core.runtimes.values():
                             rt.maybe_pending = rt.maybe_pending or rt.auto_device
                     done += self.recorder.record(session, results)
@@ -226,9 +224,9 @@ class Scheduler:
                 rt.maybe_pending = True
                 return
         with self.core.Session() as session:
-            cid = session.scalar(select(Campaign.id).where(Campaign.name == name))
+            cid = self.core.store.campaign_id(session, name)
             if cid is not None:
-                self.core.runtimes[cid] = load_runtime(session, cid)
+                self.core.runtimes[cid] = load_runtime(session, cid, self.core.store)
 
     def sweep(self) -> int:
         """Find pending work no message announced, relay the outbox, expire leases."""
@@ -244,7 +242,4 @@ class Scheduler:
 
     def in_flight_total(self) -> int:
         with self.core.Session() as session:
-            n = session.scalar(
-                select(func.count()).select_from(Trial).where(Trial.state.in_(OPEN_STATES))
-            )
-            return n or 0
+            return self.core.store.open_trial_count(session)

@@ -51,9 +51,9 @@ class Snapshots:
                 if rt.since_snapshot:
                     self.take(session, rt)
 
-    @staticmethod
-    def take(session: Session, rt: CampaignRuntime) -> None:
-        session.add(
+    def take(self, session: Session, rt: CampaignRuntime) -> None:
+        self.core.store.add_snapshot(
+            session,
             PolicySnapshot(
                 campaign_id=rt.id,
                 policy_name=rt.policy.name,
@@ -61,7 +61,7 @@ class Snapshots:
                 n_updates=rt.policy.n_updates,
                 last_result_id=rt.last_result_id,
                 state=rt.policy.get_state(),
-            )
+            ),
         )
         rt.since_snapshot = 0
         rt.snapshot_at = time.monotonic()

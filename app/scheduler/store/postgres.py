@@ -1,13 +1,13 @@
-"""Set-based writes for the scheduler's hot path: one statement per kind of write per burst.
+"""The PostgreSQL store: the hot-path writes as one statement per kind of write per burst.
 
-On PostgreSQL each write takes its rows as arrays and ``unnest``s them, so the statement text
-is the same whatever the burst size: psycopg converts and caches (then prepares) it once.
-SQLAlchemy's portable forms cost the scheduler a large share of its time there (profiled at
-8,000 trials): "insertmanyvalues" renders a new multi-row INSERT for every batch size, which
-psycopg re-parses each time (``_query2pg_nocache``), and ORM bulk UPDATEs by primary key run
-one statement per row. On SQLite (the embedded default) the portable forms are kept.
+Each write takes its rows as arrays and ``unnest``s them, so the statement text is the same
+whatever the burst size: psycopg converts and caches (then prepares) it once. SQLAlchemy's
+portable forms cost the scheduler a large share of its time here (profiled at 8,000 trials):
+"insertmanyvalues" renders a new multi-row INSERT for every batch size, which psycopg
+re-parses each time (``_query2pg_nocache``), and ORM bulk UPDATEs by primary key run one
+statement per row. A finished instance raises a NOTIFY for the clients waiting on it.
 
-Ownership: called only by the scheduler, inside its transaction; nothing here commits.
+Ownership: as :class:`~app.scheduler.store.base.SchedulerStore`.
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, String, any_, bindparam, insert, text, update
+from sqlalchemy import ColumnElement, String, any_, bindparam, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from models import BlobRef, Campaign, Instance, Result, Trial
+from app.scheduler.store.base import SchedulerStore
+from models import Trial
 from models.base import json_dumps
 from models.states import OPEN_STATES
+from tasks.messages import NOTIFY_CHANNEL
 
 TRIAL_COLUMNS = (
     ("uuid", "varchar"),
@@ -135,31 +137,18 @@ _MARK_PUBLISHED = text(
 )
 
 
-class BulkWriter:
-    """The scheduler's writes, one statement per burst on PostgreSQL. Stateless apart
-    from the dialect; safe to share, but every call runs in the caller's session."""
+class PostgresStore(SchedulerStore):
+    """The scheduler's statements on PostgreSQL."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.pg = engine.dialect.name == "postgresql"
+    pg = True
 
     def uuid_in(self, uuids: list[str]) -> ColumnElement[bool]:
-        """``trials.uuid`` among ``uuids``: one array parameter on PostgreSQL, not N."""
-        if self.pg:
-            return Trial.uuid == any_(bindparam("uuids", uuids, type_=postgresql.ARRAY(String)))
-        return Trial.uuid.in_(uuids)
+        """``trials.uuid`` among ``uuids``: one array parameter, not N."""
+        return Trial.uuid == any_(bindparam("uuids", uuids, type_=postgresql.ARRAY(String)))
 
     def record_decisions(self, session: Session, trials: list[dict[str, Any]]) -> None:
-        """Insert trial rows (``TRIAL_COLUMNS``) and mark their instances decided."""
-        if not trials:
-            return
-        if self.pg:
+        if trials:
             session.execute(_DECIDE, _arrays(trials, TRIAL_COLUMNS))
-            return
-        session.execute(insert(Trial), trials)
-        session.execute(
-            update(Instance),
-            [{"id": t["instance_id"], "status": "decided"} for t in trials],
-        )
 
     def record_results(
         self,
@@ -170,71 +159,38 @@ class BulkWriter:
         per_campaign: dict[int, int],
         links: list[dict[str, Any]] | None = None,
     ) -> list[int]:
-        """Insert ``results`` (``RESULT_COLUMNS``), finish their trials (rows of ``id, state,
-        worker, started_at, finished_at, error``), set instance ``statuses`` (``id, status``),
-        add ``per_campaign`` applied updates to ``campaigns.n_updates`` and insert the blob
-        references ``links`` (rows of ``trial_id, sha256, nbytes, campaign_id``) of the new
-        results. Returns the result ids in the order of ``results``."""
-        links = links or []
         if not results:
             return []
-        if self.pg:
-            params = {
-                **_arrays(results, RESULT_COLUMNS),
-                **_arrays(finished, FINISH_COLUMNS, "f_"),
-                "i_id": [r["id"] for r in statuses],
-                "i_status": [r["status"] for r in statuses],
-                "c_id": list(per_campaign),
-                "c_n": list(per_campaign.values()),
-                "b_trial": [b["trial_id"] for b in links],
-                "b_sha256": [b["sha256"] for b in links],
-                "b_nbytes": [b["nbytes"] for b in links],
-                "b_campaign": [b["campaign_id"] for b in links],
-            }
-            ids = dict((trial_id, rid) for rid, trial_id in session.execute(_RECORD, params).all())
-            return [ids[r["trial_id"]] for r in results]
-        # sort_by_parameter_order: ids come back in the order of the rows we passed.
-        out = list(
-            session.scalars(
-                insert(Result).returning(Result.id, sort_by_parameter_order=True), results
-            ).all()
-        )
-        session.execute(update(Trial), finished)
-        session.execute(update(Instance), statuses)
-        for cid, n in per_campaign.items():
-            session.execute(
-                update(Campaign).where(Campaign.id == cid).values(n_updates=Campaign.n_updates + n)
-            )
-        if links:
-            by_trial = {r["trial_id"]: rid for r, rid in zip(results, out, strict=True)}
-            session.execute(
-                insert(BlobRef),
-                [
-                    {
-                        "sha256": b["sha256"],
-                        "nbytes": b["nbytes"],
-                        "campaign_id": b["campaign_id"],
-                        "result_id": by_trial[b["trial_id"]],
-                    }
-                    for b in links
-                ],
-            )
-        return out
+        links = links or []
+        params = {
+            **_arrays(results, RESULT_COLUMNS),
+            **_arrays(finished, FINISH_COLUMNS, "f_"),
+            "i_id": [r["id"] for r in statuses],
+            "i_status": [r["status"] for r in statuses],
+            "c_id": list(per_campaign),
+            "c_n": list(per_campaign.values()),
+            "b_trial": [b["trial_id"] for b in links],
+            "b_sha256": [b["sha256"] for b in links],
+            "b_nbytes": [b["nbytes"] for b in links],
+            "b_campaign": [b["campaign_id"] for b in links],
+        }
+        ids = dict((trial_id, rid) for rid, trial_id in session.execute(_RECORD, params).all())
+        return [ids[r["trial_id"]] for r in results]
 
     def mark_published(
         self, session: Session, uuids: list[str], now: datetime, until: datetime
     ) -> None:
-        """Published trials still open get ``published_at`` and their queued lease."""
-        if not uuids:
-            return
-        if self.pg:
+        if uuids:
             session.execute(
                 _MARK_PUBLISHED,
                 {"uuids": uuids, "now": now, "until": until, "open": list(OPEN_STATES)},
             )
-            return
+
+    def fail_trial(
+        self, session: Session, trial_id: int, instance_id: int, reason: str, at: datetime
+    ) -> None:
+        super().fail_trial(session, trial_id, instance_id, reason, at)
+        # waiting clients wake up (see app.client.completion)
         session.execute(
-            update(Trial)
-            .where(Trial.uuid.in_(uuids), Trial.state.in_(OPEN_STATES))
-            .values(published_at=now, lease_expires_at=until)
+            text("SELECT pg_notify(:c, :i)"), {"c": NOTIFY_CHANNEL, "i": str(instance_id)}
         )
