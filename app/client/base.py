@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
-
+from app.client import store
 from app.errors import NotFoundError
 from models import Campaign as CampaignRow
-from models import Instance
 
 if TYPE_CHECKING:
     from app.client.session import Client
@@ -42,10 +40,6 @@ class CampaignBase:
         return self._cached
 
     def counts(self) -> dict[str, int]:
+        """Instances per status (pending, decided, done, failed)."""
         with self.client.Session() as s:
-            rows = s.execute(
-                select(Instance.status, func.count())
-                .where(Instance.campaign_id == self.id)
-                .group_by(Instance.status)
-            ).all()
-        return {str(k): int(v) for k, v in rows}
+            return store.status_counts(s, self.id)

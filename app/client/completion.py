@@ -7,24 +7,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 
+from app.client import store
 from app.client.rows import json_value
 from app.client.solution import Solution
+from app.client.store import SOLUTION_SQL
 from app.client.submitting import Submission
 from app.client.waiting import Poll
-from models import Instance, Result, Trial
 from tasks.linsys import LinearSystem
-
-FINAL = ("done", "failed")
-#: one instance's final trial and its result, or no row while it is not finished
-SOLUTION_SQL = (
-    "SELECT t.id, t.state, r.iterations, r.converged, r.residual, r.latency_ms, r.outputs, "
-    "a.value, r.error FROM instances i JOIN trials t ON t.instance_id = i.id "
-    "JOIN arms a ON a.id = t.arm_id "
-    "LEFT JOIN results r ON r.trial_id = t.id AND r.attempt = t.attempt "
-    "WHERE i.id = {i} AND i.status IN ('done', 'failed') ORDER BY t.id DESC"
-)
 
 
 class Completion(Submission):
@@ -52,19 +43,10 @@ class Completion(Submission):
                 if instance_ids is None:
                     counts = self.counts()
                     total = sum(counts.values())
-                    final = sum(counts.get(k, 0) for k in FINAL)
+                    final = sum(counts.get(k, 0) for k in store.FINAL)
                 else:
                     with self.client.Session() as s:
-                        final = (
-                            s.scalar(
-                                select(func.count())
-                                .select_from(Instance)
-                                .where(
-                                    Instance.id.in_(list(instance_ids)), Instance.status.in_(FINAL)
-                                )
-                            )
-                            or 0
-                        )
+                        final = store.finished_count(s, instance_ids)
                     total, counts = len(instance_ids), {}
                 if progress:
                     bar = bar or _Bar(self.name, total)
@@ -159,13 +141,7 @@ class Completion(Submission):
         from tasks.arrays import decode_array
 
         with self.client.Session() as s:
-            row = s.execute(
-                select(Trial.id, Trial.state, Result.outputs, Trial.error, Result.error)
-                .join(Result, (Result.trial_id == Trial.id) & (Result.attempt == Trial.attempt))
-                .join(Instance, Instance.id == Trial.instance_id)
-                .where(Trial.instance_id == instance_id, Instance.campaign_id == self.id)
-                .order_by(Trial.id.desc())
-            ).first()
+            row = store.latest_result(s, self.id, instance_id)
         if row is None:
             raise LookupError(f"instance {instance_id} of {self.name!r} has no result yet")
         if row.state != "succeeded":

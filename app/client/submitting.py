@@ -8,25 +8,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select, text, update
 
+from app.client import store
 from app.client.base import CampaignBase
 from app.client.solution import Solution
+from app.client.store import Prepared
 from app.contexts import validate_context
 from app.errors import InputError
-from models import BlobRef, Instance
 from models import Campaign as CampaignRow
 from tasks.kinds import get_kind
 from tasks.linsys import LinearSystem
-
-_INSERT_PG = text(
-    "WITH c AS (UPDATE campaigns SET n_instances = n_instances + :n "
-    "WHERE id = :cid AND status = 'active' RETURNING n_instances) "
-    "INSERT INTO instances (campaign_id, seq, context, spec, status, created_at) "
-    "SELECT :cid, c.n_instances - :n + v.ord - 1, v.context, v.spec, 'pending', :now "
-    "FROM c, unnest(CAST(:contexts AS jsonb[]), CAST(:specs AS jsonb[])) "
-    "WITH ORDINALITY AS v(context, spec, ord) RETURNING id, seq"
-)
 
 
 class Submission(CampaignBase):
@@ -127,90 +118,36 @@ class Submission(CampaignBase):
         self.client._wake(self.name)
         return ids
 
-    def _insert(self, s: Any, prepared: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[int]:
+    def _insert(self, s: Any, prepared: Prepared) -> list[int]:
         """Insert validated (context, spec) pairs with consecutive sequence numbers."""
         if not prepared:
             return []
-        if s.bind.dialect.name == "postgresql":
-            ids = self._insert_pg(s, prepared)
-        else:
-            ids = self._insert_portable(s, prepared)
+        ids = store.insert_instances(s, self.id, prepared)
+        if ids is None:
+            raise self._not_active()
         from tasks.store.blobs import refs_in
 
-        links = [
-            {
-                "sha256": r["sha256"],
-                "nbytes": int(r["nbytes"]),
-                "campaign_id": self.id,
-                "instance_id": iid,
-            }
-            for iid, (_ctx, sp_) in zip(ids, prepared, strict=True)
-            for r in refs_in(sp_)
-        ]
-        if links:  # what `banditq store gc` must keep, and `store stats` counts
-            s.execute(BlobRef.__table__.insert(), links)  # type: ignore[attr-defined]
+        store.link_blobs(
+            s,
+            [
+                {
+                    "sha256": r["sha256"],
+                    "nbytes": int(r["nbytes"]),
+                    "campaign_id": self.id,
+                    "instance_id": iid,
+                }
+                for iid, (_ctx, sp_) in zip(ids, prepared, strict=True)
+                for r in refs_in(sp_)
+            ],
+        )
         return ids
 
     def _not_active(self) -> InputError:
         with self.client.Session() as s2:
-            state = s2.scalar(select(CampaignRow.status).where(CampaignRow.id == self.id))
+            state = store.campaign_status(s2, self.id)
         return InputError(
             "campaign",
             f"campaign {self.name!r} was deleted"
             if state is None
             else f"campaign {self.name!r} is {state}",
-        )
-
-    def _insert_pg(
-        self, s: Any, prepared: list[tuple[dict[str, Any], dict[str, Any]]]
-    ) -> list[int]:
-        """One statement: reserve the sequence numbers (the campaign row's lock serializes
-        concurrent submitters; nothing is inserted unless the campaign is active) and insert."""
-        from models.base import json_dumps, utcnow
-
-        rows = s.execute(
-            _INSERT_PG,
-            {
-                "cid": self.id,
-                "n": len(prepared),
-                "contexts": [json_dumps(ctx) for ctx, _sp in prepared],
-                "specs": [json_dumps(sp) for _ctx, sp in prepared],
-                "now": utcnow(),
-            },
-        ).all()
-        if not rows:
-            raise self._not_active()
-        return [int(i) for i, _seq in sorted(rows, key=lambda r: r[1])]
-
-    def _insert_portable(
-        self, s: Any, prepared: list[tuple[dict[str, Any], dict[str, Any]]]
-    ) -> list[int]:
-        # Reserve consecutive sequence numbers (the row lock serializes concurrent
-        # submitters) and check the campaign still takes instances, in one round trip.
-        end = s.scalar(
-            update(CampaignRow)
-            .where(CampaignRow.id == self.id, CampaignRow.status == "active")
-            .values(n_instances=CampaignRow.n_instances + len(prepared))
-            .returning(CampaignRow.n_instances)
-        )
-        if end is None:
-            raise self._not_active()
-        base = int(end) - len(prepared)
-        rows = [
-            {
-                "campaign_id": self.id,
-                "seq": base + j,
-                "context": ctx,
-                "spec": sp,
-                "status": "pending",
-            }
-            for j, (ctx, sp) in enumerate(prepared)
-        ]
-        return list(
-            s.scalars(
-                Instance.__table__.insert().returning(  # type: ignore[attr-defined]
-                    Instance.id, sort_by_parameter_order=True
-                ),
-                rows,
-            )
         )

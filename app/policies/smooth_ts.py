@@ -12,10 +12,12 @@ What it exploits that the paper's learners do not:
   bisected rather than enumerated).
 
 The posterior is Gaussian: mean ``mu`` and covariance ``S`` over the G**d x K grid values,
-updated by recursive least squares (O(P^2) per result, P = G**d K). A choice samples the K
-arm values at the context jointly (a K x K covariance) and takes the cheapest; the
-propensity is the Monte Carlo frequency of that arm under the same posterior. When the
-learnt context range changes the model refits from its bounded buffer.
+updated by recursive least squares, P = G**d K. The rank-one downdates of ``S`` are kept
+as ``lazy_rank`` pending columns ``U`` (``S_true = S - U U'``) and folded in one matrix
+product when they fill up: O(P r) per result instead of O(P^2), the same posterior. A
+choice samples the K arm values at the context jointly (a K x K covariance) and takes the
+cheapest; the propensity is the Monte Carlo frequency of that arm under the same
+posterior. When the learnt context range changes the model refits from its bounded buffer.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ class SmoothTSPolicy(Policy):
         min_prob: float = 0.02,
         buffer: int = 20_000,
         ordered_arms: bool | None = None,
+        lazy_rank: int = 32,
         **kw: Any,
     ) -> None:
         super().__init__(n_arms, n_features, **kw)
@@ -125,6 +128,9 @@ class SmoothTSPolicy(Policy):
             raise ValueError(f"policy_config.min_prob={min_prob} must be in [0, 1/K]")
         self.min_prob = float(min_prob)
         self.buffer_size = int(buffer)
+        if int(lazy_rank) < 0:
+            raise ValueError(f"policy_config.lazy_rank={lazy_rank} must be >= 0 (0: eager)")
+        self.lazy_rank = int(lazy_rank)
         self.hyper = (
             float(ridge),
             float(arm_smooth),
@@ -182,6 +188,18 @@ class SmoothTSPolicy(Policy):
     def _reset_posterior(self) -> None:
         self.S = np.linalg.inv(self.prior)
         self.mu = self.mu0.copy()
+        self._clear_pending()
+
+    def _clear_pending(self) -> None:
+        self.U = np.empty((self.P, self.lazy_rank))
+        self.r = 0
+
+    def _fold(self) -> None:
+        """Apply the pending downdates to ``S`` (one P x r x P product)."""
+        if self.r:
+            Ur = self.U[:, : self.r]
+            self.S -= Ur @ Ur.T
+            self.r = 0
 
     @property
     def buf(self) -> np.ndarray:
@@ -227,12 +245,20 @@ class SmoothTSPolicy(Policy):
         """One recursive-least-squares step; returns the predictive residual."""
         gi, gw = self._basis(x)
         idx = gi * self.n_arms + arm
-        Sphi = self.S[:, idx] @ gw
+        Sphi = gw @ self.S[idx]  # rows (S is symmetric): contiguous, unlike columns
+        if self.r:
+            Sphi -= self.U[:, : self.r] @ (self.U[idx, : self.r].T @ gw)
         phiSphi = float(gw @ Sphi[idx])
         r = y - self.y0 - float(gw @ self.mu[idx])
-        k = Sphi / (1.0 / w + phiSphi)
-        self.mu += k * r
-        self.S -= np.outer(k, Sphi)
+        c = 1.0 / w + phiSphi
+        self.mu += Sphi * (r / c)
+        if self.lazy_rank:
+            self.U[:, self.r] = Sphi / np.sqrt(c)
+            self.r += 1
+            if self.r == self.lazy_rank:
+                self._fold()
+        else:
+            self.S -= np.outer(Sphi / c, Sphi)
         return r * r - phiSphi  # noise part of the squared predictive error
 
     def _place_knots(self) -> None:
@@ -275,19 +301,25 @@ class SmoothTSPolicy(Policy):
     def _predictive(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predictive mean and covariance of every arm's log cost at x. The posterior is laid
         out grid point by grid point, K arms each: the active points' blocks of ``S`` are
-        contiguous with one context feature (a view, no gather), and the covariance is
-        ``B' S_sub B`` with ``B`` stacking ``w_j I_K`` (two small products)."""
+        contiguous with one context feature (a view, no gather). The covariance is the
+        ``w``-weighted sum of the m x m blocks of K x K (O(m^2 K^2), not the O(m^2 K^3) of
+        forming ``B' S_sub B``), less the pending downdates projected the same way."""
         gi, gw = self._basis(x)
         K, m = self.n_arms, len(gi)
+        sel: slice | np.ndarray
         if m == 1 or (m == 2 and gi[1] == gi[0] + 1):
             lo = int(gi[0]) * K
-            mu, sub = self.mu[lo : lo + m * K], self.S[lo : lo + m * K, lo : lo + m * K]
+            sel = slice(lo, lo + m * K)
+            sub = self.S[sel, sel]
         else:
-            flat = (gi[:, None] * K + np.arange(K)).reshape(-1)
-            mu, sub = self.mu[flat], self.S[np.ix_(flat, flat)]
-        mean = gw @ mu.reshape(m, K) + self.y0
-        B = (gw[:, None, None] * self._eye).reshape(m * K, K)
-        cov = B.T @ sub @ B
+            sel = (gi[:, None] * K + np.arange(K)).reshape(-1)
+            sub = self.S[np.ix_(sel, sel)]
+        mean = gw @ self.mu[sel].reshape(m, K) + self.y0
+        blocks = sub.reshape(m, K, m, K)
+        cov = np.tensordot(np.tensordot(gw, blocks, axes=(0, 0)), gw, axes=(1, 0))
+        if self.r:
+            V = np.tensordot(gw, self.U[sel, : self.r].reshape(m, K, self.r), axes=(0, 0))
+            cov = cov - V @ V.T
         return mean, (cov + cov.T) / 2.0
 
     def _draws(self, context: np.ndarray, key: int) -> tuple[np.ndarray, float]:
@@ -348,6 +380,7 @@ class SmoothTSPolicy(Policy):
         self.resid_n += 1
 
     def _extra_state(self) -> dict[str, Any]:
+        self._fold()  # the state holds S itself (same posterior)
         return {
             "S": self.S,
             "mu": self.mu,
@@ -369,3 +402,4 @@ class SmoothTSPolicy(Policy):
         self.scaler.lo, self.scaler.hi = np.asarray(s["lo"]), np.asarray(s["hi"])
         self.y0, self.have_y0 = float(s["y0"]), bool(s["have_y0"])
         self.resid_ss, self.resid_n = (float(v) for v in s["resid"])
+        self._clear_pending()

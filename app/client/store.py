@@ -1,0 +1,128 @@
+"""The statements a client runs on its hot path, in one place: instance inserts (one
+statement on PostgreSQL, the portable two on SQLite), counts, and a finished instance's
+result. Plain functions of the caller's session or connection; nothing here commits.
+
+Campaign creation and the status and warm-start reads are portable single queries next to
+the code that needs them; the report and dashboard read only the reader views
+(``app/report/data.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session
+
+from models import BlobRef, Instance, Result, Trial
+from models import Campaign as CampaignRow
+from models.base import json_dumps, utcnow
+from models.states import FINAL_STATUSES, CampaignStatus, InstanceStatus
+
+#: (context, spec) pairs, validated
+Prepared = list[tuple[dict[str, Any], dict[str, Any]]]
+
+_INSERT_PG = text(
+    "WITH c AS (UPDATE campaigns SET n_instances = n_instances + :n "
+    "WHERE id = :cid AND status = 'active' RETURNING n_instances) "
+    "INSERT INTO instances (campaign_id, seq, context, spec, status, created_at) "
+    "SELECT :cid, c.n_instances - :n + v.ord - 1, v.context, v.spec, 'pending', :now "
+    "FROM c, unnest(CAST(:contexts AS jsonb[]), CAST(:specs AS jsonb[])) "
+    "WITH ORDINALITY AS v(context, spec, ord) RETURNING id, seq"
+)
+#: one instance's final trial and its result, or no row while it is not finished
+SOLUTION_SQL = (
+    "SELECT t.id, t.state, r.iterations, r.converged, r.residual, r.latency_ms, r.outputs, "
+    "a.value, r.error FROM instances i JOIN trials t ON t.instance_id = i.id "
+    "JOIN arms a ON a.id = t.arm_id "
+    "LEFT JOIN results r ON r.trial_id = t.id AND r.attempt = t.attempt "
+    "WHERE i.id = {i} AND i.status IN ('done', 'failed') ORDER BY t.id DESC"
+)
+FINAL = tuple(s.value for s in FINAL_STATUSES)
+
+
+def insert_instances(s: Session, campaign_id: int, prepared: Prepared) -> list[int] | None:
+    """Reserve consecutive sequence numbers and insert; the ids in ``prepared``'s order, or
+    None when the campaign does not take instances (not active, or deleted). The campaign
+    row's lock serializes concurrent submitters."""
+    if s.get_bind().dialect.name == "postgresql":
+        rows = s.execute(
+            _INSERT_PG,
+            {
+                "cid": campaign_id,
+                "n": len(prepared),
+                "contexts": [json_dumps(ctx) for ctx, _sp in prepared],
+                "specs": [json_dumps(sp) for _ctx, sp in prepared],
+                "now": utcnow(),
+            },
+        ).all()
+        return [int(i) for i, _seq in sorted(rows, key=lambda r: r[1])] if rows else None
+    end = s.scalar(
+        update(CampaignRow)
+        .where(CampaignRow.id == campaign_id, CampaignRow.status == CampaignStatus.active.value)
+        .values(n_instances=CampaignRow.n_instances + len(prepared))
+        .returning(CampaignRow.n_instances)
+    )
+    if end is None:
+        return None
+    base = int(end) - len(prepared)
+    rows_in = [
+        {
+            "campaign_id": campaign_id,
+            "seq": base + j,
+            "context": ctx,
+            "spec": sp,
+            "status": InstanceStatus.pending.value,
+        }
+        for j, (ctx, sp) in enumerate(prepared)
+    ]
+    return list(
+        s.scalars(
+            Instance.__table__.insert().returning(  # type: ignore[attr-defined]
+                Instance.id, sort_by_parameter_order=True
+            ),
+            rows_in,
+        )
+    )
+
+
+def link_blobs(s: Session, links: list[dict[str, Any]]) -> None:
+    """Blob references of new instances (what `banditq store gc` keeps)."""
+    if links:
+        s.execute(BlobRef.__table__.insert(), links)  # type: ignore[attr-defined]
+
+
+def campaign_status(s: Session, campaign_id: int) -> str | None:
+    return s.scalar(select(CampaignRow.status).where(CampaignRow.id == campaign_id))
+
+
+def status_counts(s: Session, campaign_id: int) -> dict[str, int]:
+    rows = s.execute(
+        select(Instance.status, func.count())
+        .where(Instance.campaign_id == campaign_id)
+        .group_by(Instance.status)
+    ).all()
+    return {str(k): int(v) for k, v in rows}
+
+
+def finished_count(s: Session, instance_ids: Sequence[int]) -> int:
+    return (
+        s.scalar(
+            select(func.count())
+            .select_from(Instance)
+            .where(Instance.id.in_(list(instance_ids)), Instance.status.in_(FINAL))
+        )
+        or 0
+    )
+
+
+def latest_result(s: Session, campaign_id: int, instance_id: int) -> Any:
+    """(id, state, outputs, trial error, result error) of the instance's last trial."""
+    return s.execute(
+        select(Trial.id, Trial.state, Result.outputs, Trial.error, Result.error)
+        .join(Result, (Result.trial_id == Trial.id) & (Result.attempt == Trial.attempt))
+        .join(Instance, Instance.id == Trial.instance_id)
+        .where(Trial.instance_id == instance_id, Instance.campaign_id == campaign_id)
+        .order_by(Trial.id.desc())
+    ).first()
