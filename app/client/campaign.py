@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import text
-
+from app.client import store
 from app.client.completion import Completion
 from app.client.rows import decode_row
 from app.errors import InputError
@@ -19,14 +18,7 @@ class Campaign(Completion):
     def results(self, as_frame: bool = False) -> Any:
         """Rows of the ``trial_results`` view for this campaign, in submission order."""
         with self.client.engine.connect() as conn:
-            res = conn.execute(
-                text(
-                    "SELECT * FROM trial_results WHERE campaign = :c "
-                    "ORDER BY instance_seq, trial_id"
-                ),
-                {"c": self.name},
-            )
-            rows = [decode_row(dict(r._mapping)) for r in res]
+            rows = [decode_row(r) for r in store.result_rows(conn, self.name)]
         if as_frame:
             import pandas as pd
 

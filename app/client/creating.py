@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
+from app.client import store
 from app.client.arms import FEATURE_RE, NAME_RE, expand_arms
 from app.client.campaign import Campaign
 from app.errors import InputError
@@ -96,7 +95,7 @@ def create_campaign(
     except ValueError as exc:
         raise InputError("policy_config", str(exc)) from exc
     with client.Session() as s, s.begin():
-        existing = s.scalar(select(CampaignRow).where(CampaignRow.name == name))
+        existing = store.campaign_named(s, name)
         if existing is not None:
             if exist_ok:
                 return Campaign(client, existing.id, name)

@@ -7,12 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.client import store
 from app.errors import InputError
 from models import Campaign as CampaignRow
-from models import Instance
 from tasks.kinds.inference_campaign import AUTO_DEVICE
 
 
@@ -31,13 +30,7 @@ def batch_instances(
     settings = row.settings or {}
     bundle = load_bundle(settings["kind_options"]["model"])
     # Only the distinct shapes already submitted, not every instance's context.
-    shapes = session.execute(
-        select(
-            Instance.context["batch_size"].as_float(), Instance.context["seq_len_max"].as_float()
-        )
-        .where(Instance.campaign_id == row.id)
-        .distinct()
-    ).all()
+    shapes = store.batch_shapes(session, row.id)
     seen = {shape_bucket(int(b or 1), int(n or 1)) for b, n in shapes}
     for i, texts in enumerate(batches):
         if isinstance(texts, str) or not isinstance(texts, Sequence) or not texts:

@@ -14,15 +14,14 @@ from typing import Any
 
 import kombu
 import scipy.sparse as sp
-from sqlalchemy import select
 
 from app import db
+from app.client import store
 from app.client.campaign import Campaign
 from app.client.creating import create_campaign
 from app.client.waiting import Completions
 from app.config import Settings
 from app.errors import InputError, NotFoundError, SchemaMissingError, StoreError
-from models import Campaign as CampaignRow
 from tasks.messages import WakeUp, events_queue
 
 log = logging.getLogger("banditq.client")
@@ -159,14 +158,14 @@ class Client:
 
     def campaign(self, name: str) -> Campaign:
         with self.Session() as s:
-            cid = s.scalar(select(CampaignRow.id).where(CampaignRow.name == name))
+            cid = store.campaign_id_named(s, name)
         if cid is None:
             raise NotFoundError(f"no campaign named {name!r}; `banditq status` lists them")
         return Campaign(self, cid, name)
 
     def campaigns(self) -> list[str]:
         with self.Session() as s:
-            return list(s.scalars(select(CampaignRow.name).order_by(CampaignRow.id)))
+            return store.campaign_names(s)
 
     # ------------------------------------------------------------------ broker
     def _wake(self, name: str) -> None:

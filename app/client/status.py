@@ -6,9 +6,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kombu
-from sqlalchemy import func, select
 
-from models import Arm, Campaign, Instance, Result, Trial
+from app.client import store
 
 
 def queue_depth(settings: Any) -> int | None:
@@ -27,48 +26,21 @@ def queue_depth(settings: Any) -> int | None:
 
 def campaign_status(client: Any, name: str) -> dict[str, Any]:
     with client.Session() as s:
-        camp = s.scalar(select(Campaign).where(Campaign.name == name))
+        camp = store.campaign_named(s, name)
         if camp is None:
             from app.errors import NotFoundError
 
             raise NotFoundError(f"no campaign named {name!r}")
-        inst = dict(
-            s.execute(
-                select(Instance.status, func.count())
-                .where(Instance.campaign_id == camp.id)
-                .group_by(Instance.status)
-            ).all()
-        )
-        trials = dict(
-            s.execute(
-                select(Trial.state, func.count())
-                .where(Trial.campaign_id == camp.id)
-                .group_by(Trial.state)
-            ).all()
-        )
-        since = datetime.now(UTC) - timedelta(seconds=60)
-        recent = (
-            s.scalar(
-                select(func.count())
-                .select_from(Result)
-                .where(Result.campaign_id == camp.id, Result.recorded_at >= since)
-            )
-            or 0
-        )
-        per_arm = s.execute(
-            select(Arm.name, func.count(Result.id), func.avg(Result.cost))
-            .join(Trial, Trial.arm_id == Arm.id)
-            .join(Result, (Result.trial_id == Trial.id) & (Result.status == "succeeded"))
-            .where(Arm.campaign_id == camp.id)
-            .group_by(Arm.name, Arm.index)
-            .order_by(Arm.index)
-        ).all()
+        inst = store.status_counts(s, camp.id)
+        trials = store.trial_state_counts(s, camp.id)
+        recent = store.results_since(s, camp.id, datetime.now(UTC) - timedelta(seconds=60))
+        per_arm = store.per_arm_costs(s, camp.id)
     return {
         "campaign": name,
         "kind": camp.kind,
         "policy": camp.policy,
-        "instances": {str(k): int(v) for k, v in inst.items()},
-        "trials": {str(k): int(v) for k, v in trials.items()},
+        "instances": inst,
+        "trials": trials,
         "policy_updates": camp.n_updates,
         "trials_per_s_last_minute": round(recent / 60.0, 3),
         "queue_depth": queue_depth(client.settings),

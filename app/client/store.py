@@ -1,21 +1,22 @@
-"""The statements a client runs on its hot path, in one place: instance inserts (one
+"""Every statement the client runs, in one place: instance inserts (one
 statement on PostgreSQL, the portable two on SQLite), counts, and a finished instance's
 result. Plain functions of the caller's session or connection; nothing here commits.
 
-Campaign creation and the status and warm-start reads are portable single queries next to
-the code that needs them; the report and dashboard read only the reader views
-(``app/report/data.py``).
+Also the reads behind ``status``, ``results``, warm starts and inference batches. The report
+and dashboard read only the reader views (``app/report/data.py``), the array store its own
+tables (``tasks/store/``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Connection, func, select, text, update
 from sqlalchemy.orm import Session
 
-from models import BlobRef, Instance, Result, Trial
+from models import Arm, BlobRef, Instance, Result, Trial
 from models import Campaign as CampaignRow
 from models.base import json_dumps, utcnow
 from models.states import FINAL_STATUSES, CampaignStatus, InstanceStatus
@@ -126,3 +127,93 @@ def latest_result(s: Session, campaign_id: int, instance_id: int) -> Any:
         .where(Trial.instance_id == instance_id, Instance.campaign_id == campaign_id)
         .order_by(Trial.id.desc())
     ).first()
+
+
+def campaign_named(s: Session, name: str) -> CampaignRow | None:
+    return s.scalar(select(CampaignRow).where(CampaignRow.name == name))
+
+
+def campaign_id_named(s: Session, name: str) -> int | None:
+    return s.scalar(select(CampaignRow.id).where(CampaignRow.name == name))
+
+
+def campaign_names(s: Session) -> list[str]:
+    return list(s.scalars(select(CampaignRow.name).order_by(CampaignRow.id)))
+
+
+def arm_values(s: Session, campaign_id: int) -> list[dict[str, Any]]:
+    """The campaign's arms in index order."""
+    return list(
+        s.scalars(select(Arm.value).where(Arm.campaign_id == campaign_id).order_by(Arm.index))
+    )
+
+
+def trial_state_counts(s: Session, campaign_id: int) -> dict[str, int]:
+    rows = s.execute(
+        select(Trial.state, func.count())
+        .where(Trial.campaign_id == campaign_id)
+        .group_by(Trial.state)
+    ).all()
+    return {str(k): int(v) for k, v in rows}
+
+
+def results_since(s: Session, campaign_id: int, since: datetime) -> int:
+    return (
+        s.scalar(
+            select(func.count())
+            .select_from(Result)
+            .where(Result.campaign_id == campaign_id, Result.recorded_at >= since)
+        )
+        or 0
+    )
+
+
+def per_arm_costs(s: Session, campaign_id: int) -> list[Any]:
+    """(arm name, succeeded results, mean cost) per arm, in arm order."""
+    return list(
+        s.execute(
+            select(Arm.name, func.count(Result.id), func.avg(Result.cost))
+            .join(Trial, Trial.arm_id == Arm.id)
+            .join(Result, (Result.trial_id == Trial.id) & (Result.status == "succeeded"))
+            .where(Arm.campaign_id == campaign_id)
+            .group_by(Arm.name, Arm.index)
+            .order_by(Arm.index)
+        ).all()
+    )
+
+
+def applied_results(s: Session, campaign_id: int) -> list[Any]:
+    """(cost, arm value, context, quality) of the applied results, in id order."""
+    return list(
+        s.execute(
+            select(Result.cost, Arm.value, Instance.context, Result.quality)
+            .join(Trial, Trial.id == Result.trial_id)
+            .join(Arm, Arm.id == Trial.arm_id)
+            .join(Instance, Instance.id == Trial.instance_id)
+            .where(Result.campaign_id == campaign_id, Result.applied.is_(True))
+            .order_by(Result.id)
+        ).all()
+    )
+
+
+def batch_shapes(s: Session, campaign_id: int) -> list[Any]:
+    """The distinct (batch_size, seq_len_max) contexts submitted (inference campaigns)."""
+    return list(
+        s.execute(
+            select(
+                Instance.context["batch_size"].as_float(),
+                Instance.context["seq_len_max"].as_float(),
+            )
+            .where(Instance.campaign_id == campaign_id)
+            .distinct()
+        ).all()
+    )
+
+
+def result_rows(conn: Connection, campaign: str) -> list[dict[str, Any]]:
+    """The campaign's rows of the ``trial_results`` view, in submission order."""
+    res = conn.execute(
+        text("SELECT * FROM trial_results WHERE campaign = :c ORDER BY instance_seq, trial_id"),
+        {"c": campaign},
+    )
+    return [dict(r._mapping) for r in res]

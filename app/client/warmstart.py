@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.client import store
 from app.contexts import context_vector
 from app.errors import InputError
 from app.policies.base import Policy
-from models import Arm, Campaign, Instance, Result, Trial
+from models import Campaign
 
 
 def warm_state(
@@ -21,12 +21,12 @@ def warm_state(
     Sources must be of the same kind and declare the same context features; arms are matched
     by value, so a source with a different arm set contributes only the arms both share.
     """
-    new_arms = {_key(a): i for i, a in enumerate(_arm_values(session, new.id))}
+    new_arms = {_key(a): i for i, a in enumerate(store.arm_values(session, new.id))}
     if not new_arms:
         new_arms = {_key(a.value): a.index for a in new.arms}
     features = list(new.context_features)
     for j, name in enumerate(sources):
-        src = session.scalar(select(Campaign).where(Campaign.name == name))
+        src = store.campaign_named(session, name)
         if src is None:
             raise InputError(f"warm_start_from[{j}]", f"no campaign named {name!r}")
         if src.kind != new.kind:
@@ -38,28 +38,11 @@ def warm_state(
                 f"warm_start_from[{j}]",
                 f"has features {src.context_features}, this campaign {features}",
             )
-        rows = session.execute(
-            select(Result.cost, Arm.value, Instance.context, Result.quality)
-            .join(Trial, Trial.id == Result.trial_id)
-            .join(Arm, Arm.id == Trial.arm_id)
-            .join(Instance, Instance.id == Trial.instance_id)
-            .where(Result.campaign_id == src.id, Result.applied.is_(True))
-            .order_by(Result.id)
-        ).all()
-        for cost, arm_value, context, quality in rows:
+        for cost, arm_value, context, quality in store.applied_results(session, src.id):
             idx = new_arms.get(_key(arm_value))
             if idx is not None:
                 policy.update(context_vector(context, features), idx, float(cost), quality)
     return policy.get_state()
-
-
-def _arm_values(session: Session, campaign_id: int) -> list[dict[str, Any]]:
-    return [
-        a
-        for a in session.scalars(
-            select(Arm.value).where(Arm.campaign_id == campaign_id).order_by(Arm.index)
-        )
-    ]
 
 
 def _key(value: dict[str, Any]) -> str:
