@@ -5,9 +5,10 @@ For each number of context features d, 50 ordered arms (omega in [1, 1.98]) and 
 that drifts into new ranges (an SOR-like cost: log cost grows with the distance of omega from
 an optimum that moves with the context), the policy learns ``--history`` results; then the
 time of one ``choose`` + ``update`` is measured over the next ``--measure`` steps (p50, p99,
-mean), with the amortized cost of the whole history and the size of its JSON state. With
-smooth-ts the same learnt state is also timed with ``lazy_rank=0`` (one rank-one downdate of
-the P x P covariance per result, as before the lazy updates): side by side, one run.
+mean), with the amortized cost of the whole history and the size of its JSON state. Where
+the policy is smooth-ts (``default`` up to 3 features) the same learnt state is also timed
+with ``lazy_rank=0`` (one rank-one downdate of the P x P covariance per result, as before
+the lazy updates): side by side, one run.
 Prints one table; --json adds one JSON object as the last line.
 """
 
@@ -59,7 +60,7 @@ def timed(policy: Policy, x: np.ndarray, opt: np.ndarray, start: int, n: int) ->
     return out * 1000.0
 
 
-def run(name: str, d: int, history: int, measure: int, eager: bool) -> list[dict[str, Any]]:
+def run(name: str, d: int, history: int, measure: int) -> list[dict[str, Any]]:
     x, opt = stream(d, history + measure, seed=d)
     pol = make_policy(name, K, d, arms=OMEGAS[:, None], seed=0)
     t0 = time.perf_counter()
@@ -68,11 +69,12 @@ def run(name: str, d: int, history: int, measure: int, eager: bool) -> list[dict
     state = pol.get_state()
     size = len(json.dumps(state))
     rows = []
-    variants: list[tuple[str, Policy]] = [(name, pol)]
-    if eager:
-        twin = make_policy(name, K, d, arms=OMEGAS[:, None], seed=0, config={"lazy_rank": 0})
+    label = name if name == pol.name else f"{name} ({pol.name})"
+    variants: list[tuple[str, Policy]] = [(label, pol)]
+    if pol.name == "smooth-ts":
+        twin = make_policy(pol.name, K, d, arms=OMEGAS[:, None], config={"lazy_rank": 0})
         twin.set_state(state)
-        variants.append((f"{name} (lazy_rank=0)", twin))
+        variants.append((f"{pol.name} (lazy_rank=0)", twin))
     for label, p in variants:
         ms = timed(p, x, opt, history, measure)
         rows.append(
@@ -95,26 +97,26 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--history", type=int, default=10_000, help="results learnt before timing")
     ap.add_argument("--measure", type=int, default=500, help="steps timed after the history")
-    ap.add_argument("--features", default="1,2,3", help="numbers of context features")
-    ap.add_argument("--policies", default="smooth-ts,lin-ts,chebcb")
+    ap.add_argument("--features", default="1,2,3,4", help="numbers of context features")
+    ap.add_argument("--policies", default="default,lin-ts,chebcb")
     ap.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     args = ap.parse_args()
     rows: list[dict[str, Any]] = []
     print(
-        f"{'policy':28} {'d':>2} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} "
+        f"{'policy':30} {'d':>2} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} "
         f"{'amort. ms':>9} {'state MB':>9}"
     )
     for d in (int(v) for v in args.features.split(",")):
         for name in args.policies.split(","):
             try:
-                got = run(name, d, args.history, args.measure, eager=name == "smooth-ts")
+                got = run(name, d, args.history, args.measure)
             except ValueError as exc:  # a policy that does not take d features
-                print(f"{name:28} {d:>2} {'-':>8}  ({exc})")
+                print(f"{name:30} {d:>2} {'-':>8}  ({exc})")
                 continue
             for r in got:
                 amort = r["amortized_history_ms"]
                 print(
-                    f"{r['policy']:28} {d:>2} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} "
+                    f"{r['policy']:30} {d:>2} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} "
                     f"{r['mean_ms']:8.3f} {'' if amort is None else f'{amort:9.3f}':>9} "
                     f"{r['state_bytes'] / 1e6:9.2f}",
                     flush=True,

@@ -55,7 +55,11 @@ def create_campaign(
     kind_impl.validate_arms(arm_list)
     if not isinstance(policy, str) or not policy:
         raise InputError("policy", f"must be a policy name, got {policy!r}")
-    policy = resolve_name(policy, kind_impl.default_policy)
+    try:
+        n_features = len(list(context_features))
+    except TypeError:
+        n_features = 0  # not a list of names: refused below, naming the field
+    policy = resolve_name(policy, kind_impl.default_policy, n_features)
     policy_class(policy)  # unknown, or failing to import: an error naming it, now
     features = list(context_features)
     for i, f in enumerate(features):

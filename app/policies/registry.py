@@ -13,13 +13,19 @@ from app.policies.guard import ConservativeGuard
 
 #: The best policy measured by benchmarks/relax.py (see the README's numbers).
 DEFAULT_POLICY = "smooth-ts"
+#: ``default`` with more context features than smooth-ts's tensor grid takes (its state is
+#: (G^d K)^2): a linear Thompson sampler, cheap at any width (benchmarks/policy_speed.py)
+WIDE_DEFAULT, WIDE_FEATURES = "lin-ts", 3
 
 
-def resolve_name(name: str, kind_default: str | None = None) -> str:
-    """``default`` -> the kind's default policy (its ``default_policy``), else ours."""
+def resolve_name(name: str, kind_default: str | None = None, n_features: int = 0) -> str:
+    """``default`` -> the kind's default policy (its ``default_policy``), else ours (above
+    ``WIDE_FEATURES`` context features: ``WIDE_DEFAULT``)."""
     if name != "default":
         return name
-    return kind_default or DEFAULT_POLICY
+    if kind_default:
+        return kind_default
+    return WIDE_DEFAULT if n_features > WIDE_FEATURES else DEFAULT_POLICY
 
 
 def policy_names() -> list[str]:
@@ -45,7 +51,7 @@ def make_policy(
     config: dict[str, Any] | None = None,
 ) -> Policy:
     """Build a policy by name; unknown names and bad config raise ``ValueError``."""
-    real = resolve_name(name)
+    real = resolve_name(name, n_features=n_features)
     try:
         cls = policy_class(real)
     except PluginError as exc:

@@ -197,3 +197,54 @@ def test_smooth_ts_lazy_downdates_keep_the_same_posterior(d: int) -> None:
     again.set_state(state)
     x = rng.uniform(0, 4, d)
     assert again.choose(x, key=7).arm == eager.choose(x, key=7).arm
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_smooth_ts_predictive_is_the_posterior_at_the_context(d: int) -> None:
+    """The block-weighted predictive mean and covariance equal B' mu and B' S B for the basis
+    row B of the context (pending downdates included)."""
+    from app.policies.registry import make_policy
+
+    rng = np.random.default_rng(10 + d)
+    arms = np.linspace(1.0, 1.9, 7)[:, None]
+    pol = make_policy("smooth-ts", 7, d, arms=arms, config={"lazy_rank": 4})
+    for _t in range(70):
+        x = rng.uniform(0, 1, d)
+        pol.update(x, int(rng.integers(7)), float(rng.uniform(5, 50)))
+    assert pol.r > 0
+    S = pol.S - pol.U[:, : pol.r] @ pol.U[:, : pol.r].T
+    for x in rng.uniform(-0.2, 1.2, (5, d)):
+        gi, gw = pol._basis(x)
+        B = np.zeros((pol.P, 7))
+        for i, w in zip(gi, gw, strict=True):
+            B[i * 7 : (i + 1) * 7] += w * np.eye(7)
+        mean, cov = pol._predictive(x)
+        np.testing.assert_allclose(mean, B.T @ pol.mu + pol.y0, atol=1e-10)
+        np.testing.assert_allclose(cov, B.T @ S @ B, atol=1e-10)
+
+
+def test_default_policy_past_three_features_is_the_wide_default() -> None:
+    """``default`` with 4 context features is a policy that takes them (smooth-ts's grid
+    stops at 3), on replay and at campaign creation."""
+    from app.policies.registry import WIDE_DEFAULT, resolve_name
+
+    assert resolve_name("default", None, 3) == DEFAULT_POLICY
+    assert resolve_name("default", None, 4) == WIDE_DEFAULT
+    assert resolve_name("default", "constrained-ts", 4) == "constrained-ts"
+    pol = make_policy("default", 50, 4, seed=0)
+    assert pol.name == WIDE_DEFAULT
+    pol.update(np.ones(4), pol.choose(np.ones(4), key=0).arm, 3.0)
+    with pytest.raises(ValueError, match="up to 3"):
+        make_policy("smooth-ts", 50, 4)
+
+
+def test_campaign_with_four_features_gets_the_wide_default(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from app.client import Client
+    from app.config import Settings
+    from app.policies.registry import WIDE_DEFAULT
+
+    with Client(settings=Settings(home=tmp_path / "home")) as client:
+        camp = client.create_campaign(
+            "wide", "noop", {"cost": [1.0, 2.0]}, context_features=["a", "b", "c", "d"]
+        )
+        assert camp.status()["policy"] == WIDE_DEFAULT
