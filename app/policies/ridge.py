@@ -1,7 +1,8 @@
 """Per-arm ridge regression on a feature map of the scaled context, with a bounded buffer.
 
-Updates are rank-one (O(P^2) per result, P features); when the learnt context range changes
-the features change, so the model refits from its buffer (at most ``buffer`` rows: bounded).
+Updates are rank-one (O(P^2) per result, P features; inverses kept by Sherman-Morrison);
+when the learnt context range changes the features change, so the model refits from its
+buffer (at most ``buffer`` rows: bounded).
 Used by ``chebcb``, ``squarecb``, ``linucb`` and ``lin-ts``.
 """
 
@@ -30,7 +31,11 @@ def model_input(context: np.ndarray) -> np.ndarray:
 
 
 class PerArmRidge:
-    """Not thread-safe. State: scaler range, buffer, per-arm (A, b). Targets as given."""
+    """Not thread-safe. State: scaler range, buffer, per-arm (A, b). Targets as given.
+
+    Each arm's inverse ``A^-1`` and coefficients are kept current by Sherman-Morrison, so a
+    prediction is two small products per arm (no solve), and the buffer is a sliding window
+    over spare capacity (no copy of it per result)."""
 
     def __init__(
         self, n_arms: int, n_features: int, fmap: FeatureMap, lam: float = 1.0, buffer: int = 20_000
@@ -39,23 +44,77 @@ class PerArmRidge:
         self.fmap = fmap
         self.lam = lam
         self.buffer_size = buffer
+        self.d = n_features
         self.scaler = RangeScaler(n_features)
         self.P = int(fmap(np.zeros((1, n_features))).shape[-1])
         self.A = np.tile(np.eye(self.P) * lam, (n_arms, 1, 1))
         self.b = np.zeros((n_arms, self.P))
         self.n = np.zeros(n_arms)
-        self.buf_x = np.zeros((0, n_features))
-        self.buf_a = np.zeros(0, dtype=np.int64)
-        self.buf_y = np.zeros(0)
+        self._store = np.zeros((0, n_features + 2))  # rows: x..., arm, y
+        self._start = self._end = 0
+        self._derive()
+
+    # -------------------------------------------------------------- buffer (sliding window)
+    @property
+    def buf_x(self) -> np.ndarray:
+        return self._store[self._start : self._end, : self.d]
+
+    @buf_x.setter
+    def buf_x(self, v: np.ndarray) -> None:
+        self._load_buffer(x=np.asarray(v, float).reshape(-1, self.d))
+
+    @property
+    def buf_a(self) -> np.ndarray:
+        return self._store[self._start : self._end, self.d].astype(np.int64)
+
+    @buf_a.setter
+    def buf_a(self, v: np.ndarray) -> None:
+        self._load_buffer(a=np.asarray(v, float).reshape(-1))
+
+    @property
+    def buf_y(self) -> np.ndarray:
+        return self._store[self._start : self._end, self.d + 1]
+
+    @buf_y.setter
+    def buf_y(self, v: np.ndarray) -> None:
+        self._load_buffer(y=np.asarray(v, float).reshape(-1))
+
+    def _load_buffer(self, **cols: np.ndarray) -> None:
+        """Set one column of the window (set_state sets x, then a, then y)."""
+        n = len(next(iter(cols.values())))
+        if self._end - self._start != n:
+            self._store, self._start, self._end = np.zeros((n, self.d + 2)), 0, n
+        window = self._store[self._start : self._end]
+        if "x" in cols:
+            window[:, : self.d] = cols["x"]
+        if "a" in cols:
+            window[:, self.d] = cols["a"]
+        if "y" in cols:
+            window[:, self.d + 1] = cols["y"]
+
+    def _append(self, row: np.ndarray) -> None:
+        if self._end == len(self._store):
+            keep = self._store[self._start : self._end][-(self.buffer_size - 1) :]
+            store = np.empty((max(2 * self.buffer_size, 16), self.d + 2))
+            store[: len(keep)] = keep
+            self._store, self._start, self._end = store, 0, len(keep)
+        self._store[self._end] = row
+        self._end += 1
+        if self._end - self._start > self.buffer_size:
+            self._start += 1
+
+    # -------------------------------------------------------------- model
+    def _derive(self) -> None:
+        """Inverses and coefficients from (A, b)."""
+        self.Ainv = np.linalg.inv(self.A)
+        self.theta = np.einsum("kpq,kq->kp", self.Ainv, self.b)
 
     def phi(self, x: np.ndarray) -> np.ndarray:
         return self.fmap(self.scaler.scale(x)[None, :])[0]
 
     def add(self, x: np.ndarray, arm: int, y: float) -> None:
         changed = self.scaler.observe(x)
-        self.buf_x = np.vstack([self.buf_x, x[None, :]])[-self.buffer_size :]
-        self.buf_a = np.append(self.buf_a, arm)[-self.buffer_size :]
-        self.buf_y = np.append(self.buf_y, y)[-self.buffer_size :]
+        self._append(np.concatenate([x, [arm, y]]))
         if changed:
             self.refit()
             return
@@ -63,39 +122,42 @@ class PerArmRidge:
         self.A[arm] += np.outer(f, f)
         self.b[arm] += f * y
         self.n[arm] += 1
+        Af = self.Ainv[arm] @ f
+        self.Ainv[arm] -= np.outer(Af, Af) / (1.0 + f @ Af)
+        self.theta[arm] = self.Ainv[arm] @ self.b[arm]
 
     def refit(self) -> None:
-        F = (
-            self.fmap(np.stack([self.scaler.scale(x) for x in self.buf_x]))
-            if len(self.buf_x)
-            else np.zeros((0, self.P))
-        )
+        xs, arms, ys = self.buf_x, self.buf_a, self.buf_y
+        F = self.fmap(self.scaler.scale(xs)) if len(xs) else np.zeros((0, self.P))
         self.A = np.tile(np.eye(self.P) * self.lam, (self.K, 1, 1))
         self.b = np.zeros((self.K, self.P))
         self.n = np.zeros(self.K)
         for a in range(self.K):
-            m = self.buf_a == a
+            m = arms == a
             Fa = F[m]
             self.A[a] += Fa.T @ Fa
-            self.b[a] += Fa.T @ self.buf_y[m]
+            self.b[a] += Fa.T @ ys[m]
             self.n[a] = m.sum()
+        self._derive()
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mean per arm, ||phi||_{A^-1} per arm, phi)."""
         f = self.phi(x)
-        theta = np.linalg.solve(self.A, self.b[..., None])[..., 0]
-        mean = theta @ f
-        Ainv_f = np.linalg.solve(self.A, np.broadcast_to(f, (self.K, self.P))[..., None])[..., 0]
-        width = np.sqrt(np.maximum(Ainv_f @ f, 0.0))
+        mean = self.theta @ f
+        width = np.sqrt(np.maximum(np.einsum("kpq,p,q->k", self.Ainv, f, f), 0.0))
         return mean, width, f
 
     state_fields = ("A", "b", "n", "buf_x", "buf_a", "buf_y")
 
     def get_state(self) -> dict[str, object]:
+        # Ainv and theta too: a restored model then predicts bit for bit what the live one
+        # (updated by Sherman-Morrison, not inverted afresh) does
         return {
             "lo": self.scaler.lo,
             "hi": self.scaler.hi,
             **{k: getattr(self, k) for k in self.state_fields},
+            "Ainv": self.Ainv,
+            "theta": self.theta,
         }
 
     def set_state(self, s: dict[str, object]) -> None:
@@ -103,3 +165,8 @@ class PerArmRidge:
         self.scaler.hi = np.asarray(s["hi"], float)
         for k in self.state_fields:
             setattr(self, k, np.asarray(s[k]))
+        if "Ainv" in s and "theta" in s:
+            self.Ainv = np.asarray(s["Ainv"], float)
+            self.theta = np.asarray(s["theta"], float)
+        else:  # a snapshot from before the inverses were kept
+            self._derive()
