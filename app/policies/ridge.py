@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from app.policies.features import RangeScaler, chebyshev
+from app.policies.window import Window
 
 FeatureMap = Callable[[np.ndarray], np.ndarray]
 
@@ -43,21 +44,28 @@ class PerArmRidge:
         self.K = n_arms
         self.fmap = fmap
         self.lam = lam
-        self.buffer_size = buffer
         self.d = n_features
         self.scaler = RangeScaler(n_features)
         self.P = int(fmap(np.zeros((1, n_features))).shape[-1])
         self.A = np.tile(np.eye(self.P) * lam, (n_arms, 1, 1))
         self.b = np.zeros((n_arms, self.P))
         self.n = np.zeros(n_arms)
-        self._store = np.zeros((0, n_features + 2))  # rows: x..., arm, y
-        self._start = self._end = 0
+        self._window = Window(n_features + 2, buffer)  # rows: x..., arm, y
         self._derive()
 
     # -------------------------------------------------------------- buffer (sliding window)
     @property
+    def buffer_size(self) -> int:
+        """Results kept for refits (the window's size)."""
+        return self._window.size
+
+    @buffer_size.setter
+    def buffer_size(self, n: int) -> None:
+        self._window.size = int(n)
+
+    @property
     def buf_x(self) -> np.ndarray:
-        return self._store[self._start : self._end, : self.d]
+        return self._window.rows[:, : self.d]
 
     @buf_x.setter
     def buf_x(self, v: np.ndarray) -> None:
@@ -65,7 +73,7 @@ class PerArmRidge:
 
     @property
     def buf_a(self) -> np.ndarray:
-        return self._store[self._start : self._end, self.d].astype(np.int64)
+        return self._window.rows[:, self.d].astype(np.int64)
 
     @buf_a.setter
     def buf_a(self, v: np.ndarray) -> None:
@@ -73,7 +81,7 @@ class PerArmRidge:
 
     @property
     def buf_y(self) -> np.ndarray:
-        return self._store[self._start : self._end, self.d + 1]
+        return self._window.rows[:, self.d + 1]
 
     @buf_y.setter
     def buf_y(self, v: np.ndarray) -> None:
@@ -82,26 +90,15 @@ class PerArmRidge:
     def _load_buffer(self, **cols: np.ndarray) -> None:
         """Set one column of the window (set_state sets x, then a, then y)."""
         n = len(next(iter(cols.values())))
-        if self._end - self._start != n:
-            self._store, self._start, self._end = np.zeros((n, self.d + 2)), 0, n
-        window = self._store[self._start : self._end]
+        if len(self._window) != n:
+            self._window.load(np.zeros((n, self.d + 2)))
+        window = self._window.rows
         if "x" in cols:
             window[:, : self.d] = cols["x"]
         if "a" in cols:
             window[:, self.d] = cols["a"]
         if "y" in cols:
             window[:, self.d + 1] = cols["y"]
-
-    def _append(self, row: np.ndarray) -> None:
-        if self._end == len(self._store):
-            keep = self._store[self._start : self._end][-(self.buffer_size - 1) :]
-            store = np.empty((max(2 * self.buffer_size, 16), self.d + 2))
-            store[: len(keep)] = keep
-            self._store, self._start, self._end = store, 0, len(keep)
-        self._store[self._end] = row
-        self._end += 1
-        if self._end - self._start > self.buffer_size:
-            self._start += 1
 
     # -------------------------------------------------------------- model
     def _derive(self) -> None:
@@ -114,7 +111,7 @@ class PerArmRidge:
 
     def add(self, x: np.ndarray, arm: int, y: float) -> None:
         changed = self.scaler.observe(x)
-        self._append(np.concatenate([x, [arm, y]]))
+        self._window.append(np.concatenate([x, [arm, y]]))
         if changed:
             self.refit()
             return

@@ -28,6 +28,7 @@ import numpy as np
 
 from app.policies.base import Decision, Policy
 from app.policies.features import RangeScaler
+from app.policies.window import Window
 
 
 def second_diff(n: int) -> np.ndarray:
@@ -127,7 +128,7 @@ class SmoothTSPolicy(Policy):
         if not 0.0 <= float(min_prob) < 1.0 / n_arms + 1e-12 and n_arms > 1:
             raise ValueError(f"policy_config.min_prob={min_prob} must be in [0, 1/K]")
         self.min_prob = float(min_prob)
-        self.buffer_size = int(buffer)
+        self._window = Window(d + 2, int(buffer))  # rows: context..., arm, y (``buf``)
         if int(lazy_rank) < 0:
             raise ValueError(f"policy_config.lazy_rank={lazy_rank} must be >= 0 (0: eager)")
         self.lazy_rank = int(lazy_rank)
@@ -154,8 +155,6 @@ class SmoothTSPolicy(Policy):
         self.have_y0 = False
         self.resid_ss = 0.0
         self.resid_n = 0.0
-        self._store = np.zeros((0, d + 2))  # rows: context..., arm, y (see ``buf``)
-        self._start = self._end = 0
         self._eye = np.eye(n_arms)
 
     # ----------------------------------------------------------------- model
@@ -202,28 +201,22 @@ class SmoothTSPolicy(Policy):
             self.r = 0
 
     @property
+    def buffer_size(self) -> int:
+        """Results kept for refits (the window's size)."""
+        return self._window.size
+
+    @buffer_size.setter
+    def buffer_size(self, n: int) -> None:
+        self._window.size = int(n)
+
+    @property
     def buf(self) -> np.ndarray:
         """The last ``buffer`` observations, oldest first (a view: do not keep it)."""
-        return self._store[self._start : self._end]
+        return self._window.rows
 
     @buf.setter
     def buf(self, rows: np.ndarray) -> None:
-        self._store = np.array(rows, float).reshape(-1, self.d + 2)
-        self._start, self._end = 0, len(self._store)
-
-    def _append(self, row: np.ndarray) -> None:
-        """Amortized O(1): rows go into spare capacity (twice the buffer) and the window
-        slides; only when the capacity is used up do the newest rows move to the front.
-        (Stacking a new array per update copied the whole buffer every time.)"""
-        if self._end == len(self._store):
-            keep = self.buf[len(self.buf) - min(len(self.buf), self.buffer_size - 1) :]
-            store = np.empty((max(2 * self.buffer_size, 16), self.d + 2))
-            store[: len(keep)] = keep
-            self._store, self._start, self._end = store, 0, len(keep)
-        self._store[self._end] = row
-        self._end += 1
-        if self._end - self._start > self.buffer_size:
-            self._start += 1
+        self._window.load(rows)
 
     def _basis(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Active context-grid indices and weights at x."""
@@ -366,7 +359,7 @@ class SmoothTSPolicy(Policy):
         x = np.asarray(context, float)[: self.d]
         if not self.have_y0:
             self.y0, self.have_y0 = y, True  # prior mean: the first cost seen
-        self._append(np.concatenate([x, [arm, y]]))
+        self._window.append(np.concatenate([x, [arm, y]]))
         changed = self.d > 0 and self.scaler.observe(x)
         n = len(self.buf)
         if changed or (self.d > 0 and n >= self.next_refit):
