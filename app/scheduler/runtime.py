@@ -75,10 +75,10 @@ class CampaignRuntime:
         device_class: str | None = None,
     ) -> TrialMessage:
         """The message of one attempt of a trial of this campaign (a re-issued attempt gets
-        the same body: monitoring depends only on the decision and the seq)."""
-        options = self.settings.get("kind_options")
-        if options is not None or reason == PROBE:
-            options = {**(options or {}), "monitor": self.monitored(reason, seq)}
+        the same body: the options depend only on the decision and the seq)."""
+        options = get_kind(self.kind).decision_options(
+            self.settings.get("kind_options"), self.monitored(reason, seq)
+        )
         return TrialMessage(
             trial_uuid,
             attempt,

@@ -69,6 +69,16 @@ class TrialKind:
         Default: the kind takes none."""
         return {}
 
+    def decision_options(
+        self, options: dict[str, Any] | None, monitored: bool
+    ) -> dict[str, Any] | None:
+        """The options ``run`` gets for one decision: the campaign's ``options`` (from
+        :meth:`campaign_options`; None when it has none) and whether this trial is to be
+        monitored (the policy asked for a quality probe, or the campaign's
+        ``monitor_fraction`` drew it). Called by the scheduler; pure. Default: the campaign's
+        options as they are."""
+        return options
+
     def prepare_campaign(
         self,
         arms: list[dict[str, Any]],

@@ -86,6 +86,12 @@ class InferenceKind(TrialKind):
     default_policy = "constrained-ts"
     runner = "workers.kinds.inference:run"
 
+    def decision_options(
+        self, options: dict[str, Any] | None, monitored: bool
+    ) -> dict[str, Any] | None:
+        """The campaign's options plus ``monitor``: run the fp32 reference on this batch."""
+        return {**(options or {}), "monitor": monitored}
+
     def prepare_campaign(
         self,
         arms: list[dict[str, Any]],

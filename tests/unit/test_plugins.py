@@ -106,3 +106,17 @@ def test_cli_lists_kinds_and_policies_with_their_distribution(plugin_dist: Path)
     pol = runner.invoke(cli, ["policies"])
     assert pol.exit_code == 0, pol.output
     assert "banditq-test-plugins" in pol.output and "(default)" in pol.output
+
+
+def test_per_decision_options_are_a_kind_hook() -> None:
+    """The scheduler asks the kind for each decision's options: by default the campaign's
+    own; the inference kind adds its ``monitor`` flag (no other kind sees it)."""
+    from tasks.kinds import get_kind
+
+    assert get_kind("noop").decision_options(None, True) is None
+    assert get_kind("sor").decision_options({"a": 1}, True) == {"a": 1}
+    assert get_kind("inference").decision_options({"model": "m"}, True) == {
+        "model": "m",
+        "monitor": True,
+    }
+    assert get_kind("inference").decision_options(None, False) == {"monitor": False}
