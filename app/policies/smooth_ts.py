@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy.linalg import lapack
 
 from app.policies.base import Decision, Policy
 from app.policies.features import RangeScaler
@@ -64,6 +65,19 @@ def hat_weights(x: float, knots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     j = int(np.searchsorted(knots, x, side="right")) - 1
     t = (x - knots[j]) / (knots[j + 1] - knots[j])
     return np.array([j, j + 1]), np.array([1.0 - t, t])
+
+
+def spd_inverse(M: np.ndarray) -> np.ndarray:
+    """The inverse of a symmetric positive definite matrix, symmetric (Cholesky: half the
+    work of a general inverse); a general inverse if the factorization fails."""
+    c, info = lapack.dpotrf(M, lower=False)
+    if info == 0:
+        inv, info = lapack.dpotri(c, lower=False)
+        if info == 0:
+            upper = np.triu(inv)
+            return upper + np.triu(upper, 1).T
+    out = np.linalg.inv(M)
+    return (out + out.T) / 2.0
 
 
 def first_diff(n: int) -> np.ndarray:
@@ -185,7 +199,7 @@ class SmoothTSPolicy(Policy):
         return Lam
 
     def _reset_posterior(self) -> None:
-        self.S = np.linalg.inv(self.prior)
+        self.S = spd_inverse(self.prior)
         self.mu = self.mu0.copy()
         self._clear_pending()
 
@@ -278,7 +292,7 @@ class SmoothTSPolicy(Policy):
     def _refit(self) -> None:
         if self.d:
             self._place_knots()
-        self._reset_posterior()
+        self._clear_pending()  # S and mu are rebuilt below from the prior and the buffer
         w = 1.0 / self._sigma2()
         Lam = self.prior.copy()
         h = np.zeros(self.P)
@@ -287,8 +301,7 @@ class SmoothTSPolicy(Policy):
             idx = gi * self.n_arms + int(row[self.d])
             Lam[np.ix_(idx, idx)] += w * np.outer(gw, gw)
             h[idx] += w * gw * (row[self.d + 1] - self.y0)
-        self.S = np.linalg.inv(Lam)
-        self.S = (self.S + self.S.T) / 2.0
+        self.S = spd_inverse(Lam)
         self.mu = self.S @ (h + self.prior @ self.mu0)
 
     def _predictive(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
