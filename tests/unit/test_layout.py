@@ -86,3 +86,18 @@ def test_no_module_or_class_grows_into_a_monolith(folder: str) -> None:
                 if size > MAX_CLASS_LINES:
                     big.append(f"{path.relative_to(ROOT)}: class {node.name} {size} lines")
     assert big == []
+
+
+def test_every_package_is_in_the_distribution() -> None:
+    """pyproject's package list names every package (a missing one installs without it)."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for top in ("app", "tasks", "workers", "models", "migrations")
+        for p in (ROOT / top).rglob("__init__.py")
+    }
+    assert found - listed == set()
