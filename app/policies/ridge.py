@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from app.policies.features import RangeScaler, chebyshev
-from app.policies.window import Window
+from app.policies.window import Window, Windowed
 
 FeatureMap = Callable[[np.ndarray], np.ndarray]
 
@@ -31,7 +31,7 @@ def model_input(context: np.ndarray) -> np.ndarray:
     return context if context.size else np.zeros(1)
 
 
-class PerArmRidge:
+class PerArmRidge(Windowed):
     """Not thread-safe. State: scaler range, buffer, per-arm (A, b). Targets as given.
 
     Each arm's inverse ``A^-1`` and coefficients are kept current by Sherman-Morrison, so a
@@ -54,15 +54,6 @@ class PerArmRidge:
         self._derive()
 
     # -------------------------------------------------------------- buffer (sliding window)
-    @property
-    def buffer_size(self) -> int:
-        """Results kept for refits (the window's size)."""
-        return self._window.size
-
-    @buffer_size.setter
-    def buffer_size(self, n: int) -> None:
-        self._window.size = int(n)
-
     @property
     def buf_x(self) -> np.ndarray:
         return self._window.rows[:, : self.d]

@@ -29,7 +29,7 @@ from scipy.linalg import lapack
 
 from app.policies.base import Decision, Policy
 from app.policies.features import RangeScaler
-from app.policies.window import Window
+from app.policies.window import Window, Windowed
 
 
 def second_diff(n: int) -> np.ndarray:
@@ -89,7 +89,7 @@ def first_diff(n: int) -> np.ndarray:
     return D
 
 
-class SmoothTSPolicy(Policy):
+class SmoothTSPolicy(Windowed, Policy):
     """Thompson sampling on a Bayesian P-spline of log-cost over the (context, arm) grid.
 
     Not thread-safe; ``choose`` is pure; update O(P^2); state = (mu, S, buffer, range)."""
@@ -169,7 +169,6 @@ class SmoothTSPolicy(Policy):
         self.have_y0 = False
         self.resid_ss = 0.0
         self.resid_n = 0.0
-        self._eye = np.eye(n_arms)
 
     # ----------------------------------------------------------------- model
     def _prior_precision(
@@ -213,15 +212,6 @@ class SmoothTSPolicy(Policy):
             Ur = self.U[:, : self.r]
             self.S -= Ur @ Ur.T
             self.r = 0
-
-    @property
-    def buffer_size(self) -> int:
-        """Results kept for refits (the window's size)."""
-        return self._window.size
-
-    @buffer_size.setter
-    def buffer_size(self, n: int) -> None:
-        self._window.size = int(n)
 
     @property
     def buf(self) -> np.ndarray:

@@ -38,3 +38,19 @@ class Window:
 
     def __len__(self) -> int:
         return self._end - self._start
+
+
+class Windowed:
+    """For a class that keeps its recent results in ``self._window``: ``buffer_size`` reads
+    and sets the window's size."""
+
+    _window: Window
+
+    @property
+    def buffer_size(self) -> int:
+        """Results kept for refits (the window's size)."""
+        return self._window.size
+
+    @buffer_size.setter
+    def buffer_size(self, n: int) -> None:
+        self._window.size = int(n)
