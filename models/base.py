@@ -34,6 +34,12 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def json_value(value: Any) -> Any:
+    """A JSON column's value as read back: decoded when the driver hands back text (SQLite,
+    or a view's column), as is when it already decoded it (psycopg's JSONB)."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
 def json_dumps(value: Any) -> str:
     """Strict JSON for every JSON column: NaN and +-Infinity (which PostgreSQL's JSONB
     refuses and SQLite accepts) become null, so both backends store the same document.

@@ -10,11 +10,11 @@ import numpy as np
 from sqlalchemy import text
 
 from app.client import store
-from app.client.rows import json_value
 from app.client.solution import Solution
 from app.client.store import SOLUTION_SQL
 from app.client.submitting import Submission
 from app.client.waiting import Poll
+from models.base import json_value
 from tasks.linsys import LinearSystem
 
 

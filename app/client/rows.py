@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-
-def json_value(v: Any) -> Any:
-    """A JSON column's value: decoded when the driver handed back text."""
-    return json.loads(v) if isinstance(v, str | bytes) else v
+from models.base import json_value
 
 
 def decode_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -28,11 +28,11 @@ from app.report.queries import (
     as_time,
     by_sequence,
     by_time,
-    json_value,
     per_arm,
     sample_rounds,
     table_costs,
 )
+from models.base import json_value
 
 
 @dataclass

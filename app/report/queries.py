@@ -4,7 +4,6 @@ buckets, per-arm sums, full-information costs; all over the reader views, read-o
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -12,6 +11,8 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection, text
+
+from models.base import json_value
 
 MAX_ROUNDS = 10_000
 
@@ -27,10 +28,6 @@ POLICY_TAIL = 5000
 
 
 RECENT_ERRORS = 10
-
-
-def json_value(v: Any) -> Any:
-    return json.loads(v) if isinstance(v, str | bytes) else v
 
 
 def epoch_sql(conn: Connection, column: str) -> str:
