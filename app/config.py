@@ -66,6 +66,12 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "worker_cache_bytes",
         "a worker host's cache of stored arrays by hash, in bytes (LRU; default 2 GiB)",
     ),
+    "BANDITQ_CHAIN_WAIT_SECONDS": (
+        "chain_wait_seconds",
+        "how long a worker waits for the earlier solution a chained instance starts from "
+        "(its x0 or right-hand side given as SolutionOf) before failing the trial "
+        "(default 120)",
+    ),
     "BANDITQ_DASHBOARD_TOKEN": (
         "dashboard_token",
         "when set, `banditq dashboard` requires this token on every request (open it once "
@@ -127,6 +133,7 @@ class Settings:
     inline_bytes: int = 64 * 1024
     max_stored_bytes: int = 16 << 30
     worker_cache_bytes: int = 2 << 30
+    chain_wait_seconds: float = 120.0
     dashboard_token: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:

@@ -235,6 +235,18 @@ class StoreChunk(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class StoreTag(Base):
+    """A name for a blob of the PostgreSQL array store (a chained instance's solution, by
+    instance id), or for why there is none (the trial's error); the latest write wins."""
+
+    __tablename__ = "store_tags"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
 class BlobRef(Base):
     """A campaign's use of a stored blob (an instance's matrix, right-hand side or initial
     guess; a result's solution), whichever store holds it: ``banditq store gc`` keeps every

@@ -14,6 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from app.errors import InputError
+from tasks import chain
 from tasks.solvers import generators
 
 
@@ -103,8 +104,13 @@ def validate_stored(spec: dict[str, Any], field: str = "system") -> dict[str, An
     if not is_ref(A) or A["kind"] != "csr":
         raise InputError(f"{field}.A", "must be a reference to a stored CSR matrix")
     n = int(A["shape"][0])
-    if not is_ref(b) or b["kind"] != "vector" or list(b["shape"]) != [n]:
-        raise InputError(f"{field}.b", f"must be a reference to a stored vector of length {n}")
+    if chain.is_chained(b):
+        b = chain.validate(b, n, f"{field}.b", has_matrix=True)
+    elif not is_ref(b) or b["kind"] != "vector" or list(b["shape"]) != [n]:
+        raise InputError(
+            f"{field}.b",
+            f"must be a reference to a stored vector of length {n}, or SolutionOf(...)",
+        )
     out = {"A": A, "b": b}
     for key, default in (("alpha", 0.0), ("beta", 1.0)):
         v = st.get(key, default)
@@ -121,12 +127,27 @@ def validate_stored(spec: dict[str, Any], field: str = "system") -> dict[str, An
     return {"stored": out}
 
 
+def system_size(system: Any) -> int | None:
+    """The number of unknowns of a validated wire system (None when it cannot say)."""
+    if not isinstance(system, dict):
+        return None
+    if "stored" in system:
+        return int(system["stored"]["A"]["shape"][0])
+    if "generator" in system:
+        return int(system["m"]) ** generators.DIMS.get(system["generator"], 2)
+    n = system.get("n")
+    return int(n) if isinstance(n, int) else None
+
+
 def stored_bytes(spec: dict[str, Any]) -> int:
     """Bytes of the stored arrays a spec refers to (0 for inline and generator systems)."""
     st = spec.get("stored") if isinstance(spec, dict) else None
     if not isinstance(st, dict):
         return 0
-    return sum(int(r.get("nbytes", 0)) for r in (st.get("A"), st.get("b")) if isinstance(r, dict))
+    b: Any = st.get("b")
+    if chain.is_chained(b):
+        b = b.get("plus")
+    return sum(int(r.get("nbytes", 0)) for r in (st.get("A"), b) if isinstance(r, dict))
 
 
 def build_stored(spec: dict[str, Any]) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -136,6 +157,8 @@ def build_stored(spec: dict[str, Any]) -> tuple[sp.csr_matrix, np.ndarray]:
     from tasks.store.open import fetch
 
     st = validate_stored(spec)["stored"]
+    if chain.is_chained(st["b"]):
+        raise InputError("system.b", "a chained right-hand side is built by the solver kinds")
     A, b = fetch(st["A"]), fetch(st["b"])
     if st["beta"] != 1.0:
         A.data *= st["beta"]
@@ -217,13 +240,15 @@ class LinearSystem:
     side: a small one travels inside the message, a large one (over ``BANDITQ_INLINE_BYTES``)
     goes to the array store at submit time and the message carries references.
     ``LinearSystem.affine(A, b, alpha, beta)`` is ``alpha * I + beta * A`` of a stored matrix
-    (a time step changes two numbers, not the matrix). ``LinearSystem.generate(...)`` is a
-    spec the worker expands locally. Validation happens here, at construction.
+    (a time step changes two numbers, not the matrix); its ``b`` may be a
+    :class:`tasks.chain.SolutionOf`, computed on the worker from an earlier solution.
+    ``LinearSystem.generate(...)`` is a spec the worker expands locally. Validation happens
+    here, at construction.
     """
 
     _spec: dict[str, Any]
     _A: sp.csr_matrix | StoredMatrix | None
-    _b: np.ndarray | None
+    _b: np.ndarray | chain.SolutionOf | None
 
     def __init__(self, A: Any, b: Any) -> None:
         mat = _matrix(A)
@@ -258,10 +283,14 @@ class LinearSystem:
                 "system.alpha",
                 f"alpha + beta * diagonal must be positive; its smallest entry is {lo:.4g}",
             )
-        rhs = np.asarray(b, dtype=np.float64).ravel()
-        if rhs.size != self.n or not np.all(np.isfinite(rhs)):
-            raise InputError("system.b", f"must be {self.n} finite numbers")
-        self._b, self._spec = rhs, {}
+        self._spec = {}
+        if isinstance(b, chain.SolutionOf):
+            self._b = b
+        else:
+            rhs = np.asarray(b, dtype=np.float64).ravel()
+            if rhs.size != self.n or not np.all(np.isfinite(rhs)):
+                raise InputError("system.b", f"must be {self.n} finite numbers, or SolutionOf")
+            self._b = rhs
         self._alpha, self._beta = float(alpha), float(beta)
         return self
 
@@ -308,7 +337,7 @@ class LinearSystem:
             if not isinstance(self._A, sp.csr_matrix) or self._alpha != 0.0 or self._beta != 1.0:
                 raise InputError("system", "an affine or stored system needs the array store")
             A, b = self._A, self._b
-            assert b is not None
+            assert isinstance(b, np.ndarray)
             return {
                 "n": self.n,
                 "indptr": A.indptr.tolist(),
@@ -319,10 +348,15 @@ class LinearSystem:
         if not isinstance(self._A, StoredMatrix):
             ref = put("csr", self._A)
             self._A = StoredMatrix({**ref, **StoredMatrix.describe(self._A)})
+        b_spec = (
+            self._b.to_wire(self.n, put, "system.b")
+            if isinstance(self._b, chain.SolutionOf)
+            else put("vector", self._b)
+        )
         return {
             "stored": {
                 "A": self._A.ref,
-                "b": put("vector", self._b),
+                "b": b_spec,
                 "alpha": self._alpha,
                 "beta": self._beta,
             }
@@ -334,6 +368,8 @@ class LinearSystem:
         if isinstance(self._A, StoredMatrix):
             raise InputError("system", "a stored matrix is built on the worker")
         assert self._A is not None and self._b is not None
+        if isinstance(self._b, chain.SolutionOf):
+            raise InputError("system.b", "a chained right-hand side is built on the worker")
         A = self._A * self._beta
         if self._alpha:
             A = (A + self._alpha * sp.identity(self.n, format="csr")).tocsr()

@@ -131,6 +131,8 @@ class TrialMessage:
     options: dict[str, Any] | None = None
     #: routed to that device class's queue (see device_queue_name)
     device_class: str | None = None
+    #: the instance the trial solves: names its solution for chained instances
+    instance: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -147,6 +149,8 @@ class TrialMessage:
             body["options"] = self.options
         if self.device_class is not None:
             body["device_class"] = self.device_class
+        if self.instance is not None:
+            body["instance"] = self.instance
         return body
 
     @classmethod
@@ -179,6 +183,7 @@ class TrialMessage:
             limits,
             options,
             dc if isinstance(dc, str) else None,
+            _int(body.get("instance")),
         )
 
     @property

@@ -33,6 +33,7 @@ from tasks.messages import (
     TrialMessage,
     results_queue,
 )
+from workers import chain
 
 log = logging.getLogger("banditq.worker")
 
@@ -44,7 +45,10 @@ def execute(payload: Any, worker: str) -> dict[str, Any]:
     ident = payload if isinstance(payload, dict) else {}
     trial = str(ident["trial"]) if isinstance(ident.get("trial"), str) else ""
     attempt = ident.get("attempt") if isinstance(ident.get("attempt"), int) else None
+    instance = ident.get("instance") if isinstance(ident.get("instance"), int) else None
+    since = ident.get("chain_since")
     done: dict[str, Any]
+    chain.begin(instance, float(since) if isinstance(since, int | float) else None)
     try:
         msg = TrialMessage.parse(payload)
         out = get_kind(msg.kind).run(msg.spec, msg.arm, msg.options or {})
@@ -61,6 +65,8 @@ def execute(payload: Any, worker: str) -> dict[str, Any]:
             "outputs": out.outputs,
             "latency_ms": wall_ms if out.latency_ms is None else out.latency_ms,
         }
+    except chain.NotReady:
+        raise  # not a result: the trial goes back to the queue (see _run)
     except (InputError, MessageError) as exc:
         done = {"status": ResultStatus.failed, "error": f"invalid input: {exc}"}
     except SoftTimeLimitExceeded:
@@ -74,6 +80,8 @@ def execute(payload: Any, worker: str) -> dict[str, Any]:
         tb = traceback.format_exc(limit=5)
         done = {"status": ResultStatus.failed, "error": f"{type(exc).__name__}: {exc}\n{tb}"[:4000]}
     done.setdefault("latency_ms", (time.perf_counter() - t0) * 1000.0)
+    if done["status"] == ResultStatus.failed and (ident.get("spec") or {}).get("return_solution"):
+        chain.note_failure(instance, str(done.get("error")))
     result = ResultMessage(
         trial=trial,
         attempt=attempt,
@@ -111,14 +119,22 @@ def _journal(app: Celery, task: Task, payload: Any) -> Path | None:
 
 
 def register(app: Celery) -> None:
-    @app.task(name=RUN_TRIAL_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+    # max_retries=None: a chained trial whose earlier solution is not there yet goes back to
+    # the queue until BANDITQ_CHAIN_WAIT_SECONDS (workers.chain), however many times.
+    @app.task(
+        name=RUN_TRIAL_TASK,
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        max_retries=None,
+    )
     def run_trial(self: Task, payload: dict[str, Any]) -> str:
         return _run(app, self, payload)
 
     # Acknowledged on receipt: RabbitMQ would otherwise close the channel of a trial that
     # outlives its consumer_timeout and redeliver it in a loop (celery #6760). A worker that
     # dies mid-trial stops heartbeating; the lease then re-issues the trial as a new attempt.
-    @app.task(name=RUN_LONG_TRIAL_TASK, bind=True, acks_late=False)
+    @app.task(name=RUN_LONG_TRIAL_TASK, bind=True, acks_late=False, max_retries=None)
     def run_long_trial(self: Task, payload: dict[str, Any]) -> str:
         return _run(app, self, payload)
 
@@ -139,11 +155,23 @@ def _run(app: Celery, task: Task, payload: dict[str, Any]) -> str:
             status="failed",
             error=f"worker process died {starts - 1} times running this trial; not retried",
         )
+        if (payload.get("spec") or {}).get("return_solution"):
+            chain.note_failure(payload.get("instance"), message["error"])
     else:
         if journal is not None:
             journal.write_text(str(starts))
-        with Heartbeat(app, payload, worker):
-            message = execute(payload, worker)
+        try:
+            with Heartbeat(app, payload, worker):
+                message = execute(payload, worker)
+        except chain.NotReady:
+            if journal is not None:  # not a crash: the next start must not count it
+                journal.unlink(missing_ok=True)
+            since = payload.get("chain_since", chain.since())
+            retries = int(task.request.retries or 0)
+            raise task.retry(
+                args=[{**payload, "chain_since": since}],
+                countdown=chain.retry_delay(retries),
+            ) from None
     publish_result(app, message)
     if journal is not None:
         journal.unlink(missing_ok=True)

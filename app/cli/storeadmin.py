@@ -33,6 +33,7 @@ def gc(settings: Settings, older_than: timedelta) -> dict[str, Any]:
             b for b in store.blobs() if b.sha256 not in keep and _aware(b.created_at) < cutoff
         ]
         removed = store.delete([b.sha256 for b in doomed])
+        store.drop_tags({b.sha256 for b in doomed}, cutoff)
         return {
             "store": store.location,
             "removed": removed,

@@ -94,6 +94,18 @@ def link_blobs(s: Session, links: list[dict[str, Any]]) -> None:
         s.execute(BlobRef.__table__.insert(), links)  # type: ignore[attr-defined]
 
 
+def instance_specs(s: Session, campaign_id: int, ids: Sequence[int]) -> dict[int, Any]:
+    """The specs of those of ``ids`` that are instances of this campaign."""
+    from models.base import json_value
+
+    rows = s.execute(
+        select(Instance.id, Instance.spec).where(
+            Instance.campaign_id == campaign_id, Instance.id.in_(list(ids))
+        )
+    ).all()
+    return {int(r[0]): json_value(r[1]) for r in rows}
+
+
 def campaign_status(s: Session, campaign_id: int) -> str | None:
     return s.scalar(select(CampaignRow.status).where(CampaignRow.id == campaign_id))
 

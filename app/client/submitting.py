@@ -16,8 +16,9 @@ from app.client.store import Prepared
 from app.contexts import validate_context
 from app.errors import InputError
 from models import Campaign as CampaignRow
+from tasks.chain import SolutionOf, parents
 from tasks.kinds import get_kind
-from tasks.linsys import LinearSystem
+from tasks.linsys import LinearSystem, system_size
 
 
 class Submission(CampaignBase):
@@ -34,7 +35,12 @@ class Submission(CampaignBase):
                 raise InputError(f"{field}system", "must be an app.LinearSystem")
             full["system"] = system.to_spec(self.client._put, settings.inline_bytes)
         x0 = full.get("x0")
-        if isinstance(x0, Solution):
+        if isinstance(x0, SolutionOf):
+            n = system.n if isinstance(system, LinearSystem) else None
+            if n is None:
+                raise InputError(f"{field}x0", "SolutionOf needs the instance's system")
+            full["x0"] = x0.to_wire(n, self.client._put, "x0")
+        elif isinstance(x0, Solution):
             full["x0"] = x0.x_ref
         elif x0 is not None and not isinstance(x0, dict):
             arr = np.asarray(x0, dtype=np.float64).ravel()
@@ -83,9 +89,32 @@ class Submission(CampaignBase):
                     context = {**{k: v for k, v in derived.items() if k in features}, **context}
                 ctx = validate_context(context, features, f"{where}context")
                 prepared.append((ctx, out))
+            self._check_chains(s, prepared)
             ids = self._insert(s, prepared)
         self.client._wake(self.name)
         return ids
+
+    def _check_chains(self, s: Any, prepared: Prepared) -> None:
+        """Every ``SolutionOf`` names an earlier instance of this campaign, of the same
+        size, that returns its solution (else its worker would never name one)."""
+        links = [
+            (i, f, iid, n) for i, (_c, sp_) in enumerate(prepared) for f, iid, n in parents(sp_)
+        ]
+        if not links:
+            return
+        specs = store.instance_specs(s, self.id, sorted({iid for _i, _f, iid, _n in links}))
+        for i, f, iid, n in links:
+            where = f"items[{i}].{f}" if i else f
+            parent = specs.get(iid)
+            if parent is None:
+                raise InputError(where, f"instance {iid} is not an instance of {self.name!r}")
+            if not parent.get("return_solution"):
+                raise InputError(
+                    where, f"instance {iid} was submitted without return_solution=True"
+                )
+            size = system_size(parent.get("system"))
+            if size is not None and size != n:
+                raise InputError(where, f"instance {iid} has {size} unknowns, not {n}")
 
     def submit_texts(
         self,

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
@@ -65,11 +66,38 @@ class LocalCluster:
         )
 
     def __enter__(self) -> LocalCluster:
+        self.started = datetime.now(UTC)
         if self.with_scheduler:
             self.start_scheduler()
         for i in range(self.n_workers):
             self.start_worker(i + 1)
         return self
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Block until every worker started here has announced itself to the database
+        (booted, queues bound), so that timings taken afterwards do not include start-up.
+        ``TimeoutError`` (naming the log folder) if they do not within ``timeout`` s."""
+        from sqlalchemy import select
+
+        from app.db import make_engine
+        from models import WorkerRow
+
+        engine = make_engine(self.settings.database_url)
+        names = [f"worker{i + 1}@" for i in range(self.n_workers)]
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                self.check()
+                with engine.connect() as c:
+                    query = select(WorkerRow.name).where(WorkerRow.last_seen >= self.started)
+                    seen = list(c.scalars(query))
+                if all(any(s.startswith(n) for s in seen) for n in names):
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"workers not ready after {timeout:g} s; see {self.log_dir}")
+                time.sleep(0.1)
+        finally:
+            engine.dispose()
 
     def check(self) -> None:
         for p in self.procs:

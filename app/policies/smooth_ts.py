@@ -67,6 +67,16 @@ def hat_weights(x: float, knots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array([j, j + 1]), np.array([1.0 - t, t])
 
 
+def hat_weights_many(x: np.ndarray, knots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`hat_weights` of many points at once, always two (index, weight) pairs per
+    point: (n, 2) each. Clipped points put weight 1 on the end knot and 0 on its neighbour,
+    which adds exactly nothing."""
+    G = len(knots)
+    j = np.clip(np.searchsorted(knots, x, side="right") - 1, 0, G - 2)
+    t = np.clip((x - knots[j]) / (knots[j + 1] - knots[j]), 0.0, 1.0)
+    return np.stack([j, j + 1], axis=1), np.stack([1.0 - t, t], axis=1)
+
+
 def spd_inverse(M: np.ndarray) -> np.ndarray:
     """The inverse of a symmetric positive definite matrix, symmetric (Cholesky: half the
     work of a general inverse); a general inverse if the factorization fails."""
@@ -233,6 +243,18 @@ class SmoothTSPolicy(Windowed, Policy):
             w = (w[:, None] * wj[None, :]).reshape(-1)
         return idx, w
 
+    def _basis_many(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_basis` of many contexts (rows of ``X``): (n, 2^d) indices and weights."""
+        n = X.shape[0]
+        if self.d == 0:
+            return np.zeros((n, 1), dtype=np.int64), np.ones((n, 1))
+        idx, w = hat_weights_many(X[:, 0], self.knots[0])
+        for j in range(1, self.d):
+            ij, wj = hat_weights_many(X[:, j], self.knots[j])
+            idx = (idx[:, :, None] * self.G + ij[:, None, :]).reshape(n, -1)
+            w = (w[:, :, None] * wj[:, None, :]).reshape(n, -1)
+        return idx, w
+
     def _sigma2(self) -> float:
         if self.resid_n < 5:
             return self.noise0**2
@@ -286,11 +308,15 @@ class SmoothTSPolicy(Windowed, Policy):
         w = 1.0 / self._sigma2()
         Lam = self.prior.copy()
         h = np.zeros(self.P)
-        for row in self.buf:
-            gi, gw = self._basis(row[: self.d])
-            idx = gi * self.n_arms + int(row[self.d])
-            Lam[np.ix_(idx, idx)] += w * np.outer(gw, gw)
-            h[idx] += w * gw * (row[self.d + 1] - self.y0)
+        buf = self.buf
+        if len(buf):
+            gi, gw = self._basis_many(buf[:, : self.d])
+            idx = gi * self.n_arms + buf[:, self.d].astype(np.int64)[:, None]  # (n, m)
+            # every row's outer product, scattered into Lam at once (duplicates add up)
+            flat = (idx[:, :, None] * self.P + idx[:, None, :]).reshape(-1)
+            np.add.at(Lam.reshape(-1), flat, (w * gw[:, :, None] * gw[:, None, :]).reshape(-1))
+            resid = (buf[:, self.d + 1] - self.y0)[:, None]
+            h += np.bincount(idx.reshape(-1), (w * gw * resid).reshape(-1), minlength=self.P)
         self.S = spd_inverse(Lam)
         self.mu = self.S @ (h + self.prior @ self.mu0)
 

@@ -123,7 +123,8 @@ class Decider:
                     "device_class": cls,
                 }
             )
-            out.append((rt.message(tid, 1, inst.spec, d.arm, d.reason, inst.seq, cls), choose_ms))
+            msg = rt.message(tid, 1, inst.spec, d.arm, d.reason, inst.seq, cls, inst.id)
+            out.append((msg, choose_ms))
             rt.in_flight += 1
         self.core.store.record_decisions(session, trials)
         # the device features the decision used are what the update will see

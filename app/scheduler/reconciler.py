@@ -49,7 +49,14 @@ class Reconciler:
     def _message(self, session: Session, row: Any, attempt: int) -> TrialMessage:
         rt = self.core.runtime(session, row.campaign_id)
         return rt.message(
-            row.uuid, attempt, row.spec, row.arm_index, row.reason, row.seq, row.device_class
+            row.uuid,
+            attempt,
+            row.spec,
+            row.arm_index,
+            row.reason,
+            row.seq,
+            row.device_class,
+            row.instance_id,
         )
 
     def expire_leases(self) -> None:

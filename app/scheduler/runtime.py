@@ -73,6 +73,7 @@ class CampaignRuntime:
         reason: str = "",
         seq: int = 0,
         device_class: str | None = None,
+        instance: int | None = None,
     ) -> TrialMessage:
         """The message of one attempt of a trial of this campaign (a re-issued attempt gets
         the same body: the options depend only on the decision and the seq)."""
@@ -89,6 +90,7 @@ class CampaignRuntime:
             self.settings.get("limits", {}),
             options,
             device_class,
+            instance,
         )
 
     def monitored(self, reason: str, seq: int) -> bool:

@@ -114,7 +114,15 @@ class Scheduler:
         self, *, idle_exit: float | None = None, on_step: Callable[[], None] | None = None
     ) -> None:
         """Serve until :meth:`stop` (or ``idle_exit`` seconds with nothing to do)."""
-        with SchedulerLock(self.settings, self.engine) as self._lock:
+        import scipy.linalg  # noqa: F401 - loads scipy's BLAS: the limit covers loaded ones
+        from threadpoolctl import threadpool_limits
+
+        # One BLAS thread: a decision's matrices are small, where a second thread is slower
+        # and its spin-waiting burns a core the workers and the database need.
+        with (
+            threadpool_limits(limits=1, user_api="blas"),
+            SchedulerLock(self.settings, self.engine) as self._lock,
+        ):
             log.info("scheduler started: %s", self.settings.redacted())
             try:
                 self._run(idle_exit, on_step)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from app.errors import InputError
+from tasks import chain
 from tasks.linsys import build_system, validate_generator, validate_stored
 from tasks.solvers.generators import DIMS
 from tasks.store.blobs import is_ref
@@ -82,11 +83,15 @@ def validate_solver_spec(spec: dict[str, Any], require_spd: bool = False) -> dic
         "max_iters": max_iters,
         "return_solution": bool(spec.get("return_solution", False)),
     }
-    if is_ref(spec.get("x0")):
+    if chain.is_chained(spec.get("x0")):
+        out["x0"] = chain.validate(spec["x0"], n, "x0", has_matrix="stored" in (system or {}))
+    elif is_ref(spec.get("x0")):
         if spec["x0"]["kind"] != "vector" or list(spec["x0"]["shape"]) != [n]:
             raise InputError("x0", f"must refer to a stored vector of length {n}")
         out["x0"] = spec["x0"]
     elif spec.get("x0") is not None:
+        if isinstance(spec["x0"], dict):
+            raise InputError("x0", "must be numbers, a stored vector or SolutionOf(...)")
         x0 = np.asarray(spec["x0"])
         if x0.dtype.kind not in "iuf" or x0.ndim != 1 or x0.size != n:
             raise InputError("x0", f"must be a list of {n} numbers")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from tasks.store.blobs import BlobError, digest
 
@@ -40,6 +42,21 @@ class ArrayStore(ABC):
     @abstractmethod
     def delete(self, hashes: list[str]) -> int:
         """Remove these blobs (absent ones are ignored); returns how many were removed."""
+
+    # Tags name a blob by something other than its hash (a chained instance's solution, by
+    # instance id): mutable, small, the latest write wins. The value is a JSON object.
+    @abstractmethod
+    def set_tag(self, name: str, value: dict[str, Any]) -> None:
+        """Point ``name`` at ``value`` (a reference, or an error), atomically."""
+
+    @abstractmethod
+    def get_tag(self, name: str) -> dict[str, Any] | None:
+        """The tag's value, or None when there is no such tag."""
+
+    @abstractmethod
+    def drop_tags(self, hashes: Collection[str], before: datetime) -> int:
+        """Remove tags pointing at any of ``hashes`` (blobs being deleted) and tags that
+        point at no blob, written before ``before``; returns how many."""
 
     def put(self, data: bytes) -> str:
         """Store ``data`` (idempotent: the same bytes are stored once); returns its hash."""

@@ -7,10 +7,13 @@ renamed into place, so a crash or a full disk never leaves a half blob under a v
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from tasks.store.base import ArrayStore, BlobInfo
 from tasks.store.blobs import HASH_RE, BlobError
@@ -69,6 +72,45 @@ class DirectoryStore(ArrayStore):
                         BlobInfo(f.name, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
                     )
         return out
+
+    def _tag_path(self, name: str) -> Path:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        return self.root / "tags" / f"{safe}.json"
+
+    def set_tag(self, name: str, value: dict[str, Any]) -> None:
+        final = self._tag_path(name)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
+            with os.fdopen(fd, "w") as f:
+                json.dump(value, f)
+            os.replace(tmp, final)
+        except OSError as exc:
+            raise BlobError(f"cannot write to the store at {self.root}: {exc}") from exc
+
+    def get_tag(self, name: str) -> dict[str, Any] | None:
+        try:
+            return dict(json.loads(self._tag_path(name).read_text()))
+        except FileNotFoundError:
+            return None
+
+    def drop_tags(self, hashes: Collection[str], before: datetime) -> int:
+        doomed, n = set(hashes), 0
+        folder = self.root / "tags"
+        if not folder.is_dir():
+            return 0
+        for f in folder.glob("*.json"):
+            try:
+                value = json.loads(f.read_text())
+                at = datetime.fromtimestamp(f.stat().st_mtime, UTC)
+            except (OSError, ValueError):
+                continue
+            sha = value.get("sha256") if isinstance(value, dict) else None
+            if (sha is not None and sha in doomed) or (sha is None and at < before):
+                with contextlib.suppress(FileNotFoundError):
+                    f.unlink()
+                    n += 1
+        return n
 
     def delete(self, hashes: list[str]) -> int:
         n = 0

@@ -68,6 +68,17 @@ def current() -> tuple[ArrayStore, Any]:
     return _CURRENT["store"], _CURRENT["cache"]
 
 
+def current_settings() -> Settings:
+    """The settings this process's store was configured with (or read from the environment)."""
+    from app.config import Settings
+
+    settings = _CURRENT.get("settings")
+    if settings is None:
+        settings = Settings.from_env()
+        _CURRENT["settings"] = settings
+    return settings  # type: ignore[no-any-return]
+
+
 def fetch(ref: dict[str, Any]) -> Any:
     """The array a reference names, through this host's cache (fetched from the store once
     per host, hash-checked on every read): a vector, or a CSR matrix."""

@@ -1,9 +1,12 @@
 """Blobs in PostgreSQL: ``store_blobs`` (hash, size, time) and ``store_chunks`` (``bytea``
-chunks), written in one transaction, so a deployment of PostgreSQL and RabbitMQ needs nothing
-more. Tables come from the migrations."""
+chunks), written in one transaction, and tags in ``store_tags``, so a deployment of
+PostgreSQL and RabbitMQ needs nothing more. Tables come from the migrations."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Collection
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -69,6 +72,35 @@ class PostgresStore(ArrayStore):
         with self.engine.begin() as c:
             c.execute(text("DELETE FROM store_chunks WHERE sha256 = ANY(:h)"), {"h": hashes})
             res = c.execute(text("DELETE FROM store_blobs WHERE sha256 = ANY(:h)"), {"h": hashes})
+        return int(res.rowcount or 0)
+
+    def set_tag(self, name: str, value: dict[str, Any]) -> None:
+        with self.engine.begin() as c:
+            c.execute(
+                text(
+                    "INSERT INTO store_tags (name, value, sha256, created_at) "
+                    "VALUES (:n, :v, :h, now()) ON CONFLICT (name) DO UPDATE SET "
+                    "value = EXCLUDED.value, sha256 = EXCLUDED.sha256, created_at = now()"
+                ),
+                {"n": name, "v": json.dumps(value), "h": value.get("sha256")},
+            )
+
+    def get_tag(self, name: str) -> dict[str, Any] | None:
+        with self.engine.connect() as c:
+            row = c.execute(
+                text("SELECT value FROM store_tags WHERE name = :n"), {"n": name}
+            ).first()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def drop_tags(self, hashes: Collection[str], before: datetime) -> int:
+        with self.engine.begin() as c:
+            res = c.execute(
+                text(
+                    "DELETE FROM store_tags WHERE sha256 = ANY(:h) "
+                    "OR (sha256 IS NULL AND created_at < :t)"
+                ),
+                {"h": list(hashes), "t": before},
+            )
         return int(res.rowcount or 0)
 
     def close(self) -> None:

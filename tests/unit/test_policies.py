@@ -199,6 +199,33 @@ def test_smooth_ts_lazy_downdates_keep_the_same_posterior(d: int) -> None:
     assert again.choose(x, key=7).arm == eager.choose(x, key=7).arm
 
 
+@pytest.mark.parametrize("d", [0, 1, 2, 3])
+def test_smooth_ts_refit_is_the_row_by_row_posterior(d: int) -> None:
+    """The refit scatters all rows' basis outer products at once: the same precision and
+    posterior as adding the rows one by one (contexts beyond the knots included)."""
+    from app.policies.smooth_ts import spd_inverse
+
+    rng = np.random.default_rng(10 + d)
+    arms = np.linspace(1.0, 1.9, 7)[:, None]
+    pol = make_policy("smooth-ts", 7, d, arms=arms)
+    for t in range(150):
+        x = rng.uniform(-1, 1 + t / 50, d)
+        pol.update(x, int(rng.integers(7)), float(rng.uniform(5, 50)))
+    pol.knots = [k * 0.8 for k in pol.knots]  # some rows now lie outside the knots
+    pol._place_knots = lambda: None  # type: ignore[method-assign]
+    pol._refit()
+    w = 1.0 / pol._sigma2()
+    Lam, h = pol.prior.copy(), np.zeros(pol.P)
+    for row in pol.buf:  # the reference: one row at a time
+        gi, gw = pol._basis(row[:d])
+        idx = gi * pol.n_arms + int(row[d])
+        Lam[np.ix_(idx, idx)] += w * np.outer(gw, gw)
+        h[idx] += w * gw * (row[d + 1] - pol.y0)
+    S = spd_inverse(Lam)
+    np.testing.assert_allclose(pol.S, S, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(pol.mu, S @ (h + pol.prior @ pol.mu0), rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.parametrize("d", [1, 2, 3])
 def test_smooth_ts_predictive_is_the_posterior_at_the_context(d: int) -> None:
     """The block-weighted predictive mean and covariance equal B' mu and B' S B for the basis

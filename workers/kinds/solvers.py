@@ -13,11 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from tasks.chain import is_chained
 from tasks.kinds.base import Outcome
 from tasks.kinds.linear import check_omega, validate_solver_spec
 from tasks.linsys import build_system, validate_stored
 from tasks.store.blobs import is_ref
 from tasks.store.open import fetch
+from workers import chain
 
 
 def run_sor(
@@ -75,10 +77,12 @@ def prepared(spec: dict[str, Any]) -> tuple[Any, np.ndarray, bool, float]:
         def base() -> tuple[Any, None]:
             return prepare(fetch(st["A"])), None
 
-        P, _none, hit = process_cache().get("csr:" + st["A"]["sha256"], base)
-        if (st["alpha"], st["beta"]) != (0.0, 1.0):
-            P = P.affine(st["alpha"], st["beta"])
-        b = np.ascontiguousarray(fetch(st["b"]), dtype=np.float64)
+        P0, _none, hit = process_cache().get("csr:" + st["A"]["sha256"], base)
+        P = P0.affine(st["alpha"], st["beta"]) if (st["alpha"], st["beta"]) != (0.0, 1.0) else P0
+        if is_chained(st["b"]):
+            b = chain.resolve(st["b"], P0.scipy, "system.b")
+        else:
+            b = np.ascontiguousarray(fetch(st["b"]), dtype=np.float64)
         return P, b, hit, time.perf_counter() - t0
 
     def build() -> tuple[Any, np.ndarray]:
@@ -90,10 +94,23 @@ def prepared(spec: dict[str, Any]) -> tuple[Any, np.ndarray, bool, float]:
 
 
 def initial_guess(spec: dict[str, Any]) -> np.ndarray | None:
-    """The spec's x0: inline numbers, or a stored vector fetched through the host cache."""
+    """The spec's x0: inline numbers, a stored vector fetched through the host cache, or an
+    earlier instance's solution (``SolutionOf``)."""
     x0 = spec.get("x0")
     if x0 is None:
         return None
+    if is_chained(x0):
+        st = spec["system"].get("stored")
+
+        def matrix() -> Any:
+            from tasks.solvers.cache import process_cache
+            from tasks.solvers.csr import prepare
+
+            key = "csr:" + st["A"]["sha256"]
+            P0, _none, _hit = process_cache().get(key, lambda: (prepare(fetch(st["A"])), None))
+            return P0.scipy()
+
+        return chain.resolve(x0, matrix if st else None, "x0")
     if is_ref(x0):
         return np.asarray(fetch(x0), dtype=np.float64)
     return np.asarray(x0, dtype=np.float64)
@@ -107,6 +124,7 @@ def store_solution(x: np.ndarray) -> dict[str, Any]:
     store, _cache = current()
     ref, data = vector_ref(x)
     store.put(data)
+    chain.remember(x, ref)
     return ref
 
 

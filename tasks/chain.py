@@ -1,0 +1,123 @@
+"""Chained instances: an initial guess or right-hand side built from an earlier instance's
+solution, on the worker, so a time-stepping loop needs no client round trip per step.
+
+On the wire a chained value is ``{"solution_of": id, "shape": [n], "scale": s, "times_A": t,
+"plus": ref | None}``: ``s * x + t * (A @ x) + plus`` with ``x`` the solution of instance
+``id`` (of the same campaign, submitted with ``return_solution=True``) and ``A`` the system's
+stored matrix as uploaded (before ``alpha * I + beta * A``). The worker that solved ``id``
+names its solution ``solution_tag(id)`` in the array store (or the trial's error, when it
+failed), which is how a worker that did not solve it finds it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from app.errors import InputError
+
+KEY = "solution_of"
+
+
+def solution_tag(instance: int) -> str:
+    """The store tag naming an instance's solution."""
+    return f"solution-{int(instance)}"
+
+
+def is_chained(value: Any) -> bool:
+    return isinstance(value, dict) and KEY in value
+
+
+class SolutionOf:
+    """``scale * x + times_A * (A @ x) + plus``, where ``x`` is the solution of the earlier
+    instance ``instance`` (an id ``submit`` returned, in the same campaign, submitted with
+    ``return_solution=True``) and ``A`` the stored matrix of the system it is used in.
+
+    Pass it as ``x0=SolutionOf(prev)`` (the previous solution as the initial guess) or as the
+    right-hand side of ``LinearSystem.affine``: a Crank-Nicolson step's ``(I - s A) u + f``
+    is ``SolutionOf(prev, 1.0, -s, f)``. The worker computes it where the solution is, so the
+    steps of a simulation can all be submitted at once and run back to back. ``plus`` is
+    uploaded to the array store at submit time."""
+
+    def __init__(
+        self, instance: int, scale: float = 1.0, times_A: float = 0.0, plus: Any = None
+    ) -> None:
+        if isinstance(instance, bool) or not isinstance(instance, int | np.integer):
+            raise InputError("solution_of", f"must be an instance id (int), got {instance!r}")
+        for name, v in (("scale", scale), ("times_A", times_A)):
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise InputError(f"solution_of.{name}", f"must be a finite number, got {v!r}")
+        self.instance = int(instance)
+        self.scale, self.times_A = float(scale), float(times_A)
+        self.plus = None if plus is None else np.asarray(plus, dtype=np.float64).ravel()
+        if self.plus is not None and not np.all(np.isfinite(self.plus)):
+            raise InputError("solution_of.plus", "must be finite (NaN or inf found)")
+
+    def to_wire(
+        self, n: int, put: Callable[[str, Any], dict[str, Any]], field: str = "x0"
+    ) -> dict[str, Any]:
+        plus: dict[str, Any] | None = None
+        if self.plus is not None:
+            if self.plus.size != n:
+                raise InputError(f"{field}.plus", f"must have length {n}, got {self.plus.size}")
+            plus = put("vector", self.plus)
+        return {
+            KEY: self.instance,
+            "shape": [n],
+            "scale": self.scale,
+            "times_A": self.times_A,
+            "plus": plus,
+        }
+
+    def __repr__(self) -> str:
+        return f"SolutionOf({self.instance}, scale={self.scale}, times_A={self.times_A})"
+
+
+def validate(value: Any, n: int, field: str, has_matrix: bool) -> dict[str, Any]:
+    """A normalized chained value of length ``n`` or ``InputError`` naming the field.
+    ``has_matrix``: whether ``times_A`` may be used (a stored matrix is at hand)."""
+    from tasks.store.blobs import is_ref
+
+    if not isinstance(value, dict):
+        raise InputError(field, "must be an object")
+    unknown = sorted(set(value) - {KEY, "shape", "scale", "times_A", "plus"})
+    if unknown:
+        raise InputError(f"{field}.{unknown[0]}", "unknown key")
+    inst = value.get(KEY)
+    if isinstance(inst, bool) or not isinstance(inst, int) or inst < 1:
+        raise InputError(f"{field}.{KEY}", f"must be an instance id, got {inst!r}")
+    if list(value.get("shape") or []) != [n]:
+        raise InputError(f"{field}.shape", f"must be [{n}], got {value.get('shape')!r}")
+    out: dict[str, Any] = {KEY: inst, "shape": [n]}
+    for key, default in (("scale", 1.0), ("times_A", 0.0)):
+        v = value.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise InputError(f"{field}.{key}", f"must be a finite number, got {v!r}")
+        out[key] = float(v)
+    if out["times_A"] != 0.0 and not has_matrix:
+        raise InputError(f"{field}.times_A", "needs a stored matrix (LinearSystem.affine)")
+    plus = value.get("plus")
+    if plus is not None and (
+        not is_ref(plus) or plus["kind"] != "vector" or list(plus["shape"]) != [n]
+    ):
+        raise InputError(f"{field}.plus", f"must be a reference to a stored vector of length {n}")
+    out["plus"] = plus
+    return out
+
+
+def parents(spec: Any) -> list[tuple[str, int, int]]:
+    """(field, instance, n) of every chained value in a validated solver spec."""
+    out: list[tuple[str, int, int]] = []
+    if not isinstance(spec, dict):
+        return out
+    if is_chained(spec.get("x0")):
+        out.append(("x0", int(spec["x0"][KEY]), int(spec["x0"]["shape"][0])))
+    system = spec.get("system")
+    stored = system.get("stored") if isinstance(system, dict) else None
+    if isinstance(stored, dict) and is_chained(stored.get("b")):
+        b = stored["b"]
+        out.append(("system.b", int(b[KEY]), int(b["shape"][0])))
+    return out

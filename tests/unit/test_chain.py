@@ -1,0 +1,132 @@
+"""Chained instances without services: the wire form, and the worker's resolution of an
+earlier solution from memory, from a store tag, or not yet (NotReady) and not at all."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from app.config import Settings
+from app.errors import InputError
+from tasks import chain
+from tasks.kinds.linear import validate_solver_spec
+from tasks.store import open as store_open
+from tasks.store.blobs import csr_ref, vector_ref
+from workers import chain as wchain
+
+
+@pytest.fixture
+def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    store_open.configure(Settings(home=tmp_path, chain_wait_seconds=0.5))
+    wchain._RECENT.clear()
+    yield store_open.current()[0]
+    store_open._CURRENT.clear()
+    wchain._RECENT.clear()
+
+
+def _put(kind: str, value: object) -> dict[str, object]:
+    ref, data = vector_ref(value) if kind == "vector" else csr_ref(value)
+    store_open.current()[0].put(data)
+    return ref
+
+
+def test_wire_form_is_validated_field_by_field() -> None:
+    ok = chain.validate({"solution_of": 3, "shape": [4]}, 4, "x0", has_matrix=False)
+    assert ok == {"solution_of": 3, "shape": [4], "scale": 1.0, "times_A": 0.0, "plus": None}
+    bad = [
+        ({"solution_of": 0, "shape": [4]}, "x0.solution_of"),
+        ({"solution_of": True, "shape": [4]}, "x0.solution_of"),
+        ({"solution_of": 3, "shape": [5]}, "x0.shape"),
+        ({"solution_of": 3, "shape": [4], "scale": float("nan")}, "x0.scale"),
+        ({"solution_of": 3, "shape": [4], "times_A": 1.0}, "x0.times_A"),
+        ({"solution_of": 3, "shape": [4], "plus": [1, 2, 3, 4]}, "x0.plus"),
+        ({"solution_of": 3, "shape": [4], "extra": 1}, "x0.extra"),
+    ]
+    for value, field in bad:
+        with pytest.raises(InputError) as err:
+            chain.validate(value, 4, "x0", has_matrix=False)
+        assert err.value.field == field, value
+    with pytest.raises(InputError) as err:
+        chain.SolutionOf(2, scale=float("inf"))
+    assert err.value.field == "solution_of.scale"
+
+
+def test_solver_spec_takes_chained_x0_and_right_hand_side(store) -> None:  # type: ignore[no-untyped-def]
+    A = sp.identity(4, format="csr") * 2.0
+    Aref = {**_put("csr", A), "diag_min": 2.0, "diag_max": 2.0, "symmetric": True}
+    plus = chain.SolutionOf(7, 1.0, -0.5, np.ones(4)).to_wire(4, _put, "system.b")
+    spec = {
+        "system": {"stored": {"A": Aref, "b": plus, "alpha": 1.0, "beta": 0.1}},
+        "x0": chain.SolutionOf(7).to_wire(4, _put),
+        "return_solution": True,
+    }
+    out = validate_solver_spec(spec, require_spd=True)
+    assert chain.parents(out) == [("x0", 7, 4), ("system.b", 7, 4)]
+    # a chained x0 may not use the matrix of an inline system
+    inline = {"n": 4, "indptr": A.indptr.tolist(), "indices": A.indices.tolist()}
+    inline |= {"data": A.data.tolist(), "b": [1.0] * 4}
+    with pytest.raises(InputError) as err:
+        validate_solver_spec(
+            {"system": inline, "x0": {"solution_of": 7, "shape": [4], "times_A": 1.0}}
+        )
+    assert err.value.field == "x0.times_A"
+
+
+def test_resolution_from_memory_from_a_tag_not_yet_and_never(store) -> None:  # type: ignore[no-untyped-def]
+    A = sp.diags([2.0, 3.0, 4.0]).tocsr()
+    x = np.array([1.0, 2.0, 3.0])
+    plus = np.array([0.5, 0.5, 0.5])
+    wire = chain.SolutionOf(11, 2.0, -1.0, plus).to_wire(3, _put, "system.b")
+    expect = 2.0 * x - A @ x + plus
+
+    wchain.begin(11)
+    ref, data = vector_ref(x)
+    store.put(data)
+    wchain.remember(x, ref)  # this process solved 11: kept in memory and tagged
+    wchain.begin(12)
+    np.testing.assert_allclose(wchain.resolve(wire, lambda: A, "system.b"), expect)
+
+    wchain._RECENT.clear()  # another process: only the store's tag knows
+    np.testing.assert_allclose(wchain.resolve(wire, lambda: A, "system.b"), expect)
+
+    missing = chain.SolutionOf(99).to_wire(3, _put)
+    with pytest.raises(wchain.NotReady):
+        wchain.resolve(missing, None, "x0")
+    wchain.begin(13, since=time.time() - 10.0)  # past BANDITQ_CHAIN_WAIT_SECONDS
+    with pytest.raises(InputError) as err:
+        wchain.resolve(missing, None, "x0")
+    assert "BANDITQ_CHAIN_WAIT_SECONDS" in err.value.message
+
+    wchain.note_failure(99, "invalid input: system.b: blob 1234 is not in the store\nmore")
+    wchain.begin(14)
+    with pytest.raises(InputError) as err:
+        wchain.resolve(missing, None, "x0")
+    assert "its trial failed (invalid input: system.b: blob 1234" in err.value.message
+
+
+def test_retry_delays_start_at_once_and_stay_bounded() -> None:
+    delays = [wchain.retry_delay(r) for r in range(40)]
+    assert delays[0] == 0.0
+    assert all(0 < d <= 0.5 for d in delays[1:])
+    assert delays == sorted(delays)
+
+
+def test_directory_store_tags_are_atomic_files_and_gc_drops_them(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tasks.store.directory import DirectoryStore
+
+    s = DirectoryStore(tmp_path / "store")
+    assert s.get_tag("solution-1") is None
+    s.set_tag("solution-1", {"sha256": "a" * 64, "kind": "vector"})
+    s.set_tag("solution-2", {"error": "boom"})
+    s.set_tag("solution-1", {"sha256": "b" * 64, "kind": "vector"})  # the latest wins
+    assert s.get_tag("solution-1") == {"sha256": "b" * 64, "kind": "vector"}
+    later = datetime.now(UTC) + timedelta(seconds=5)
+    assert s.drop_tags({"c" * 64}, datetime.now(UTC) - timedelta(hours=1)) == 0
+    assert s.drop_tags({"b" * 64}, later) == 2  # the blob's tag, and the old error tag
+    assert s.get_tag("solution-1") is None and s.get_tag("solution-2") is None
