@@ -66,6 +66,12 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "worker_cache_bytes",
         "a worker host's cache of stored arrays by hash, in bytes (LRU; default 2 GiB)",
     ),
+    "BANDITQ_WORKER_PREFETCH": (
+        "worker_prefetch",
+        "trials a worker slot holds beyond the one it runs (default 1: none waits behind a "
+        "long trial); 2 hands a chain of short steps (SolutionOf) from one to the next "
+        "without a broker round trip",
+    ),
     "BANDITQ_CHAIN_WAIT_SECONDS": (
         "chain_wait_seconds",
         "how long a worker waits for the earlier solution a chained instance starts from "
@@ -134,6 +140,7 @@ class Settings:
     max_stored_bytes: int = 16 << 30
     worker_cache_bytes: int = 2 << 30
     chain_wait_seconds: float = 120.0
+    worker_prefetch: int = 1
     dashboard_token: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:

@@ -29,7 +29,7 @@ def make_celery(settings: Settings, device_classes: tuple[str, ...] = ()) -> Cel
         # The database records results; the broker only carries work (see shared/CELERY.md).
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
+        "worker_prefetch_multiplier": max(1, settings.worker_prefetch),
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "broker_connection_retry_on_startup": True,
         # A channel closed by RabbitMQ's consumer_timeout (a prefetched trial waiting behind a

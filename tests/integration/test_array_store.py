@@ -72,6 +72,23 @@ def test_put_get_is_content_addressed_and_idempotent(store: ArrayStore) -> None:
     assert store.delete([h, "0" * 64]) == 1 and not store.exists(h)
 
 
+def test_tags_point_at_blobs_latest_wins_and_gc_drops_them(store: ArrayStore) -> None:
+    """A tag (a chained instance's solution, by instance id) on either backend: absent,
+    written, overwritten; dropped with the blob it names, or when it names none and is old."""
+    from datetime import UTC, datetime, timedelta
+
+    h = store.put(b"solution bytes")
+    assert store.get_tag("solution-7") is None
+    store.set_tag("solution-7", {"error": "first attempt failed"})
+    store.set_tag("solution-7", {"sha256": h, "kind": "vector", "shape": [1]})
+    store.set_tag("solution-8", {"error": "failed"})
+    assert store.get_tag("solution-7") == {"sha256": h, "kind": "vector", "shape": [1]}
+    assert store.drop_tags({h}, datetime.now(UTC) - timedelta(hours=1)) == 1
+    assert store.get_tag("solution-7") is None and store.get_tag("solution-8") is not None
+    assert store.drop_tags(set(), datetime.now(UTC) + timedelta(seconds=5)) == 1
+    assert store.get_tag("solution-8") is None
+
+
 def test_missing_and_corrupt_blobs_are_refused(store: ArrayStore) -> None:
     with pytest.raises(BlobError, match="not in the store"):
         store.get("ab" * 32)

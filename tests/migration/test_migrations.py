@@ -229,3 +229,46 @@ def test_state_columns_refuse_values_outside_their_enums(empty_url: str) -> None
     with eng.begin() as c:
         c.execute(text("UPDATE instances SET status = 'anything'"))
     eng.dispose()
+
+
+def test_store_tags_and_uncompressed_chunks_upgrade_in_place(empty_url: str) -> None:
+    """Migration 0006 on a database at 0005 holding a blob: the blob survives, tags can be
+    written, and on PostgreSQL chunks are stored out of line without compression (floats do
+    not compress; trying cost ~6x the write); a downgrade drops the tags again."""
+    from sqlalchemy import inspect
+
+    db.upgrade(empty_url, "0005")
+    eng = create_engine(empty_url)
+    with eng.begin() as c:
+        c.execute(
+            text(
+                "INSERT INTO store_blobs (sha256, nbytes, created_at) "
+                "VALUES (:h, 3, CURRENT_TIMESTAMP)"
+            ),
+            {"h": "a" * 64},
+        )
+    eng.dispose()
+    db.upgrade(empty_url)
+    eng = create_engine(empty_url)
+    with eng.begin() as c:
+        assert c.execute(text("SELECT count(*) FROM store_blobs")).scalar() == 1
+        c.execute(
+            text(
+                "INSERT INTO store_tags (name, value, sha256, created_at) "
+                "VALUES ('solution-1', '{}', :h, CURRENT_TIMESTAMP)"
+            ),
+            {"h": "a" * 64},
+        )
+        if eng.dialect.name == "postgresql":
+            storage = c.execute(
+                text(
+                    "SELECT attstorage FROM pg_attribute WHERE attrelid = "
+                    "'store_chunks'::regclass AND attname = 'data'"
+                )
+            ).scalar()
+            assert storage == "e"
+    eng.dispose()
+    db.downgrade(empty_url, "0005")
+    eng = create_engine(empty_url)
+    assert "store_tags" not in inspect(eng).get_table_names()
+    eng.dispose()

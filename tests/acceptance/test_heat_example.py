@@ -1,0 +1,33 @@
+"""``examples/heat2d.py`` as a user runs it: a subprocess on the embedded default (no
+servers), every step chained to the previous one on the worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_heat_example_runs_and_reports_its_json_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BANDITQ_")}
+    env["BANDITQ_HOME"] = str(tmp_path / "home")
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "heat2d.py"), "--m", "12", "--steps", "40"]
+        + ["--sample", "10", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["steps"] == 40 and report["n"] == 144
+    assert set(report["fixed_iterations"]) == {"1.0", "1.3", "1.5", "1.75", "1.95"}
+    assert report["total_iterations"] > 40  # every step ran at least one iteration
+    assert report["cg_iterations"] > 0 and report["sampled_steps"] == 4
+    assert 0.0 < report["solve_s"] < report["wall_s"]
+    assert 0.0 <= report["overhead_share"] < 1.0
