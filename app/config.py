@@ -66,6 +66,12 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "worker_cache_bytes",
         "a worker host's cache of stored arrays by hash, in bytes (LRU; default 2 GiB)",
     ),
+    "BANDITQ_SCHEDULER_BLAS_THREADS": (
+        "scheduler_blas_threads",
+        "BLAS threads of the scheduler's policies (default 1: a decision's matrices are "
+        "small, and idle BLAS threads spin on cores the workers need; more helps only the "
+        "refits of smooth-ts with 3 context features, on a host of its own)",
+    ),
     "BANDITQ_WORKER_PREFETCH": (
         "worker_prefetch",
         "trials a worker slot holds beyond the one it runs (default 1: none waits behind a "
@@ -141,6 +147,7 @@ class Settings:
     worker_cache_bytes: int = 2 << 30
     chain_wait_seconds: float = 120.0
     worker_prefetch: int = 1
+    scheduler_blas_threads: int = 1
     dashboard_token: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:

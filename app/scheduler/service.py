@@ -117,10 +117,10 @@ class Scheduler:
         import scipy.linalg  # noqa: F401 - loads scipy's BLAS: the limit covers loaded ones
         from threadpoolctl import threadpool_limits
 
-        # One BLAS thread: a decision's matrices are small, where a second thread is slower
-        # and its spin-waiting burns a core the workers and the database need.
+        # One BLAS thread by default: a decision's matrices are small, where a second thread
+        # is slower and its spin-waiting burns a core the workers and the database need.
         with (
-            threadpool_limits(limits=1, user_api="blas"),
+            threadpool_limits(limits=max(1, self.settings.scheduler_blas_threads), user_api="blas"),
             SchedulerLock(self.settings, self.engine) as self._lock,
         ):
             log.info("scheduler started: %s", self.settings.redacted())
