@@ -24,9 +24,11 @@ def scheduler(
     """Run the scheduler: decides arms, publishes trials, records results, updates policies."""
     from app import db
     from app.cli.errors import check_broker
+    from app.dev.local import exit_with_parent
     from app.scheduler import Scheduler
 
     _logging(loglevel)
+    exit_with_parent()
     s = _settings()
     if s.database_url.startswith("sqlite"):
         db.upgrade(s.database_url)
@@ -63,9 +65,11 @@ def worker(
 ) -> None:
     """Run a worker daemon consuming trials (Celery prefork; JSON only; late ack)."""
     from app.cli.errors import check_broker
+    from app.dev.local import exit_with_parent
     from workers.daemon import run_worker
 
     _logging(loglevel)
+    exit_with_parent()
     s = _settings()
     check_broker(s.broker_url, s.broker_transport_options())
     port = metrics_port if metrics_port is not None else s.worker_metrics_port

@@ -10,12 +10,35 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
 from app.config import Settings
+
+#: set by LocalCluster in its children: the pid whose death should end them
+PARENT_ENV = "BANDITQ_DEV_PARENT"
+
+
+def exit_with_parent() -> None:
+    """In a process a :class:`LocalCluster` started: SIGTERM this process (a graceful stop)
+    once the process that started it is gone, killed before the cluster's exit could run, so
+    no orphaned scheduler or worker keeps polling. Called by ``banditq scheduler`` and
+    ``banditq worker`` before they start; the variable is removed so that processes they fork
+    do not check it."""
+    raw = os.environ.pop(PARENT_ENV, "")
+    if not raw.isdigit():
+        return
+    parent = int(raw)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="banditq-parent-watch", daemon=True).start()
 
 
 class LocalCluster:
@@ -40,6 +63,7 @@ class LocalCluster:
         env = dict(os.environ)
         env.update(self.settings.to_env())
         env.update(self.extra_env)
+        env[PARENT_ENV] = str(os.getpid())
         return env
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
@@ -78,6 +102,7 @@ class LocalCluster:
         (booted, queues bound), so that timings taken afterwards do not include start-up.
         ``TimeoutError`` (naming the log folder) if they do not within ``timeout`` s."""
         from sqlalchemy import select
+        from sqlalchemy.exc import DBAPIError
 
         from app.db import make_engine
         from models import WorkerRow
@@ -88,9 +113,12 @@ class LocalCluster:
         try:
             while True:
                 self.check()
-                with engine.connect() as c:
-                    query = select(WorkerRow.name).where(WorkerRow.last_seen >= self.started)
-                    seen = list(c.scalars(query))
+                query = select(WorkerRow.name).where(WorkerRow.last_seen >= self.started)
+                try:
+                    with engine.connect() as c:
+                        seen = list(c.scalars(query))
+                except DBAPIError:  # the scheduler has not created the tables yet (SQLite)
+                    seen = []
                 if all(any(s.startswith(n) for s in seen) for n in names):
                     return
                 if time.monotonic() > deadline:
