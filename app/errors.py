@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 class BanditqError(Exception):
     """Base of banditq's own errors."""
@@ -14,6 +16,14 @@ class InputError(BanditqError, ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+def finite_number(value: object, field: str) -> float:
+    """``value`` as a float, or ``InputError`` naming ``field`` (booleans, non-numbers,
+    NaN and infinities are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InputError(field, f"must be a finite number, got {value!r}")
+    return float(value)
 
 
 class NotFoundError(BanditqError, LookupError):

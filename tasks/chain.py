@@ -11,13 +11,12 @@ failed), which is how a worker that did not solve it finds it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from app.errors import InputError
+from app.errors import InputError, finite_number
 
 KEY = "solution_of"
 
@@ -47,11 +46,9 @@ class SolutionOf:
     ) -> None:
         if isinstance(instance, bool) or not isinstance(instance, int | np.integer):
             raise InputError("solution_of", f"must be an instance id (int), got {instance!r}")
-        for name, v in (("scale", scale), ("times_A", times_A)):
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                raise InputError(f"solution_of.{name}", f"must be a finite number, got {v!r}")
         self.instance = int(instance)
-        self.scale, self.times_A = float(scale), float(times_A)
+        self.scale = finite_number(scale, "solution_of.scale")
+        self.times_A = finite_number(times_A, "solution_of.times_A")
         self.plus = None if plus is None else np.asarray(plus, dtype=np.float64).ravel()
         if self.plus is not None and not np.all(np.isfinite(self.plus)):
             raise InputError("solution_of.plus", "must be finite (NaN or inf found)")
@@ -93,10 +90,7 @@ def validate(value: Any, n: int, field: str, has_matrix: bool) -> dict[str, Any]
         raise InputError(f"{field}.shape", f"must be [{n}], got {value.get('shape')!r}")
     out: dict[str, Any] = {KEY: inst, "shape": [n]}
     for key, default in (("scale", 1.0), ("times_A", 0.0)):
-        v = value.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise InputError(f"{field}.{key}", f"must be a finite number, got {v!r}")
-        out[key] = float(v)
+        out[key] = finite_number(value.get(key, default), f"{field}.{key}")
     if out["times_A"] != 0.0 and not has_matrix:
         raise InputError(f"{field}.times_A", "needs a stored matrix (LinearSystem.affine)")
     plus = value.get("plus")

@@ -6,14 +6,13 @@ the wire) apply the same rules and name the same fields.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from app.errors import InputError
+from app.errors import InputError, finite_number
 from tasks import chain
 from tasks.solvers import generators
 
@@ -113,10 +112,7 @@ def validate_stored(spec: dict[str, Any], field: str = "system") -> dict[str, An
         )
     out = {"A": A, "b": b}
     for key, default in (("alpha", 0.0), ("beta", 1.0)):
-        v = st.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise InputError(f"{field}.{key}", f"must be a finite number, got {v!r}")
-        out[key] = float(v)
+        out[key] = finite_number(st.get(key, default), f"{field}.{key}")
     if "diag_min" in A:
         dmin, dmax = float(A["diag_min"]), float(A["diag_max"])
         lo = out["alpha"] + out["beta"] * (dmin if out["beta"] >= 0 else dmax)
@@ -266,9 +262,8 @@ class LinearSystem:
     ) -> LinearSystem:
         """``(alpha * I + beta * A) x = b``; ``A`` a :class:`StoredMatrix` (uploaded once) or
         a matrix (uploaded at the first submit, stored once however often it is used)."""
-        for name, v in (("alpha", alpha), ("beta", beta)):
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                raise InputError(f"system.{name}", f"must be a finite number, got {v!r}")
+        alpha = finite_number(alpha, "system.alpha")
+        beta = finite_number(beta, "system.beta")
         self = cls.__new__(cls)
         if isinstance(A, StoredMatrix):
             meta = A.ref

@@ -10,12 +10,11 @@ Light: the client imports it. Running a solve is worker code, in :mod:`workers.k
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
-from app.errors import InputError
+from app.errors import InputError, finite_number
 from tasks import chain
 from tasks.linsys import build_system, validate_generator, validate_stored
 from tasks.solvers.generators import DIMS
@@ -27,11 +26,10 @@ DTYPES = ("float64", "float32")
 
 
 def check_omega(value: Any, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InputError(field, f"must be a finite number, got {value!r}")
-    if not 0.0 < float(value) < 2.0:
+    omega = finite_number(value, field)
+    if not 0.0 < omega < 2.0:
         raise InputError(field, f"must be in the open interval (0, 2), got {value}")
-    return float(value)
+    return omega
 
 
 def validate_omega_arms(kind: str, arms: list[dict[str, Any]]) -> None:

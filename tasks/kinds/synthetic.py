@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import time
 from typing import Any
 
-from app.errors import InputError
+from app.errors import InputError, finite_number
 from tasks.kinds.base import Outcome, TrialKind
 
 MAX_SLEEP = 3600.0
 
 
 def _number(spec: dict[str, Any], key: str, default: float, hi: float) -> float:
-    v = spec.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise InputError(key, f"must be a finite number, got {v!r}")
+    raw = spec.get(key, default)
+    v = finite_number(raw, key)
     if not 0 <= v <= hi:
-        raise InputError(key, f"must be in 0..{hi}, got {v}")
-    return float(v)
+        raise InputError(key, f"must be in 0..{hi}, got {raw}")
+    return v
 
 
 class NoopKind(TrialKind):

@@ -8,10 +8,9 @@ counterfactuals (every arm's cost is known), not off-policy estimates.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
-from app.errors import InputError
+from app.errors import InputError, finite_number
 from tasks.kinds.base import Outcome, TrialKind
 
 MAX_ARMS = 10_000
@@ -35,11 +34,10 @@ class TableKind(TrialKind):
             raise InputError("costs", f"holds {len(costs)} arms; at most {MAX_ARMS}")
         out: dict[str, float] = {}
         for k, v in costs.items():
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                raise InputError(f"costs[{k}]", f"must be a finite number, got {v!r}")
-            if v < 0:
+            cost = finite_number(v, f"costs[{k}]")
+            if cost < 0:
                 raise InputError(f"costs[{k}]", f"must be >= 0, got {v}")
-            out[str(k)] = float(v)
+            out[str(k)] = cost
         return {"costs": out}
 
     def run(

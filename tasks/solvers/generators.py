@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from app.errors import InputError
+from app.errors import InputError, finite_number
 
 MAX_UNKNOWNS = 20_000_000
 GENERATORS = ("laplace2d", "laplace3d", "anisotropic2d", "variable_diffusion2d", "heat2d")
@@ -32,12 +32,11 @@ DIMS = {"laplace3d": 3}
 
 
 def _num(spec: dict[str, Any], key: str, field: str, default: float, lo: float, hi: float) -> float:
-    v = spec.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise InputError(f"{field}.{key}", f"must be a finite number, got {v!r}")
+    raw = spec.get(key, default)
+    v = finite_number(raw, f"{field}.{key}")
     if not lo <= v <= hi:
-        raise InputError(f"{field}.{key}", f"must be in [{lo}, {hi}], got {v}")
-    return float(v)
+        raise InputError(f"{field}.{key}", f"must be in [{lo}, {hi}], got {raw}")
+    return v
 
 
 def _int(spec: dict[str, Any], key: str, field: str, default: int, lo: int, hi: int) -> int:
