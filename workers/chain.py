@@ -59,9 +59,13 @@ def remember(x: np.ndarray, ref: dict[str, Any]) -> None:
     current()[0].set_tag(solution_tag(instance), ref)
 
 
-def note_failure(instance: int | None, error: str) -> None:
-    """A trial of ``instance`` failed: chained instances waiting on it fail at once."""
-    if instance is None:
+def note_failure(payload: Any, error: str) -> None:
+    """The trial of ``payload`` failed: when it was to return its solution, chained instances
+    waiting on that solution fail at once."""
+    if not isinstance(payload, dict) or not (payload.get("spec") or {}).get("return_solution"):
+        return
+    instance = payload.get("instance")
+    if not isinstance(instance, int):
         return
     from tasks.store.open import current
 

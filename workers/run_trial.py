@@ -80,8 +80,6 @@ def execute(payload: Any, worker: str) -> dict[str, Any]:
         tb = traceback.format_exc(limit=5)
         done = {"status": ResultStatus.failed, "error": f"{type(exc).__name__}: {exc}\n{tb}"[:4000]}
     done.setdefault("latency_ms", (time.perf_counter() - t0) * 1000.0)
-    if done["status"] == ResultStatus.failed and (ident.get("spec") or {}).get("return_solution"):
-        chain.note_failure(instance, str(done.get("error")))
     result = ResultMessage(
         trial=trial,
         attempt=attempt,
@@ -155,8 +153,6 @@ def _run(app: Celery, task: Task, payload: dict[str, Any]) -> str:
             status="failed",
             error=f"worker process died {starts - 1} times running this trial; not retried",
         )
-        if (payload.get("spec") or {}).get("return_solution"):
-            chain.note_failure(payload.get("instance"), message["error"])
     else:
         if journal is not None:
             journal.write_text(str(starts))
@@ -172,6 +168,8 @@ def _run(app: Celery, task: Task, payload: dict[str, Any]) -> str:
                 args=[{**payload, "chain_since": since}],
                 countdown=chain.retry_delay(retries),
             ) from None
+    if message.get("status") == ResultStatus.failed:
+        chain.note_failure(payload, str(message.get("error")))
     publish_result(app, message)
     if journal is not None:
         journal.unlink(missing_ok=True)

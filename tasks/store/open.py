@@ -70,13 +70,8 @@ def current() -> tuple[ArrayStore, Any]:
 
 def current_settings() -> Settings:
     """The settings this process's store was configured with (or read from the environment)."""
-    from app.config import Settings
-
-    settings = _CURRENT.get("settings")
-    if settings is None:
-        settings = Settings.from_env()
-        _CURRENT["settings"] = settings
-    return settings  # type: ignore[no-any-return]
+    current()  # settles them, as it does for the store
+    return _CURRENT["settings"]  # type: ignore[no-any-return]
 
 
 def fetch(ref: dict[str, Any]) -> Any:

@@ -101,7 +101,8 @@ def test_resolution_from_memory_from_a_tag_not_yet_and_never(store) -> None:  # 
         wchain.resolve(missing, None, "x0")
     assert "BANDITQ_CHAIN_WAIT_SECONDS" in err.value.message
 
-    wchain.note_failure(99, "invalid input: system.b: blob 1234 is not in the store\nmore")
+    failed = {"instance": 99, "spec": {"return_solution": True}}
+    wchain.note_failure(failed, "invalid input: system.b: blob 1234 is not in the store\nmore")
     wchain.begin(14)
     with pytest.raises(InputError) as err:
         wchain.resolve(missing, None, "x0")

@@ -65,7 +65,6 @@ def prepared(spec: dict[str, Any]) -> tuple[Any, np.ndarray, bool, float]:
     """(prepared matrix, b, cache hit, set-up seconds) of a spec's system, from this
     process's byte-bounded cache."""
     from tasks.solvers.cache import process_cache, spec_key
-    from tasks.solvers.csr import prepare
 
     t0 = time.perf_counter()
     system = spec["system"]
@@ -73,11 +72,7 @@ def prepared(spec: dict[str, Any]) -> tuple[Any, np.ndarray, bool, float]:
         # The stored matrix is prepared once per process (keyed by its hash); each trial
         # derives alpha * I + beta * A from it and fetches its own right-hand side.
         st = validate_stored(system)["stored"]
-
-        def base() -> tuple[Any, None]:
-            return prepare(fetch(st["A"])), None
-
-        P0, _none, hit = process_cache().get("csr:" + st["A"]["sha256"], base)
+        P0, hit = stored_matrix(st["A"])
         P = P0.affine(st["alpha"], st["beta"]) if (st["alpha"], st["beta"]) != (0.0, 1.0) else P0
         if is_chained(st["b"]):
             b = chain.resolve(st["b"], P0.scipy, "system.b")
@@ -86,11 +81,25 @@ def prepared(spec: dict[str, Any]) -> tuple[Any, np.ndarray, bool, float]:
         return P, b, hit, time.perf_counter() - t0
 
     def build() -> tuple[Any, np.ndarray]:
+        from tasks.solvers.csr import prepare
+
         A, b = build_system(system)
         return prepare(A), np.ascontiguousarray(b, dtype=np.float64)
 
     P, b, hit = process_cache().get(spec_key(system), build)
     return P, b, hit, time.perf_counter() - t0
+
+
+def stored_matrix(ref: dict[str, Any]) -> tuple[Any, bool]:
+    """(the prepared matrix a reference names, cache hit), from this process's cache."""
+    from tasks.solvers.cache import process_cache
+    from tasks.solvers.csr import prepare
+
+    def base() -> tuple[Any, None]:
+        return prepare(fetch(ref)), None
+
+    P0, _none, hit = process_cache().get("csr:" + ref["sha256"], base)
+    return P0, hit
 
 
 def initial_guess(spec: dict[str, Any]) -> np.ndarray | None:
@@ -103,12 +112,7 @@ def initial_guess(spec: dict[str, Any]) -> np.ndarray | None:
         st = spec["system"].get("stored")
 
         def matrix() -> Any:
-            from tasks.solvers.cache import process_cache
-            from tasks.solvers.csr import prepare
-
-            key = "csr:" + st["A"]["sha256"]
-            P0, _none, _hit = process_cache().get(key, lambda: (prepare(fetch(st["A"])), None))
-            return P0.scipy()
+            return stored_matrix(st["A"])[0].scipy()
 
         return chain.resolve(x0, matrix if st else None, "x0")
     if is_ref(x0):
