@@ -110,13 +110,16 @@ def campaign_status(s: Session, campaign_id: int) -> str | None:
     return s.scalar(select(CampaignRow.status).where(CampaignRow.id == campaign_id))
 
 
-def status_counts(s: Session, campaign_id: int) -> dict[str, int]:
+def _counts_by(s: Session, column: Any, campaign: Any, campaign_id: int) -> dict[str, int]:
+    """Rows of the campaign per value of ``column`` (``campaign``: the table's campaign id)."""
     rows = s.execute(
-        select(Instance.status, func.count())
-        .where(Instance.campaign_id == campaign_id)
-        .group_by(Instance.status)
+        select(column, func.count()).where(campaign == campaign_id).group_by(column)
     ).all()
     return {str(k): int(v) for k, v in rows}
+
+
+def status_counts(s: Session, campaign_id: int) -> dict[str, int]:
+    return _counts_by(s, Instance.status, Instance.campaign_id, campaign_id)
 
 
 def finished_count(s: Session, instance_ids: Sequence[int]) -> int:
@@ -161,12 +164,7 @@ def arm_values(s: Session, campaign_id: int) -> list[dict[str, Any]]:
 
 
 def trial_state_counts(s: Session, campaign_id: int) -> dict[str, int]:
-    rows = s.execute(
-        select(Trial.state, func.count())
-        .where(Trial.campaign_id == campaign_id)
-        .group_by(Trial.state)
-    ).all()
-    return {str(k): int(v) for k, v in rows}
+    return _counts_by(s, Trial.state, Trial.campaign_id, campaign_id)
 
 
 def results_since(s: Session, campaign_id: int, since: datetime) -> int:
