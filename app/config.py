@@ -72,6 +72,13 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "small, and idle BLAS threads spin on cores the workers need; more helps only the "
         "refits of smooth-ts with 3 context features, on a host of its own)",
     ),
+    "BANDITQ_WORKER_BLAS_THREADS": (
+        "worker_blas_threads",
+        "BLAS threads of each worker pool process (numpy/scipy; default 1: the solver "
+        "kernels are sparse and vector operations, where a second thread gains little and "
+        "its spin-waiting takes a core from the other pool processes, the scheduler and the "
+        "database; torch keeps its own thread setting)",
+    ),
     "BANDITQ_WORKER_PREFETCH": (
         "worker_prefetch",
         "trials a worker slot holds beyond the one it runs (default 1: none waits behind a "
@@ -148,6 +155,7 @@ class Settings:
     chain_wait_seconds: float = 120.0
     worker_prefetch: int = 1
     scheduler_blas_threads: int = 1
+    worker_blas_threads: int = 1
     dashboard_token: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:

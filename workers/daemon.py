@@ -52,6 +52,26 @@ def _pin_gpu(**_kwargs: Any) -> None:
     os.environ["CUDA_VISIBLE_DEVICES"] = ids[index % len(ids)]
 
 
+@worker_process_init.connect
+def _limit_blas(**_kwargs: Any) -> None:
+    threads = os.environ.get("BANDITQ_WORKER_BLAS_THREADS")
+    if threads:
+        limit_blas(int(threads))
+
+
+def limit_blas(threads: int) -> None:
+    """Cap the BLAS libraries this process has loaded (numpy's and scipy's) at ``threads``;
+    the environment variables cover any loaded later. Called in each pool process after the
+    fork (a thread pool does not survive a fork reliably)."""
+    import scipy.linalg  # noqa: F401 - loads scipy's BLAS: the limit covers loaded ones
+    from threadpoolctl import threadpool_limits
+
+    n = str(max(1, threads))
+    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
+        os.environ[var] = n
+    threadpool_limits(limits=int(n), user_api="blas")
+
+
 def worker_profile(gpus: int) -> dict[str, Any]:
     """Type, compute capability and threads of this worker's device, without initialising
     CUDA in this (parent) process: a forked pool child could not use it afterwards."""
@@ -123,6 +143,8 @@ def run_worker(
     from tasks.store.open import configure
 
     configure(settings)  # the array store, opened in each pool process on first use
+    # Read by each pool process after the fork (see _limit_blas).
+    os.environ["BANDITQ_WORKER_BLAS_THREADS"] = str(max(1, settings.worker_blas_threads))
     if metrics_port:
         # Created before the pool forks: every pool process adds to the same counters.
         install_metrics().serve(metrics_port)

@@ -34,3 +34,37 @@ def test_a_malformed_variable_names_itself(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("BANDITQ_LEASE_SECONDS", "soon")
     with pytest.raises(ConfigError, match="BANDITQ_LEASE_SECONDS"):
         Settings.from_env()
+
+
+def test_worker_blas_threads_cap_a_pool_process() -> None:
+    """What a pool process runs after the fork (workers.daemon._limit_blas): every BLAS
+    library loaded (numpy's, scipy's) capped, and the variables set for later ones."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, os, numpy\n"
+        "os.environ['BANDITQ_WORKER_BLAS_THREADS'] = '1'\n"
+        "from workers.daemon import _limit_blas\n"
+        "_limit_blas()\n"
+        "from threadpoolctl import threadpool_info\n"
+        "blas = [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas']\n"
+        "print(json.dumps([blas, os.environ['OPENBLAS_NUM_THREADS']]))\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if not k.endswith("_NUM_THREADS")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    blas, var = json.loads(out.stdout.strip().splitlines()[-1])
+    assert blas and set(blas) == {1}
+    assert var == "1"
+
+
+def test_worker_blas_threads_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().worker_blas_threads == 1
+    monkeypatch.setenv("BANDITQ_WORKER_BLAS_THREADS", "4")
+    assert Settings.from_env().worker_blas_threads == 4
+    monkeypatch.setenv("BANDITQ_WORKER_BLAS_THREADS", "many")
+    with pytest.raises(ConfigError, match="BANDITQ_WORKER_BLAS_THREADS"):
+        Settings.from_env()
