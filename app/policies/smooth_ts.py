@@ -90,6 +90,20 @@ def spd_inverse(M: np.ndarray) -> np.ndarray:
     return (out + out.T) / 2.0
 
 
+def divided_first_diff(knots: np.ndarray) -> np.ndarray:
+    """First differences at non-uniform ``knots`` (slopes), scaled so that equispaced knots
+    give the plain (-1, 1) stencil."""
+    n = len(knots)
+    if n < 2:
+        return np.zeros((0, n))
+    h = np.diff(knots)
+    hbar = float(np.mean(h))
+    D = np.zeros((n - 1, n))
+    for i in range(n - 1):
+        D[i, i : i + 2] = (-hbar / h[i], hbar / h[i])
+    return D
+
+
 def first_diff(n: int) -> np.ndarray:
     if n < 2:
         return np.zeros((0, n))
@@ -105,7 +119,7 @@ class SmoothTSPolicy(Windowed, Policy):
     Not thread-safe; ``choose`` is pure; update O(P^2); state = (mu, S, buffer, range)."""
 
     name = "smooth-ts"
-    version = "1"
+    version = "2"
 
     def __init__(
         self,
@@ -127,6 +141,8 @@ class SmoothTSPolicy(Windowed, Policy):
         buffer: int = 20_000,
         ordered_arms: bool | None = None,
         lazy_rank: int = 32,
+        shape_slope: float = 2.0,
+        refit_gap: int = 32,
         **kw: Any,
     ) -> None:
         super().__init__(n_arms, n_features, **kw)
@@ -162,6 +178,7 @@ class SmoothTSPolicy(Windowed, Policy):
             float(context_smooth),
             float(arm_slope),
             float(trend),
+            float(shape_slope),
         )
         # Prior mean over the grid: a shallow convex bowl across ordered arms (an interior
         # optimum is likelier than an end), ``bowl`` log-units higher at the ends.
@@ -172,6 +189,11 @@ class SmoothTSPolicy(Windowed, Policy):
         self.mu0 = np.tile(shape, self.J)
         self.knots = [np.linspace(-1.0, 1.0, self.G) for _ in range(d)]
         self.next_refit = 32
+        if int(refit_gap) < 1:
+            raise ValueError(f"policy_config.refit_gap={refit_gap} must be >= 1")
+        self.refit_gap = int(refit_gap)
+        self.since_refit = 0
+        self.stale = False  # the context range grew since the last refit
         self.prior = self._prior_precision(*self.hyper)
         self.scaler = RangeScaler(max(d, 1))
         self._reset_posterior()
@@ -182,7 +204,13 @@ class SmoothTSPolicy(Windowed, Policy):
 
     # ----------------------------------------------------------------- model
     def _prior_precision(
-        self, ridge: float, arm_s: float, ctx_s: float, arm_slope: float, trend: float
+        self,
+        ridge: float,
+        arm_s: float,
+        ctx_s: float,
+        arm_slope: float,
+        trend: float,
+        shape_slope: float = 0.0,
     ) -> np.ndarray:
         K, G, d = self.n_arms, self.G, self.d
         Lam = ridge * np.eye(self.P)
@@ -205,6 +233,20 @@ class SmoothTSPolicy(Windowed, Policy):
                 for m in mats[1:]:
                     full = np.kron(full, m)
                 Lam += ctx_s * np.kron(full, np.eye(K))
+        if d > 0 and G >= 2 and K >= 2 and shape_slope > 0:
+            # The arms' profile (each arm less their mean) changes slowly across contexts,
+            # while the level (the mean, common to all arms, irrelevant to the choice) may
+            # move freely: one trial at a new context then borrows the profile of its
+            # neighbours instead of leaving every arm's value there open.
+            C = np.eye(K) - 1.0 / K
+            for j in range(d):
+                D1 = divided_first_diff(self.knots[j])
+                mats = [np.eye(G)] * d
+                mats[j] = D1.T @ D1
+                full = mats[0]
+                for m in mats[1:]:
+                    full = np.kron(full, m)
+                Lam += shape_slope * np.kron(full, C)
         return Lam
 
     def _reset_posterior(self) -> None:
@@ -389,12 +431,19 @@ class SmoothTSPolicy(Windowed, Policy):
         if not self.have_y0:
             self.y0, self.have_y0 = y, True  # prior mean: the first cost seen
         self._window.append(np.concatenate([x, [arm, y]]))
-        changed = self.d > 0 and self.scaler.observe(x)
+        self.stale = (self.d > 0 and self.scaler.observe(x)) or self.stale
+        self.since_refit += 1
         n = len(self.buf)
-        if changed or (self.d > 0 and n >= self.next_refit):
+        # A refit costs O(P^3): after the range grew, at most one per ``refit_gap`` results
+        # (meanwhile contexts past the old range take its edge, whose arm profile the shape
+        # prior carries); otherwise at doubling buffer sizes, O(log T) in all.
+        if (self.stale and self.since_refit >= self.refit_gap) or (
+            self.d > 0 and n >= self.next_refit
+        ):
             if n >= self.next_refit:
-                self.next_refit *= 2  # O(log T) refits: amortized O(1) per update
+                self.next_refit *= 2
             self._refit()
+            self.stale, self.since_refit = False, 0
             return
         r2 = self._rls(x, arm, y, 1.0 / self._sigma2())
         self.resid_ss += max(r2, 0.0)
@@ -409,6 +458,8 @@ class SmoothTSPolicy(Windowed, Policy):
             "lo": self.scaler.lo,
             "knots": list(self.knots),
             "next_refit": self.next_refit,
+            "since_refit": self.since_refit,
+            "stale": self.stale,
             "hi": self.scaler.hi,
             "y0": self.y0,
             "have_y0": self.have_y0,
@@ -419,6 +470,7 @@ class SmoothTSPolicy(Windowed, Policy):
         self.S, self.mu, self.buf = s["S"], s["mu"], np.asarray(s["buf"], float)
         self.knots = [np.asarray(k, float) for k in s["knots"]]
         self.next_refit = int(s["next_refit"])
+        self.since_refit, self.stale = int(s["since_refit"]), bool(s["stale"])
         self.prior = self._prior_precision(*self.hyper)
         self.scaler.lo, self.scaler.hi = np.asarray(s["lo"]), np.asarray(s["hi"])
         self.y0, self.have_y0 = float(s["y0"]), bool(s["have_y0"])
