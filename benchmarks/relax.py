@@ -15,6 +15,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -69,6 +70,12 @@ def main() -> int:
     ap.add_argument("--policies", default=",".join(POLICIES))
     ap.add_argument("--out", type=Path, default=ROOT / "bench-out")
     ap.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    ap.add_argument(
+        "--table-seeds",
+        default="0,1,2,3,4",
+        help="also the default policy and chebcb on these tables of each setting (mean and "
+        "worst seed; empty: skip)",
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     policies = [p for p in args.policies.split(",") if p]
@@ -143,12 +150,40 @@ def main() -> int:
         f"{summary['cold_first10_low']:.3f} (low); {summary['warm_first10_high']:.3f} vs "
         f"{summary['cold_first10_high']:.3f} (high)"
     )
+    seeds = [int(v) for v in args.table_seeds.split(",") if v.strip()]
+    if seeds:
+        summary["table_seeds"] = over_seeds(args.out, seeds, args.T, args.repeats)
     (args.out / "relax.json").write_text(json.dumps(summary, indent=2))
     plot(curves, args.out / "relax_regret.png")
     print(f"wrote {args.out / 'relax.json'} and {args.out / 'relax_regret.png'}")
     if args.json:
         print(json.dumps(summary))
     return 0
+
+
+def over_seeds(out: Path, seeds: list[int], T: int, repeats: int) -> dict[str, Any]:
+    """The default policy and chebcb on one table per seed of each setting: per-seed
+    ratios to the oracle (mean over ``repeats`` policy seeds), their mean and worst."""
+    rows: dict[str, Any] = {}
+    print(f"\nover table seeds {seeds} ({repeats} policy seeds each):")
+    for variance in ("low", "high"):
+        for pol in (DEFAULT_POLICY, "chebcb"):
+            ratios = []
+            for seed in seeds:
+                tab = get_table(out, variance, seed, T)
+                runs = [replay_once(tab, pol, seed=s) for s in range(repeats)]
+                ratios.append(summarize(tab, runs)["ratio_to_oracle"])
+            rows[f"{variance} {pol}"] = {
+                "per_seed": ratios,
+                "mean": float(np.mean(ratios)),
+                "worst": float(np.max(ratios)),
+            }
+            print(
+                f"  {variance:4} {pol:10} mean {np.mean(ratios):.3f}  worst {np.max(ratios):.3f}"
+                f"  ({', '.join(f'{r:.3f}' for r in ratios)})",
+                flush=True,
+            )
+    return rows
 
 
 def plot(curves: dict[str, dict[str, np.ndarray]], path: Path) -> None:

@@ -141,12 +141,16 @@ class SmoothTSPolicy(Windowed, Policy):
         buffer: int = 20_000,
         ordered_arms: bool | None = None,
         lazy_rank: int = 32,
-        shape_slope: float = 2.0,
-        refit_gap: int = 32,
+        shape_slope: float | None = None,
+        refit_gap: int | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(n_arms, n_features, **kw)
         d = n_features
+        # One feature, knots not given: the grid grows with the data (10 knots, up to 18 from
+        # ~600 results): coarse while little is known (fast first visits), fine later, where
+        # the optimum moves fast with the context. Refits resize it.
+        self.grow = d == 1 and knots is None
         if knots is None:
             knots = {0: 1, 1: 10, 2: 6}.get(d, 4)
         if d > 0 and knots < 2:
@@ -154,9 +158,7 @@ class SmoothTSPolicy(Windowed, Policy):
         if d > 3:
             raise ValueError("smooth-ts supports up to 3 context features; use lin-ts")
         self.d = d
-        self.G = 1 if d == 0 else int(knots)
-        self.J = self.G**d  # context grid points
-        self.P = self.J * n_arms
+        self._set_grid(1 if d == 0 else int(knots), n_arms)
         pos = self.arm_positions
         if ordered_arms is None:
             ordered_arms = pos.shape[1] == 1 and bool(np.all(np.diff(pos[:, 0]) > 0))
@@ -172,6 +174,12 @@ class SmoothTSPolicy(Windowed, Policy):
         if int(lazy_rank) < 0:
             raise ValueError(f"policy_config.lazy_rank={lazy_rank} must be >= 0 (0: eager)")
         self.lazy_rank = int(lazy_rank)
+        if shape_slope is None:
+            # With one feature the grid's 10 knots each see plenty of data and the optimum
+            # moves fast with the context (the profile prior then biases); with 2-3 features
+            # most of the 36-64 cells are new when the context drifts, and borrowing the
+            # neighbours' profile is what makes a first visit cheap.
+            shape_slope = 2.0 if d >= 2 else 0.0
         self.hyper = (
             float(ridge),
             float(arm_smooth),
@@ -182,16 +190,16 @@ class SmoothTSPolicy(Windowed, Policy):
         )
         # Prior mean over the grid: a shallow convex bowl across ordered arms (an interior
         # optimum is likelier than an end), ``bowl`` log-units higher at the ends.
-        shape = np.zeros(n_arms)
+        self.arm_shape = np.zeros(n_arms)
         if self.ordered and n_arms >= 3:
             u = np.linspace(-1.0, 1.0, n_arms)
-            shape = float(bowl) * u**2
-        self.mu0 = np.tile(shape, self.J)
+            self.arm_shape = float(bowl) * u**2
+        self.mu0 = np.tile(self.arm_shape, self.J)
         self.knots = [np.linspace(-1.0, 1.0, self.G) for _ in range(d)]
         self.next_refit = 32
-        if int(refit_gap) < 1:
+        if refit_gap is not None and int(refit_gap) < 1:
             raise ValueError(f"policy_config.refit_gap={refit_gap} must be >= 1")
-        self.refit_gap = int(refit_gap)
+        self._refit_gap = None if refit_gap is None else int(refit_gap)
         self.since_refit = 0
         self.stale = False  # the context range grew since the last refit
         self.prior = self._prior_precision(*self.hyper)
@@ -203,6 +211,31 @@ class SmoothTSPolicy(Windowed, Policy):
         self.resid_n = 0.0
 
     # ----------------------------------------------------------------- model
+    def _set_grid(self, G: int, n_arms: int) -> None:
+        self.G = G
+        self.J = G**self.d  # context grid points
+        self.P = self.J * n_arms
+
+    @property
+    def refit_gap(self) -> int:
+        """Results between refits after the context range grew. A refit is O(P^3), an
+        update O(P^2): small models refit at every range change; large ones (P = 1800
+        with 2 features and 50 arms) at most every ~P/64 results."""
+        if self._refit_gap is not None:
+            return self._refit_gap
+        return 1 if self.P <= 1024 else -(-self.P // 64)
+
+    def _grid_for(self, n: int) -> int:
+        """Knots of a growing 1-feature grid holding ``n`` results."""
+        return int(np.clip(round(2.2 * n ** (1.0 / 3.0)), 10, 18))
+
+    def _resize(self, G: int) -> None:
+        """A grid of G knots (a refit follows: it rebuilds the posterior from the buffer)."""
+        self._set_grid(G, self.n_arms)
+        self.mu0 = np.tile(self.arm_shape, self.J)
+        lo, hi = float(self.knots[0][0]), float(self.knots[0][-1])
+        self.knots = [np.linspace(lo, hi, G)]
+
     def _prior_precision(
         self,
         ridge: float,
@@ -344,6 +377,8 @@ class SmoothTSPolicy(Windowed, Policy):
         self.prior = self._prior_precision(*self.hyper)
 
     def _refit(self) -> None:
+        if self.grow and self._grid_for(len(self.buf)) > self.G:
+            self._resize(self._grid_for(len(self.buf)))
         if self.d:
             self._place_knots()
         self._clear_pending()  # S and mu are rebuilt below from the prior and the buffer
@@ -434,7 +469,7 @@ class SmoothTSPolicy(Windowed, Policy):
         self.stale = (self.d > 0 and self.scaler.observe(x)) or self.stale
         self.since_refit += 1
         n = len(self.buf)
-        # A refit costs O(P^3): after the range grew, at most one per ``refit_gap`` results
+        # After the range grew, at most one refit per ``refit_gap`` results
         # (meanwhile contexts past the old range take its edge, whose arm profile the shape
         # prior carries); otherwise at doubling buffer sizes, O(log T) in all.
         if (self.stale and self.since_refit >= self.refit_gap) or (
@@ -469,6 +504,9 @@ class SmoothTSPolicy(Windowed, Policy):
     def _load_extra_state(self, s: dict[str, Any]) -> None:
         self.S, self.mu, self.buf = s["S"], s["mu"], np.asarray(s["buf"], float)
         self.knots = [np.asarray(k, float) for k in s["knots"]]
+        if self.d and len(self.knots[0]) != self.G:  # a grown grid
+            self._set_grid(len(self.knots[0]), self.n_arms)
+            self.mu0 = np.tile(self.arm_shape, self.J)
         self.next_refit = int(s["next_refit"])
         self.since_refit, self.stale = int(s["since_refit"]), bool(s["stale"])
         self.prior = self._prior_precision(*self.hyper)

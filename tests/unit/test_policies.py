@@ -310,3 +310,56 @@ def test_smooth_ts_borrows_the_arm_profile_in_new_context_ranges() -> None:
     default = np.mean([_drifting_regret({}, s) for s in range(3)])
     assert default < 1.3
     assert default < 0.85 * plain
+
+
+def test_smooth_ts_refits_after_range_growth_are_gated_by_model_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A context drifting past its range at every step: a large model (P = 36 x 50) refits
+    at most once per refit_gap results (plus the doubling refits), a small one at each step."""
+    from app.policies import smooth_ts
+
+    calls = {"n": 0}
+    real = smooth_ts.SmoothTSPolicy._refit
+
+    def counted(self: smooth_ts.SmoothTSPolicy) -> None:
+        calls["n"] += 1
+        real(self)
+
+    monkeypatch.setattr(smooth_ts.SmoothTSPolicy, "_refit", counted)
+    T = 200
+    for K, expect_gap in ((50, 29), (5, 1)):
+        calls["n"] = 0
+        pol = make_policy("smooth-ts", K, 2, arms=np.linspace(1, 1.9, K)[:, None], seed=0)
+        assert isinstance(pol, smooth_ts.SmoothTSPolicy) and pol.refit_gap == expect_gap
+        for t in range(T):
+            x = np.array([0.01 * t, 1.0 + 0.02 * t])  # a new extreme every step
+            pol.update(x, t % K, 10.0 + t % 7)
+        doubling = int(np.log2(T / 32)) + 1
+        gated_bound = T // 29 + doubling + 1
+        if expect_gap > 1:
+            assert calls["n"] <= gated_bound
+        else:  # every growth past the 10% margin refits
+            assert calls["n"] > 2 * gated_bound
+
+
+def test_smooth_ts_one_feature_grid_grows_and_round_trips() -> None:
+    """With one feature the grid starts at 10 knots and grows with the data (refits resize
+    it); a restored state has the grown grid and decides exactly as the live policy."""
+    tab = synthetic_table(700)
+    live = _policy("smooth-ts")
+    assert live.G == 10
+    _train(live, tab, 600)
+    assert 14 <= live.G <= 18 and live.P == live.G * K
+    restored = _policy("smooth-ts")
+    restored.set_state(json.loads(json.dumps(live.get_state())))
+    assert (restored.G, restored.P, restored.S.shape) == (live.G, live.P, live.S.shape)
+    for t in range(600, 640):
+        x = tab.contexts[t]
+        d1, d2 = live.choose(x, t), restored.choose(x, t)
+        assert d1 == d2
+        live.update(x, d1.arm, float(tab.costs[t, d1.arm]))
+        restored.update(x, d2.arm, float(tab.costs[t, d2.arm]))
+    fixed = make_policy("smooth-ts", K, 1, arms=ARMS[:, None], seed=3, config={"knots": 10})
+    _train(fixed, tab, 600)
+    assert fixed.G == 10  # knots given: the grid stays as asked
