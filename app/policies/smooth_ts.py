@@ -9,7 +9,10 @@ What it exploits that the paper's learners do not:
 * arms are ordered points of a continuum: when the arm positions are 1-D and ordered, a
   second-difference prior across neighbouring arms, so one trial informs its neighbours and
   the curve is extrapolated linearly toward the unexplored side (unimodal curves get
-  bisected rather than enumerated).
+  bisected rather than enumerated);
+* with 2-3 features, the arms' profile (each arm less their mean) changes slowly across
+  contexts while the level moves freely, so a first visit to a new context range borrows
+  its neighbours' profile; with one feature the grid grows with the data instead.
 
 The posterior is Gaussian: mean ``mu`` and covariance ``S`` over the G**d x K grid values,
 updated by recursive least squares, P = G**d K. The rank-one downdates of ``S`` are kept
@@ -41,18 +44,22 @@ def second_diff(n: int) -> np.ndarray:
     return D
 
 
-def divided_second_diff(knots: np.ndarray) -> np.ndarray:
-    """Second differences of a function sampled at non-uniform ``knots`` (slope changes),
-    scaled so that equispaced knots give the plain (1, -2, 1) stencil."""
+def divided_diff(knots: np.ndarray, order: int) -> np.ndarray:
+    """Differences of ``order`` 1 (slopes) or 2 (slope changes) of a function sampled at
+    non-uniform ``knots``, scaled so that equispaced knots give the plain stencils (-1, 1)
+    and (1, -2, 1)."""
     n = len(knots)
-    if n < 3:
+    if n <= order:
         return np.zeros((0, n))
     h = np.diff(knots)
     hbar = float(np.mean(h))
-    D = np.zeros((n - 2, n))
-    for i in range(n - 2):
-        a, b = hbar / h[i], hbar / h[i + 1]
-        D[i, i : i + 3] = (a, -(a + b), b)
+    D = np.zeros((n - order, n))
+    for i in range(n - order):
+        if order == 1:
+            D[i, i : i + 2] = (-hbar / h[i], hbar / h[i])
+        else:
+            lo, hi = hbar / h[i], hbar / h[i + 1]
+            D[i, i : i + 3] = (lo, -(lo + hi), hi)
     return D
 
 
@@ -88,20 +95,6 @@ def spd_inverse(M: np.ndarray) -> np.ndarray:
             return upper + np.triu(upper, 1).T
     out = np.linalg.inv(M)
     return (out + out.T) / 2.0
-
-
-def divided_first_diff(knots: np.ndarray) -> np.ndarray:
-    """First differences at non-uniform ``knots`` (slopes), scaled so that equispaced knots
-    give the plain (-1, 1) stencil."""
-    n = len(knots)
-    if n < 2:
-        return np.zeros((0, n))
-    h = np.diff(knots)
-    hbar = float(np.mean(h))
-    D = np.zeros((n - 1, n))
-    for i in range(n - 1):
-        D[i, i : i + 2] = (-hbar / h[i], hbar / h[i])
-    return D
 
 
 def first_diff(n: int) -> np.ndarray:
@@ -175,7 +168,7 @@ class SmoothTSPolicy(Windowed, Policy):
             raise ValueError(f"policy_config.lazy_rank={lazy_rank} must be >= 0 (0: eager)")
         self.lazy_rank = int(lazy_rank)
         if shape_slope is None:
-            # With one feature the grid's 10 knots each see plenty of data and the optimum
+            # With one feature the grid's 10-18 knots each see plenty of data and the optimum
             # moves fast with the context (the profile prior then biases); with 2-3 features
             # most of the 36-64 cells are new when the context drifts, and borrowing the
             # neighbours' profile is what makes a first visit cheap.
@@ -236,6 +229,15 @@ class SmoothTSPolicy(Windowed, Policy):
         lo, hi = float(self.knots[0][0]), float(self.knots[0][-1])
         self.knots = [np.linspace(lo, hi, G)]
 
+    def _along_axis(self, j: int, M: np.ndarray) -> np.ndarray:
+        """``M`` (G x G) acting on context axis j of the J-point tensor grid (J x J)."""
+        mats = [np.eye(self.G)] * self.d
+        mats[j] = M
+        full: np.ndarray = mats[0]
+        for m in mats[1:]:
+            full = np.kron(full, m)
+        return full
+
     def _prior_precision(
         self,
         ridge: float,
@@ -259,13 +261,8 @@ class SmoothTSPolicy(Windowed, Policy):
             Lam += trend * np.kron(np.eye(self.J), np.outer(v, v))
         if d > 0 and G >= 3:
             for j in range(d):  # smooth along each context axis of the tensor grid
-                Dc = divided_second_diff(self.knots[j])
-                mats = [np.eye(G)] * d
-                mats[j] = Dc.T @ Dc
-                full: np.ndarray = mats[0]
-                for m in mats[1:]:
-                    full = np.kron(full, m)
-                Lam += ctx_s * np.kron(full, np.eye(K))
+                Dc = divided_diff(self.knots[j], 2)
+                Lam += ctx_s * np.kron(self._along_axis(j, Dc.T @ Dc), np.eye(K))
         if d > 0 and G >= 2 and K >= 2 and shape_slope > 0:
             # The arms' profile (each arm less their mean) changes slowly across contexts,
             # while the level (the mean, common to all arms, irrelevant to the choice) may
@@ -273,13 +270,8 @@ class SmoothTSPolicy(Windowed, Policy):
             # neighbours instead of leaving every arm's value there open.
             C = np.eye(K) - 1.0 / K
             for j in range(d):
-                D1 = divided_first_diff(self.knots[j])
-                mats = [np.eye(G)] * d
-                mats[j] = D1.T @ D1
-                full = mats[0]
-                for m in mats[1:]:
-                    full = np.kron(full, m)
-                Lam += shape_slope * np.kron(full, C)
+                D1 = divided_diff(self.knots[j], 1)
+                Lam += shape_slope * np.kron(self._along_axis(j, D1.T @ D1), C)
         return Lam
 
     def _reset_posterior(self) -> None:
