@@ -203,7 +203,7 @@ def test_smooth_ts_lazy_downdates_keep_the_same_posterior(d: int) -> None:
 def test_smooth_ts_refit_is_the_row_by_row_posterior(d: int) -> None:
     """The refit scatters all rows' basis outer products at once: the same precision and
     posterior as adding the rows one by one (contexts beyond the knots included)."""
-    from app.policies.smooth_ts import spd_inverse
+    from app.policies.splines import spd_inverse
 
     rng = np.random.default_rng(10 + d)
     arms = np.linspace(1.0, 1.9, 7)[:, None]
