@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,10 +43,6 @@ def test_a_malformed_variable_names_itself(monkeypatch: pytest.MonkeyPatch) -> N
 def test_worker_blas_threads_cap_a_pool_process() -> None:
     """What a pool process runs after the fork (workers.daemon._limit_blas): every BLAS
     library loaded (numpy's, scipy's) capped, and the variables set for later ones."""
-    import json
-    import subprocess
-    import sys
-
     code = (
         "import json, os, numpy\n"
         "os.environ['BANDITQ_WORKER_BLAS_THREADS'] = '1'\n"
@@ -52,7 +52,7 @@ def test_worker_blas_threads_cap_a_pool_process() -> None:
         "blas = [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas']\n"
         "print(json.dumps([blas, os.environ['OPENBLAS_NUM_THREADS']]))\n"
     )
-    env = {k: v for k, v in __import__("os").environ.items() if not k.endswith("_NUM_THREADS")}
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
