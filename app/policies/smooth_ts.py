@@ -31,7 +31,13 @@ import numpy as np
 
 from app.policies.base import Decision, Policy
 from app.policies.features import RangeScaler
-from app.policies.splines import divided_diff, hat_weights, hat_weights_many, spd_inverse
+from app.policies.splines import (
+    bspline_basis,
+    divided_diff,
+    hat_weights,
+    hat_weights_many,
+    spd_inverse,
+)
 from app.policies.window import Window, Windowed
 
 
@@ -41,7 +47,7 @@ class SmoothTSPolicy(Windowed, Policy):
     Not thread-safe; ``choose`` is pure; update O(P^2); state = (mu, S, buffer, range)."""
 
     name = "smooth-ts"
-    version = "2"
+    version = "3"
 
     def __init__(
         self,
@@ -55,7 +61,7 @@ class SmoothTSPolicy(Windowed, Policy):
         trend: float = 0.2,
         context_smooth: float = 4.0,
         ridge: float = 1e-4,
-        explore: float = 0.8,
+        explore: float | None = None,
         noise: float = 0.1,
         min_noise: float = 0.02,
         mc: int = 256,
@@ -65,6 +71,7 @@ class SmoothTSPolicy(Windowed, Policy):
         lazy_rank: int = 32,
         shape_slope: float | None = None,
         refit_gap: int | None = None,
+        arm_basis: int | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(n_arms, n_features, **kw)
@@ -80,11 +87,18 @@ class SmoothTSPolicy(Windowed, Policy):
         if d > 3:
             raise ValueError("smooth-ts supports up to 3 context features; use lin-ts")
         self.d = d
-        self._set_grid(1 if d == 0 else int(knots), n_arms)
         pos = self.arm_positions
         if ordered_arms is None:
             ordered_arms = pos.shape[1] == 1 and bool(np.all(np.diff(pos[:, 0]) > 0))
         self.ordered = bool(ordered_arms)
+        self._set_arm_basis(arm_basis)
+        self._set_grid(1 if d == 0 else int(knots), n_arms)
+        if explore is None:
+            # One value per arm, the posterior's rough arm-to-arm components spread the
+            # draws' argmin over neighbouring arms; a spline basis has none, and without a
+            # wider draw the choice can lock onto one arm in a new context range (drift2d /
+            # heat-pcg figures in the README).
+            explore = 0.8 if self.identity_arms else 1.0
         self.explore = float(explore)
         self.noise0 = float(noise)
         self.min_noise = float(min_noise)
@@ -112,11 +126,12 @@ class SmoothTSPolicy(Windowed, Policy):
         )
         # Prior mean over the grid: a shallow convex bowl across ordered arms (an interior
         # optimum is likelier than an end), ``bowl`` log-units higher at the ends.
-        self.arm_shape = np.zeros(n_arms)
+        arm_shape = np.zeros(n_arms)
         if self.ordered and n_arms >= 3:
             u = np.linspace(-1.0, 1.0, n_arms)
-            self.arm_shape = float(bowl) * u**2
-        self.mu0 = np.tile(self.arm_shape, self.J)
+            arm_shape = float(bowl) * u**2
+        self.coef_shape = np.linalg.lstsq(self.B, arm_shape, rcond=None)[0]
+        self.mu0 = np.tile(self.coef_shape, self.J)
         self.knots = [np.linspace(-1.0, 1.0, self.G) for _ in range(d)]
         self.next_refit = 32
         if refit_gap is not None and int(refit_gap) < 1:
@@ -133,19 +148,49 @@ class SmoothTSPolicy(Windowed, Policy):
         self.resid_n = 0.0
 
     # ----------------------------------------------------------------- model
+    def _set_arm_basis(self, arm_basis: int | None) -> None:
+        """Each context point's arm curve as ``M`` cubic B-spline coefficients over ordered
+        arms (``B``: K x M). Many ordered arms (auto: more than 24) sample a smooth curve
+        whose degrees of freedom are far fewer than the arms: M = max(8, K/4) cuts the model
+        (P = J M) and its cost (updates O(P^2), refits O(P^3)) while a minimum between knots
+        stays reachable. Otherwise (or M >= K) the identity: one value per arm."""
+        K = self.n_arms
+        if arm_basis is None:
+            arm_basis = max(8, -(-K // 4)) if self.ordered and K > 24 else K
+        if int(arm_basis) < K and not self.ordered:
+            raise ValueError("policy_config.arm_basis < the number of arms needs ordered arms")
+        if int(arm_basis) < 4:
+            raise ValueError(f"policy_config.arm_basis={arm_basis} must be >= 4")
+        self.B = bspline_basis(K, int(arm_basis))
+        self.M = self.B.shape[1]
+        nz = [np.flatnonzero(row) for row in self.B]
+        s = max(len(z) for z in nz)
+        # arm -> its (at most 4) coefficients and weights; padding adds weight 0 to coef 0
+        self.arm_idx = np.zeros((K, s), dtype=np.int64)
+        self.arm_w = np.zeros((K, s))
+        for a, z in enumerate(nz):
+            self.arm_idx[a, : len(z)] = z
+            self.arm_w[a, : len(z)] = self.B[a, z]
+        self.identity_arms = self.M == K
+
     def _set_grid(self, G: int, n_arms: int) -> None:
         self.G = G
         self.J = G**self.d  # context grid points
-        self.P = self.J * n_arms
+        self.P = self.J * self.M
 
     @property
     def refit_gap(self) -> int:
-        """Results between refits after the context range grew. A refit is O(P^3), an
-        update O(P^2): small models refit at every range change; large ones (P = 1800
-        with 2 features and 50 arms) at most every ~P/64 results."""
+        """Results between refits after the context range grew: 1 while the grid holds at
+        most 1024 (context point, arm) values, else one per 64 of them (29 with 2 features
+        and 50 arms). Besides bounding the cost, the gap lets the result updates in between
+        record a fast drift's surprises in the noise estimate; refitting at every step of
+        such a drift rebuilds the posterior on a noise level learnt before it, and with
+        many arms on a spline basis the choice then locks onto one arm (the README's
+        heat-pcg figures)."""
         if self._refit_gap is not None:
             return self._refit_gap
-        return 1 if self.P <= 1024 else -(-self.P // 64)
+        values = self.J * self.n_arms
+        return 1 if values <= 1024 else -(-values // 64)
 
     def _grid_for(self, n: int) -> int:
         """Knots of a growing 1-feature grid holding ``n`` results."""
@@ -154,7 +199,7 @@ class SmoothTSPolicy(Windowed, Policy):
     def _resize(self, G: int) -> None:
         """A grid of G knots (a refit follows: it rebuilds the posterior from the buffer)."""
         self._set_grid(G, self.n_arms)
-        self.mu0 = np.tile(self.arm_shape, self.J)
+        self.mu0 = np.tile(self.coef_shape, self.J)
         lo, hi = float(self.knots[0][0]), float(self.knots[0][-1])
         self.knots = [np.linspace(lo, hi, G)]
 
@@ -176,28 +221,30 @@ class SmoothTSPolicy(Windowed, Policy):
         trend: float,
         shape_slope: float = 0.0,
     ) -> np.ndarray:
-        K, G, d = self.n_arms, self.G, self.d
-        Lam = ridge * np.eye(self.P)
+        K, G, d, B = self.n_arms, self.G, self.d, self.B
+        # Priors are stated on the arm values (theta = B c per context point) and projected
+        # exactly onto the coefficients: a quadratic form A on arm values is B' A B.
+        BtB = B.T @ B
+        Lam = ridge * np.kron(np.eye(self.J), BtB)
         if self.ordered and K >= 3:
-            Da = divided_diff(np.arange(K, dtype=float), 2)
-            Lam += arm_s * np.kron(np.eye(self.J), Da.T @ Da)
-            Da1 = divided_diff(np.arange(K, dtype=float), 1)
-            Lam += arm_slope * np.kron(np.eye(self.J), Da1.T @ Da1)
+            Da = divided_diff(np.arange(K, dtype=float), 2) @ B
+            Da1 = divided_diff(np.arange(K, dtype=float), 1) @ B
             # The global slope across arms (log-units end to end) is what the second
             # difference leaves free; bound it without penalizing steep local sides.
             v = np.linspace(-1.0, 1.0, K)
-            v = v / (v @ v)  # v @ theta_row = least-squares end-to-end half-slope
-            Lam += trend * np.kron(np.eye(self.J), np.outer(v, v))
+            v = (v / (v @ v)) @ B  # v @ theta_row = least-squares end-to-end half-slope
+            arm = arm_s * Da.T @ Da + arm_slope * Da1.T @ Da1 + trend * np.outer(v, v)
+            Lam += np.kron(np.eye(self.J), arm)
         if d > 0 and G >= 3:
             for j in range(d):  # smooth along each context axis of the tensor grid
                 Dc = divided_diff(self.knots[j], 2)
-                Lam += ctx_s * np.kron(self._along_axis(j, Dc.T @ Dc), np.eye(K))
+                Lam += ctx_s * np.kron(self._along_axis(j, Dc.T @ Dc), BtB)
         if d > 0 and G >= 2 and K >= 2 and shape_slope > 0:
             # The arms' profile (each arm less their mean) changes slowly across contexts,
             # while the level (the mean, common to all arms, irrelevant to the choice) may
             # move freely: one trial at a new context then borrows the profile of its
             # neighbours instead of leaving every arm's value there open.
-            C = np.eye(K) - 1.0 / K
+            C = B.T @ (np.eye(K) - 1.0 / K) @ B
             for j in range(d):
                 D1 = divided_diff(self.knots[j], 1)
                 Lam += shape_slope * np.kron(self._along_axis(j, D1.T @ D1), C)
@@ -256,15 +303,20 @@ class SmoothTSPolicy(Windowed, Policy):
             return self.noise0**2
         return max(self.resid_ss / self.resid_n, self.min_noise**2)
 
-    def _rls(self, x: np.ndarray, arm: int, y: float, w: float) -> float:
-        """One recursive-least-squares step; returns the predictive residual."""
+    def _surprise(self, x: np.ndarray, arm: int, y: float) -> tuple[float, float, np.ndarray]:
+        """The observation's predictive residual, its model variance phi' S phi and S phi."""
         gi, gw = self._basis(x)
-        idx = gi * self.n_arms + arm
+        idx = (gi[:, None] * self.M + self.arm_idx[arm][None, :]).reshape(-1)
+        gw = (gw[:, None] * self.arm_w[arm][None, :]).reshape(-1)
         Sphi = gw @ self.S[idx]  # rows (S is symmetric): contiguous, unlike columns
         if self.r:
             Sphi -= self.U[:, : self.r] @ (self.U[idx, : self.r].T @ gw)
-        phiSphi = float(gw @ Sphi[idx])
-        r = y - self.y0 - float(gw @ self.mu[idx])
+        return y - self.y0 - float(gw @ self.mu[idx]), float(gw @ Sphi[idx]), Sphi
+
+    def _rls(self, x: np.ndarray, arm: int, y: float, w: float) -> float:
+        """One recursive-least-squares step; returns the noise part of the squared
+        predictive error."""
+        r, phiSphi, Sphi = self._surprise(x, arm, y)
         c = 1.0 / w + phiSphi
         self.mu += Sphi * (r / c)
         if self.lazy_rank:
@@ -309,23 +361,29 @@ class SmoothTSPolicy(Windowed, Policy):
         buf = self.buf
         if len(buf):
             gi, gw = self._basis_many(buf[:, : self.d])
-            idx = gi * self.n_arms + buf[:, self.d].astype(np.int64)[:, None]  # (n, m)
+            arms = buf[:, self.d].astype(np.int64)
+            n = len(buf)
+            ai, aw = self.arm_idx[arms], self.arm_w[arms]  # (n, s)
+            idx = (gi[:, :, None] * self.M + ai[:, None, :]).reshape(n, -1)  # (n, m s)
+            gw = (gw[:, :, None] * aw[:, None, :]).reshape(n, -1)
             # every row's outer product, scattered into Lam at once (duplicates add up)
             flat = (idx[:, :, None] * self.P + idx[:, None, :]).reshape(-1)
-            np.add.at(Lam.reshape(-1), flat, (w * gw[:, :, None] * gw[:, None, :]).reshape(-1))
+            vals = (w * gw[:, :, None] * gw[:, None, :]).reshape(-1)
+            Lam += np.bincount(flat, vals, minlength=self.P * self.P).reshape(self.P, self.P)
             resid = (buf[:, self.d + 1] - self.y0)[:, None]
             h += np.bincount(idx.reshape(-1), (w * gw * resid).reshape(-1), minlength=self.P)
         self.S = spd_inverse(Lam)
         self.mu = self.S @ (h + self.prior @ self.mu0)
 
     def _predictive(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Predictive mean and covariance of every arm's log cost at x. The posterior is laid
-        out grid point by grid point, K arms each: the active points' blocks of ``S`` are
-        contiguous with one context feature (a view, no gather). The covariance is the
-        ``w``-weighted sum of the m x m blocks of K x K (O(m^2 K^2), not the O(m^2 K^3) of
-        forming ``B' S_sub B``), less the pending downdates projected the same way."""
+        """Predictive mean and covariance of the M arm-curve coefficients at x (the arms'
+        log costs are ``B`` times them). The posterior is laid out grid point by grid point,
+        M coefficients each: the active points' blocks of ``S`` are contiguous with one
+        context feature (a view, no gather). The covariance is the ``w``-weighted sum of the
+        m x m blocks of M x M (O(m^2 M^2), not the O(m^2 M^3) of forming ``W' S_sub W``),
+        less the pending downdates projected the same way."""
         gi, gw = self._basis(x)
-        K, m, J = self.n_arms, len(gi), self.J
+        K, m, J = self.M, len(gi), self.J
         if m == 1 or (m == 2 and gi[1] == gi[0] + 1):
             lo = int(gi[0]) * K
             blocks = self.S[lo : lo + m * K, lo : lo + m * K].reshape(m, K, m, K)
@@ -345,7 +403,7 @@ class SmoothTSPolicy(Windowed, Policy):
         """``mc`` joint posterior draws of the arms' log costs, and a uniform for the choice
         (both from the one generator of ``key``)."""
         mean, cov = self._predictive(np.asarray(context, float))
-        K = self.n_arms
+        K = self.M
         cov *= self.explore**2
         jittered = cov.copy()
         jittered.flat[:: K + 1] += 1e-10 * max(float(np.trace(cov)) / K, 1e-12)
@@ -356,7 +414,10 @@ class SmoothTSPolicy(Windowed, Policy):
             L = vecs * np.sqrt(np.maximum(vals, 0.0))
         rng = self.rng(key)
         z = rng.standard_normal((self.mc, K))
-        return mean + z @ L.T, float(rng.random())
+        draws = mean + z @ L.T
+        if not self.identity_arms:
+            draws = draws @ self.B.T
+        return draws, float(rng.random())
 
     # ----------------------------------------------------------------- interface
     def _distribution(self, context: np.ndarray, key: int) -> tuple[np.ndarray, float]:
@@ -379,7 +440,7 @@ class SmoothTSPolicy(Windowed, Policy):
         return self._distribution(context, key)[0]
 
     def best_arm(self, context: np.ndarray) -> int:
-        return int(np.argmin(self._predictive(np.asarray(context, float))[0]))
+        return int(np.argmin(self.B @ self._predictive(np.asarray(context, float))[0]))
 
     def _update(self, context: np.ndarray, arm: int, cost: float) -> None:
         y = float(np.log1p(cost))
@@ -427,7 +488,7 @@ class SmoothTSPolicy(Windowed, Policy):
         self.knots = [np.asarray(k, float) for k in s["knots"]]
         if self.d and len(self.knots[0]) != self.G:  # a grown grid
             self._set_grid(len(self.knots[0]), self.n_arms)
-            self.mu0 = np.tile(self.arm_shape, self.J)
+            self.mu0 = np.tile(self.coef_shape, self.J)
         self.next_refit = int(s["next_refit"])
         self.since_refit, self.stale = int(s["since_refit"]), bool(s["stale"])
         self.prior = self._prior_precision(*self.hyper)

@@ -5,6 +5,7 @@ inverse of a symmetric positive definite matrix. Pure functions, no state."""
 from __future__ import annotations
 
 import numpy as np
+from scipy.interpolate import BSpline
 from scipy.linalg import lapack
 
 
@@ -59,3 +60,17 @@ def spd_inverse(M: np.ndarray) -> np.ndarray:
             return upper + np.triu(upper, 1).T
     out = np.linalg.inv(M)
     return (out + out.T) / 2.0
+
+
+def bspline_basis(n: int, m: int, degree: int = 3) -> np.ndarray:
+    """The n x m design matrix of ``m`` clamped B-splines of ``degree`` on uniform knots over
+    the points 0..n-1 (rows sum to 1; a row has at most degree + 1 non-zeros). With m >= n
+    the identity: every point its own coefficient."""
+    if m >= n:
+        return np.eye(n)
+    if m <= degree:
+        raise ValueError(f"a basis of {m} B-splines of degree {degree} needs m > degree")
+    inner = np.linspace(0.0, n - 1.0, m - degree + 1)
+    t = np.concatenate([[inner[0]] * degree, inner, [inner[-1]] * degree])
+    B = BSpline.design_matrix(np.arange(n, dtype=float), t, degree).toarray()
+    return np.asarray(B, float)

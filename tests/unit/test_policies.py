@@ -11,6 +11,7 @@ from app.offline.replay import replay
 from app.offline.tables import CostTable
 from app.plugins import POLICIES_GROUP, names
 from app.policies.registry import DEFAULT_POLICY, make_policy
+from app.policies.smooth_ts import SmoothTSPolicy
 
 NAMES = names(POLICIES_GROUP)
 K = 8
@@ -330,7 +331,9 @@ def test_smooth_ts_refits_after_range_growth_are_gated_by_model_size(
     T = 200
     for K, expect_gap in ((50, 29), (5, 1)):
         calls["n"] = 0
-        pol = make_policy("smooth-ts", K, 2, arms=np.linspace(1, 1.9, K)[:, None], seed=0)
+        # arm_basis=K: one coefficient per arm, P = 36 x 50 (the reduced basis is smaller)
+        cfg = {"arm_basis": K}
+        pol = make_policy("smooth-ts", K, 2, arms=np.linspace(1, 1.9, K)[:, None], config=cfg)
         assert isinstance(pol, smooth_ts.SmoothTSPolicy) and pol.refit_gap == expect_gap
         for t in range(T):
             x = np.array([0.01 * t, 1.0 + 0.02 * t])  # a new extreme every step
@@ -363,3 +366,37 @@ def test_smooth_ts_one_feature_grid_grows_and_round_trips() -> None:
     fixed = make_policy("smooth-ts", K, 1, arms=ARMS[:, None], seed=3, config={"knots": 10})
     _train(fixed, tab, 600)
     assert fixed.G == 10  # knots given: the grid stays as asked
+
+
+def test_smooth_ts_many_ordered_arms_share_a_spline_basis() -> None:
+    """50 ordered arms: each context point's arm curve is 13 cubic B-spline coefficients
+    (P = 36 x 13, not 36 x 50); an optimum between the basis knots stays reachable (a
+    quadratic log cost is in the spline space, so the learnt argmin is exact), the state is
+    several times smaller and learning on a drifting sequence is no worse."""
+    K = 50
+    arms = np.linspace(1.0, 1.98, K)[:, None]
+    pol = make_policy("smooth-ts", K, 2, arms=arms, seed=0)
+    assert isinstance(pol, SmoothTSPolicy) and (pol.M, pol.P) == (13, 36 * 13)
+    full = make_policy("smooth-ts", K, 2, arms=arms, seed=0, config={"arm_basis": K})
+    assert isinstance(full, SmoothTSPolicy) and full.P == 36 * K
+    rng = np.random.default_rng(0)
+    best = 23  # between knots (at 19.6 and 24.5 in arm index)
+    for t in range(400):
+        x = rng.uniform(0.0, 1.0, 2)
+        for p in (pol, full):
+            a = p.choose(x, key=t).arm
+            p.update(x, a, float(np.exp(2.0 + x[0] + 0.01 * (a - best) ** 2)))
+    for x in ([0.2, 0.3], [0.5, 0.5], [0.9, 0.1]):
+        assert pol.best_arm(np.array(x)) == best
+    assert len(json.dumps(pol.get_state())) * 4 < len(json.dumps(full.get_state()))
+    reduced = np.mean([_drifting_regret({}, s) for s in range(3)])
+    one_per_arm = np.mean([_drifting_regret({"arm_basis": 30}, s) for s in range(3)])
+    assert reduced < 1.3 and reduced < 1.05 * one_per_arm
+
+
+def test_smooth_ts_arm_basis_needs_ordered_arms() -> None:
+    unordered = np.array([[1.5], [1.0], [1.9], [1.2]] * 10)
+    with pytest.raises(ValueError, match="arm_basis"):
+        make_policy("smooth-ts", 40, 1, arms=unordered, config={"arm_basis": 8})
+    pol = make_policy("smooth-ts", 40, 1, arms=unordered)
+    assert isinstance(pol, SmoothTSPolicy) and pol.M == 40  # auto: one value per arm
