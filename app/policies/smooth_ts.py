@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from app.policies.base import Decision, Policy
 from app.policies.features import RangeScaler
@@ -203,14 +204,14 @@ class SmoothTSPolicy(Windowed, Policy):
         lo, hi = float(self.knots[0][0]), float(self.knots[0][-1])
         self.knots = [np.linspace(lo, hi, G)]
 
-    def _along_axis(self, j: int, M: np.ndarray) -> np.ndarray:
-        """``M`` (G x G) acting on context axis j of the J-point tensor grid (J x J)."""
-        mats = [np.eye(self.G)] * self.d
-        mats[j] = M
-        full: np.ndarray = mats[0]
+    def _along_axis(self, j: int, M: np.ndarray) -> sp.csr_matrix:
+        """``M`` (G x G) acting on context axis j of the J-point tensor grid (J x J, sparse)."""
+        mats = [sp.identity(self.G, format="csr")] * self.d
+        mats[j] = sp.csr_matrix(M)
+        full = mats[0]
         for m in mats[1:]:
-            full = np.kron(full, m)
-        return full
+            full = sp.kron(full, m, format="csr")
+        return sp.csr_matrix(full)
 
     def _prior_precision(
         self,
@@ -225,7 +226,9 @@ class SmoothTSPolicy(Windowed, Policy):
         # Priors are stated on the arm values (theta = B c per context point) and projected
         # exactly onto the coefficients: a quadratic form A on arm values is B' A B.
         BtB = B.T @ B
-        Lam = ridge * np.kron(np.eye(self.J), BtB)
+        eye_J = sp.identity(self.J, format="csr")
+        # Kronecker products of banded factors: summed sparse, made dense once.
+        Lam = ridge * sp.kron(eye_J, BtB, format="csr")
         if self.ordered and K >= 3:
             Da = divided_diff(np.arange(K, dtype=float), 2) @ B
             Da1 = divided_diff(np.arange(K, dtype=float), 1) @ B
@@ -234,11 +237,11 @@ class SmoothTSPolicy(Windowed, Policy):
             v = np.linspace(-1.0, 1.0, K)
             v = (v / (v @ v)) @ B  # v @ theta_row = least-squares end-to-end half-slope
             arm = arm_s * Da.T @ Da + arm_slope * Da1.T @ Da1 + trend * np.outer(v, v)
-            Lam += np.kron(np.eye(self.J), arm)
+            Lam += sp.kron(eye_J, arm, format="csr")
         if d > 0 and G >= 3:
             for j in range(d):  # smooth along each context axis of the tensor grid
                 Dc = divided_diff(self.knots[j], 2)
-                Lam += ctx_s * np.kron(self._along_axis(j, Dc.T @ Dc), BtB)
+                Lam += ctx_s * sp.kron(self._along_axis(j, Dc.T @ Dc), BtB, format="csr")
         if d > 0 and G >= 2 and K >= 2 and shape_slope > 0:
             # The arms' profile (each arm less their mean) changes slowly across contexts,
             # while the level (the mean, common to all arms, irrelevant to the choice) may
@@ -247,8 +250,8 @@ class SmoothTSPolicy(Windowed, Policy):
             C = B.T @ (np.eye(K) - 1.0 / K) @ B
             for j in range(d):
                 D1 = divided_diff(self.knots[j], 1)
-                Lam += shape_slope * np.kron(self._along_axis(j, D1.T @ D1), C)
-        return Lam
+                Lam += shape_slope * sp.kron(self._along_axis(j, D1.T @ D1), C, format="csr")
+        return np.asarray(Lam.toarray())
 
     def _reset_posterior(self) -> None:
         self.S = spd_inverse(self.prior)
