@@ -12,14 +12,16 @@ What it exploits that the paper's learners do not:
   bisected rather than enumerated);
 * with 2-3 features, the arms' profile (each arm less their mean) changes slowly across
   contexts while the level moves freely, so a first visit to a new context range borrows
-  its neighbours' profile; with one feature the grid grows with the data instead.
+  its neighbours' profile; with one feature the grid grows with the data instead;
+* many ordered arms (more than 24) sample a smooth curve: each context point holds M cubic
+  B-spline coefficients of it (``B``: K x M), not K values.
 
-The posterior is Gaussian: mean ``mu`` and covariance ``S`` over the G**d x K grid values,
-updated by recursive least squares, P = G**d K. The rank-one downdates of ``S`` are kept
-as ``lazy_rank`` pending columns ``U`` (``S_true = S - U U'``) and folded in one matrix
-product when they fill up: O(P r) per result instead of O(P^2), the same posterior. A
-choice samples the K arm values at the context jointly (a K x K covariance) and takes the
-cheapest; the propensity is the Monte Carlo frequency of that arm under the same
+The posterior is Gaussian: mean ``mu`` and covariance ``S`` over the G**d x M coefficients,
+updated by recursive least squares, P = G**d M (M = K without a basis). The rank-one
+downdates of ``S`` are kept as ``lazy_rank`` pending columns ``U`` (``S_true = S - U U'``)
+and folded in one matrix product when they fill up: O(P r) per result instead of O(P^2),
+the same posterior. A choice samples the M coefficients at the context jointly (an M x M
+covariance), maps them to the K arm values and takes the cheapest; the propensity is the Monte Carlo frequency of that arm under the same
 posterior. When the learnt context range changes the model refits from its bounded buffer.
 """
 
