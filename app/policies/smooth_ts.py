@@ -21,8 +21,9 @@ updated by recursive least squares, P = G**d M (M = K without a basis). The rank
 downdates of ``S`` are kept as ``lazy_rank`` pending columns ``U`` (``S_true = S - U U'``)
 and folded in one matrix product when they fill up: O(P r) per result instead of O(P^2),
 the same posterior. A choice samples the M coefficients at the context jointly (an M x M
-covariance), maps them to the K arm values and takes the cheapest; the propensity is the Monte Carlo frequency of that arm under the same
-posterior. When the learnt context range changes the model refits from its bounded buffer.
+covariance), maps them to the K arm values and takes the cheapest; the propensity is the
+Monte Carlo frequency of that arm under the same posterior. When the learnt context range
+changes the model refits from its bounded buffer.
 """
 
 from __future__ import annotations
