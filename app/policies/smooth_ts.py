@@ -163,8 +163,8 @@ class SmoothTSPolicy(Windowed, Policy):
             arm_basis = max(8, -(-K // 4)) if self.ordered and K > 24 else K
         if int(arm_basis) < K and not self.ordered:
             raise ValueError("policy_config.arm_basis < the number of arms needs ordered arms")
-        if int(arm_basis) < 4:
-            raise ValueError(f"policy_config.arm_basis={arm_basis} must be >= 4")
+        if int(arm_basis) < min(4, K):  # a cubic basis has at least 4 coefficients
+            raise ValueError(f"policy_config.arm_basis={arm_basis} must be >= {min(4, K)}")
         self.B = bspline_basis(K, int(arm_basis))
         self.M = self.B.shape[1]
         nz = [np.flatnonzero(row) for row in self.B]

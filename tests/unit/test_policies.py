@@ -400,3 +400,14 @@ def test_smooth_ts_arm_basis_needs_ordered_arms() -> None:
         make_policy("smooth-ts", 40, 1, arms=unordered, config={"arm_basis": 8})
     pol = make_policy("smooth-ts", 40, 1, arms=unordered)
     assert isinstance(pol, SmoothTSPolicy) and pol.M == 40  # auto: one value per arm
+
+
+@pytest.mark.parametrize("K", [1, 2, 3, 5])
+def test_smooth_ts_few_arms_keep_one_value_each(K: int) -> None:
+    pol = make_policy("smooth-ts", K, 1, arms=np.linspace(1, 1.9, K)[:, None])
+    assert isinstance(pol, SmoothTSPolicy) and pol.M == K
+    pol.update(np.ones(1), pol.choose(np.ones(1), key=0).arm, 3.0)
+    with pytest.raises(ValueError, match="arm_basis"):
+        make_policy(
+            "smooth-ts", 40, 1, arms=np.linspace(1, 1.9, 40)[:, None], config={"arm_basis": 3}
+        )
