@@ -39,30 +39,48 @@ class SolutionOf:
     right-hand side of ``LinearSystem.affine``: a Crank-Nicolson step's ``(I - s A) u + f``
     is ``SolutionOf(prev, 1.0, -s, f)``. The worker computes it where the solution is, so the
     steps of a simulation can all be submitted at once and run back to back. ``plus`` is
-    uploaded to the array store at submit time."""
+    uploaded to the array store at submit time. ``SolutionOf.item(j, ...)`` names item j of
+    the same ``submit_many`` call instead (an earlier item): a whole stretch of steps in one
+    call and one transaction."""
 
     def __init__(
         self, instance: int, scale: float = 1.0, times_A: float = 0.0, plus: Any = None
     ) -> None:
         if isinstance(instance, bool) or not isinstance(instance, int | np.integer):
             raise InputError("solution_of", f"must be an instance id (int), got {instance!r}")
-        self.instance = int(instance)
+        self.instance: int | None = int(instance)
+        self.index: int | None = None
         self.scale = finite_number(scale, "solution_of.scale")
         self.times_A = finite_number(times_A, "solution_of.times_A")
         self.plus = None if plus is None else np.asarray(plus, dtype=np.float64).ravel()
         if self.plus is not None and not np.all(np.isfinite(self.plus)):
             raise InputError("solution_of.plus", "must be finite (NaN or inf found)")
 
+    @classmethod
+    def item(
+        cls, index: int, scale: float = 1.0, times_A: float = 0.0, plus: Any = None
+    ) -> SolutionOf:
+        """The solution of item ``index`` (0-based, an earlier item) of the ``submit_many``
+        call this value is passed to."""
+        if isinstance(index, bool) or not isinstance(index, int | np.integer) or index < 0:
+            raise InputError("solution_of.item", f"must be an item index >= 0, got {index!r}")
+        self = cls(0, scale, times_A, plus)
+        self.instance, self.index = None, int(index)
+        return self
+
     def to_wire(
         self, n: int, put: Callable[[str, Any], dict[str, Any]], field: str = "x0"
     ) -> dict[str, Any]:
+        """The wire form; an item reference (``SolutionOf.item``) carries ``"item": j`` in
+        place of the id until :func:`resolve_items` names the instance."""
         plus: dict[str, Any] | None = None
         if self.plus is not None:
             if self.plus.size != n:
                 raise InputError(f"{field}.plus", f"must have length {n}, got {self.plus.size}")
             plus = put("vector", self.plus)
+        ref: dict[str, Any] = {KEY: self.instance} if self.index is None else {"item": self.index}
         return {
-            KEY: self.instance,
+            **ref,
             "shape": [n],
             "scale": self.scale,
             "times_A": self.times_A,
@@ -70,7 +88,50 @@ class SolutionOf:
         }
 
     def __repr__(self) -> str:
-        return f"SolutionOf({self.instance}, scale={self.scale}, times_A={self.times_A})"
+        of = self.instance if self.index is None else f"item {self.index}"
+        return f"SolutionOf({of}, scale={self.scale}, times_A={self.times_A})"
+
+
+def _chained_slots(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(field, value) of the chained values a solver spec holds (x0, the stored system's b)."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    x0 = spec.get("x0")
+    if isinstance(x0, dict) and (KEY in x0 or "item" in x0):
+        out.append(("x0", x0))
+    system = spec.get("system")
+    stored = system.get("stored") if isinstance(system, dict) else None
+    b = stored.get("b") if isinstance(stored, dict) else None
+    if isinstance(b, dict) and (KEY in b or "item" in b):
+        out.append(("system.b", b))
+    return out
+
+
+def has_items(spec: dict[str, Any]) -> bool:
+    """Whether a spec's chained values name items of its submit call (``SolutionOf.item``)."""
+    return any("item" in v for _f, v in _chained_slots(spec))
+
+
+def resolve_items(spec: dict[str, Any], position: int, ids: list[int] | None, where: str) -> None:
+    """Name the instances behind ``SolutionOf.item`` references in a spec (in place): item j
+    is ``ids[j]``, the ids of the call's items; ``position`` is this spec's own item (only
+    earlier items may be named)."""
+    for field, value in _chained_slots(spec):
+        if "item" not in value:
+            continue
+        j = value.pop("item")
+        if ids is None or position == 0:
+            raise InputError(
+                f"{where}{field}",
+                f"SolutionOf.item({j!r}) must name an earlier item of the same submit_many "
+                "call, and there is none before this one",
+            )
+        if not isinstance(j, int) or not 0 <= j < position:
+            raise InputError(
+                f"{where}{field}",
+                f"SolutionOf.item must name an earlier item of this submit_many call "
+                f"(0..{position - 1}), got {j!r}",
+            )
+        value[KEY] = ids[j]
 
 
 def validate(value: Any, n: int, field: str, has_matrix: bool) -> dict[str, Any]:

@@ -32,6 +32,15 @@ _INSERT_PG = text(
     "FROM c, unnest(CAST(:contexts AS jsonb[]), CAST(:specs AS jsonb[])) "
     "WITH ORDINALITY AS v(context, spec, ord) RETURNING id, seq"
 )
+#: the same with the ids given (reserved by ``reserve_instance_ids``)
+_INSERT_PG_IDS = text(
+    "WITH c AS (UPDATE campaigns SET n_instances = n_instances + :n "
+    "WHERE id = :cid AND status = 'active' RETURNING n_instances) "
+    "INSERT INTO instances (id, campaign_id, seq, context, spec, status, created_at) "
+    "SELECT v.id, :cid, c.n_instances - :n + v.ord - 1, v.context, v.spec, 'pending', :now "
+    "FROM c, unnest(CAST(:ids AS integer[]), CAST(:contexts AS jsonb[]), "
+    "CAST(:specs AS jsonb[])) WITH ORDINALITY AS v(id, context, spec, ord) RETURNING id, seq"
+)
 #: one instance's final trial and its result, or no row while it is not finished
 SOLUTION_SQL = (
     "SELECT t.id, t.state, r.iterations, r.converged, r.residual, r.latency_ms, r.outputs, "
@@ -43,21 +52,45 @@ SOLUTION_SQL = (
 FINAL = tuple(s.value for s in FINAL_STATUSES)
 
 
-def insert_instances(s: Session, campaign_id: int, prepared: Prepared) -> list[int] | None:
-    """Reserve consecutive sequence numbers and insert; the ids in ``prepared``'s order, or
-    None when the campaign does not take instances (not active, or deleted). The campaign
-    row's lock serializes concurrent submitters."""
+def reserve_instance_ids(s: Session, n: int) -> list[int]:
+    """``n`` instance ids, increasing, for ``insert_instances`` in this transaction: from
+    the id sequence on PostgreSQL (never handed out twice); on SQLite past the largest id,
+    after taking the database's write lock (a no-op write) so that no other writer can
+    insert until this transaction ends."""
     if s.get_bind().dialect.name == "postgresql":
         rows = s.execute(
-            _INSERT_PG,
-            {
-                "cid": campaign_id,
-                "n": len(prepared),
-                "contexts": [json_dumps(ctx) for ctx, _sp in prepared],
-                "specs": [json_dumps(sp) for _ctx, sp in prepared],
-                "now": utcnow(),
-            },
+            text(
+                "SELECT nextval(pg_get_serial_sequence('instances', 'id')) "
+                "FROM generate_series(1, :n)"
+            ),
+            {"n": n},
         ).all()
+        return sorted(int(r[0]) for r in rows)
+    s.execute(text("UPDATE campaigns SET n_instances = n_instances WHERE 0 = 1"))
+    top = int(s.scalar(select(func.max(Instance.id))) or 0)
+    return list(range(top + 1, top + 1 + n))
+
+
+def insert_instances(
+    s: Session, campaign_id: int, prepared: Prepared, ids: list[int] | None = None
+) -> list[int] | None:
+    """Reserve consecutive sequence numbers and insert (with ``ids`` when given, one per
+    item, from :func:`reserve_instance_ids`); the ids in ``prepared``'s order, or None when
+    the campaign does not take instances (not active, or deleted). The campaign row's lock
+    serializes concurrent submitters."""
+    if ids is not None and len(ids) != len(prepared):
+        raise ValueError("insert_instances: one id per item")
+    if s.get_bind().dialect.name == "postgresql":
+        params: dict[str, Any] = {
+            "cid": campaign_id,
+            "n": len(prepared),
+            "contexts": [json_dumps(ctx) for ctx, _sp in prepared],
+            "specs": [json_dumps(sp) for _ctx, sp in prepared],
+            "now": utcnow(),
+        }
+        if ids is not None:
+            params["ids"] = ids
+        rows = s.execute(_INSERT_PG if ids is None else _INSERT_PG_IDS, params).all()
         return [int(i) for i, _seq in sorted(rows, key=lambda r: r[1])] if rows else None
     end = s.scalar(
         update(CampaignRow)
@@ -75,6 +108,7 @@ def insert_instances(s: Session, campaign_id: int, prepared: Prepared) -> list[i
             "context": ctx,
             "spec": sp,
             "status": InstanceStatus.pending.value,
+            **({} if ids is None else {"id": ids[j]}),
         }
         for j, (ctx, sp) in enumerate(prepared)
     ]

@@ -4,7 +4,7 @@ one transaction, with the blobs they reference recorded for the store's garbage 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,7 @@ from app.client.store import Prepared
 from app.contexts import validate_context
 from app.errors import InputError
 from models import Campaign as CampaignRow
-from tasks.chain import SolutionOf, parents
+from tasks.chain import SolutionOf, has_items, parents, resolve_items
 from tasks.kinds import get_kind
 from tasks.linsys import LinearSystem, system_size
 
@@ -25,8 +25,16 @@ class Submission(CampaignBase):
     """Queueing instances (all or none per call)."""
 
     def _spec(
-        self, row: CampaignRow, system: Any, spec: dict[str, Any], field: str
+        self,
+        row: CampaignRow,
+        system: Any,
+        spec: dict[str, Any],
+        field: str,
+        position: int = 0,
+        item_ids: Callable[[], list[int]] | None = None,
     ) -> dict[str, Any]:
+        """The validated wire spec of one item; ``item_ids`` gives the ids of the call's
+        items (reserved on first use) for ``SolutionOf.item`` references."""
         kind = get_kind(row.kind)
         full = dict(spec)
         settings = self.client.settings
@@ -49,6 +57,8 @@ class Submission(CampaignBase):
                 if 24 * arr.size > settings.inline_bytes
                 else arr.tolist()
             )
+        if has_items(full):
+            resolve_items(full, position, None if item_ids is None else item_ids(), field)
         try:
             out = kind.validate_spec(full)
         except InputError as exc:
@@ -72,37 +82,48 @@ class Submission(CampaignBase):
     def submit_many(self, items: Iterable[tuple[Any, ...]], **spec: Any) -> list[int]:
         """Queue many instances in one transaction (all or none). Each item is ``(system,
         context)`` or ``(system, context, item_spec)``; ``item_spec`` overrides ``spec``."""
+        items = list(items)
         with self.client.Session() as s, s.begin():
             row = self._meta(s)
             features = list(row.context_features)
             kind = get_kind(row.kind)
             prepared = []
+            reserved: list[int] = []
+
+            def item_ids() -> list[int]:
+                if not reserved:  # only calls with SolutionOf.item pay for the reservation
+                    reserved.extend(store.reserve_instance_ids(s, len(items)))
+                return reserved
+
             for i, item in enumerate(items):
                 where = f"items[{i}]." if i else ""
                 if not isinstance(item, tuple) or len(item) not in (2, 3):
                     raise InputError(f"items[{i}]", "must be (system, context[, spec])")
                 system, context = item[0], item[1]
                 own = {**spec, **item[2]} if len(item) == 3 else spec
-                out = self._spec(row, system, own, where)
+                out = self._spec(row, system, own, where, i, item_ids)
                 derived = kind.context_features(out)
                 if derived and isinstance(context, Mapping):  # the caller's values win
                     context = {**{k: v for k, v in derived.items() if k in features}, **context}
                 ctx = validate_context(context, features, f"{where}context")
                 prepared.append((ctx, out))
-            self._check_chains(s, prepared)
-            ids = self._insert(s, prepared)
+            self._check_chains(s, prepared, reserved)
+            ids = self._insert(s, prepared, reserved or None)
         self.client._wake(self.name)
         return ids
 
-    def _check_chains(self, s: Any, prepared: Prepared) -> None:
-        """Every ``SolutionOf`` names an earlier instance of this campaign, of the same
-        size, that returns its solution (else its worker would never name one)."""
+    def _check_chains(self, s: Any, prepared: Prepared, reserved: list[int]) -> None:
+        """Every ``SolutionOf`` names an earlier instance of this campaign (or an earlier
+        item of this call), of the same size, that returns its solution (else its worker
+        would never name one)."""
         links = [
             (i, f, iid, n) for i, (_c, sp_) in enumerate(prepared) for f, iid, n in parents(sp_)
         ]
         if not links:
             return
-        specs = store.instance_specs(s, self.id, sorted({iid for _i, _f, iid, _n in links}))
+        own = {iid: prepared[j][1] for j, iid in enumerate(reserved)}
+        earlier = sorted({iid for _i, _f, iid, _n in links if iid not in own})
+        specs = {**(store.instance_specs(s, self.id, earlier) if earlier else {}), **own}
         for i, f, iid, n in links:
             where = f"items[{i}].{f}" if i else f
             parent = specs.get(iid)
@@ -147,11 +168,12 @@ class Submission(CampaignBase):
         self.client._wake(self.name)
         return ids
 
-    def _insert(self, s: Any, prepared: Prepared) -> list[int]:
-        """Insert validated (context, spec) pairs with consecutive sequence numbers."""
+    def _insert(self, s: Any, prepared: Prepared, ids_given: list[int] | None = None) -> list[int]:
+        """Insert validated (context, spec) pairs with consecutive sequence numbers (and the
+        ids reserved for them, when given)."""
         if not prepared:
             return []
-        ids = store.insert_instances(s, self.id, prepared)
+        ids = store.insert_instances(s, self.id, prepared, ids_given)
         if ids is None:
             raise self._not_active()
         from tasks.store.blobs import refs_in

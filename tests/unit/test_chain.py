@@ -3,12 +3,14 @@ earlier solution from memory, from a store tag, or not yet (NotReady) and not at
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from sqlalchemy import text
 
 from app.config import Settings
 from app.errors import InputError
@@ -131,3 +133,31 @@ def test_directory_store_tags_are_atomic_files_and_gc_drops_them(tmp_path: Path)
     assert s.drop_tags({"c" * 64}, datetime.now(UTC) - timedelta(hours=1)) == 0
     assert s.drop_tags({"b" * 64}, later) == 2  # the blob's tag, and the old error tag
     assert s.get_tag("solution-1") is None and s.get_tag("solution-2") is None
+
+
+def test_item_references_get_reserved_ids_on_the_embedded_default(tmp_path: Path) -> None:
+    """SQLite: the ids of a submit_many call are reserved past the largest id (under the
+    write lock), inserted as given, and each item reference names its item's instance."""
+    from app import LinearSystem, SolutionOf
+    from app.client import Client
+
+    with Client(settings=Settings(home=tmp_path / "home")) as client:
+        camp = client.create_campaign("items", "sor", {"omega": [1.5]})
+        A = sp.diags([-1.0, 3.0, -1.0], [-1, 0, 1], shape=(400, 400), format="csr")
+        handle = client.store_matrix(A)
+        first = camp.submit(LinearSystem.affine(handle, np.ones(400)), return_solution=True)
+        items = [
+            (LinearSystem.affine(handle, np.ones(400)), {}),
+            (LinearSystem.affine(handle, SolutionOf.item(0, 0.5)), {}, {"x0": SolutionOf.item(0)}),
+            (LinearSystem.affine(handle, SolutionOf(first)), {}, {"x0": SolutionOf.item(1)}),
+        ]
+        ids = camp.submit_many(items, return_solution=True)
+        assert ids == [first + 1, first + 2, first + 3]
+        with client.engine.connect() as conn:
+            rows = dict(conn.execute(text("SELECT id, spec FROM instances")).all())
+        spec = {k: (json.loads(v) if isinstance(v, str) else v) for k, v in rows.items()}
+        assert spec[ids[1]]["x0"]["solution_of"] == ids[0]
+        assert spec[ids[1]]["system"]["stored"]["b"]["solution_of"] == ids[0]
+        assert spec[ids[2]]["x0"]["solution_of"] == ids[1]
+        assert spec[ids[2]]["system"]["stored"]["b"]["solution_of"] == first
+        assert "item" not in json.dumps(spec[ids[2]])
