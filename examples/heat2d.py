@@ -50,8 +50,6 @@ ARMS = [round(1.0 + 0.05 * i, 2) for i in range(20)]
 FIXED = (1.0, 1.3, 1.5, 1.75, 1.95)
 DT = 1e-3
 TOL = 1e-8
-#: steps per submit_many call (one transaction; a step names the previous one as an item)
-BATCH = 25
 
 
 def diffusivity(t: float) -> float:
@@ -173,26 +171,24 @@ def main() -> None:
         handle = client.store_matrix(L)  # the operator is stored once
         ids: list[int] = []
         t_run = time.perf_counter()
-        for start in range(0, steps, BATCH):
-            items: list[tuple[Any, ...]] = []
-            for k in range(start, min(start + BATCH, steps)):
-                t = k * DT
-                c = diffusivity(t + DT)
-                s = 0.5 * DT * c
-                f = DT * forcing(m, t + 0.5 * DT)
+        for k in range(steps):
+            t = k * DT
+            c = diffusivity(t + DT)
+            s = 0.5 * DT * c
+            f = DT * forcing(m, t + 0.5 * DT)
+            if ids:
                 # (I - s L) u_k + dt f, with u_k the previous step's solution: computed on
-                # the worker, which has it, so the steps run back to back without this loop.
-                # The previous step is an earlier item of this call, or the last one submitted.
-                if k > start:
-                    prev: Any = SolutionOf.item(k - start - 1, 1.0, -s, f)
-                    x0: Any = SolutionOf.item(k - start - 1)
-                elif ids:
-                    prev, x0 = SolutionOf(ids[-1], 1.0, -s, f), SolutionOf(ids[-1])
-                else:
-                    prev, x0 = f, None
-                system = LinearSystem.affine(handle, prev, alpha=1.0, beta=s)
-                items.append((system, {"c": c}, {"x0": x0}))
-            ids += camp.submit_many(items, tol=TOL, max_iters=20_000, return_solution=True)
+                # the worker, which has it, so the steps run back to back without this loop
+                b: Any = SolutionOf(ids[-1], 1.0, -s, f)
+                x0: Any = SolutionOf(ids[-1])
+            else:
+                b, x0 = f, None
+            system = LinearSystem.affine(handle, b, alpha=1.0, beta=s)
+            ids.append(
+                camp.submit(
+                    system, {"c": c}, tol=TOL, max_iters=20_000, x0=x0, return_solution=True
+                )
+            )
         camp.wait(timeout=3600, progress=not args.json)
         wall_s = time.perf_counter() - t_run
     finally:
