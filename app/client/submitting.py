@@ -81,7 +81,8 @@ class Submission(CampaignBase):
 
     def submit_many(self, items: Iterable[tuple[Any, ...]], **spec: Any) -> list[int]:
         """Queue many instances in one transaction (all or none). Each item is ``(system,
-        context)`` or ``(system, context, item_spec)``; ``item_spec`` overrides ``spec``."""
+        context)`` or ``(system, context, item_spec)``; ``item_spec`` overrides ``spec``.
+        A chained value may name an earlier item of the call (``SolutionOf.item(j)``)."""
         items = list(items)
         with self.client.Session() as s, s.begin():
             row = self._meta(s)
