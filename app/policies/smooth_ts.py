@@ -96,7 +96,7 @@ class SmoothTSPolicy(Windowed, Policy):
             ordered_arms = pos.shape[1] == 1 and bool(np.all(np.diff(pos[:, 0]) > 0))
         self.ordered = bool(ordered_arms)
         self._set_arm_basis(arm_basis)
-        self._set_grid(1 if d == 0 else int(knots), n_arms)
+        self._set_grid(1 if d == 0 else int(knots))
         if explore is None:
             # One value per arm, the posterior's rough arm-to-arm components spread the
             # draws' argmin over neighbouring arms; a spline basis has none, and without a
@@ -177,7 +177,7 @@ class SmoothTSPolicy(Windowed, Policy):
             self.arm_w[a, : len(z)] = self.B[a, z]
         self.identity_arms = self.M == K
 
-    def _set_grid(self, G: int, n_arms: int) -> None:
+    def _set_grid(self, G: int) -> None:
         self.G = G
         self.J = G**self.d  # context grid points
         self.P = self.J * self.M
@@ -202,7 +202,7 @@ class SmoothTSPolicy(Windowed, Policy):
 
     def _resize(self, G: int) -> None:
         """A grid of G knots (a refit follows: it rebuilds the posterior from the buffer)."""
-        self._set_grid(G, self.n_arms)
+        self._set_grid(G)
         self.mu0 = np.tile(self.coef_shape, self.J)
         lo, hi = float(self.knots[0][0]), float(self.knots[0][-1])
         self.knots = [np.linspace(lo, hi, G)]
@@ -493,7 +493,7 @@ class SmoothTSPolicy(Windowed, Policy):
         self.S, self.mu, self.buf = s["S"], s["mu"], np.asarray(s["buf"], float)
         self.knots = [np.asarray(k, float) for k in s["knots"]]
         if self.d and len(self.knots[0]) != self.G:  # a grown grid
-            self._set_grid(len(self.knots[0]), self.n_arms)
+            self._set_grid(len(self.knots[0]))
             self.mu0 = np.tile(self.coef_shape, self.J)
         self.next_refit = int(s["next_refit"])
         self.since_refit, self.stale = int(s["since_refit"]), bool(s["stale"])
