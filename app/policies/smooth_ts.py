@@ -31,17 +31,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from app.policies.base import Decision, Policy
 from app.policies.features import RangeScaler
-from app.policies.splines import (
-    bspline_basis,
-    divided_diff,
-    hat_weights,
-    hat_weights_many,
-    spd_inverse,
-)
+from app.policies.smooth_prior import ArmBasis, prior_precision
+from app.policies.splines import hat_weights, hat_weights_many, spd_inverse
 from app.policies.window import Window, Windowed
 
 
@@ -95,14 +89,14 @@ class SmoothTSPolicy(Windowed, Policy):
         if ordered_arms is None:
             ordered_arms = pos.shape[1] == 1 and bool(np.all(np.diff(pos[:, 0]) > 0))
         self.ordered = bool(ordered_arms)
-        self._set_arm_basis(arm_basis)
+        self.basis = ArmBasis.make(n_arms, self.ordered, arm_basis)
         self._set_grid(1 if d == 0 else int(knots))
         if explore is None:
             # One value per arm, the posterior's rough arm-to-arm components spread the
             # draws' argmin over neighbouring arms; a spline basis has none, and without a
             # wider draw the choice can lock onto one arm in a new context range (drift2d /
             # heat-pcg figures in the README).
-            explore = 0.8 if self.identity_arms else 1.0
+            explore = 0.8 if self.basis.identity else 1.0
         self.explore = float(explore)
         self.noise0 = float(noise)
         self.min_noise = float(min_noise)
@@ -134,7 +128,7 @@ class SmoothTSPolicy(Windowed, Policy):
         if self.ordered and n_arms >= 3:
             u = np.linspace(-1.0, 1.0, n_arms)
             arm_shape = float(bowl) * u**2
-        self.coef_shape = np.linalg.lstsq(self.B, arm_shape, rcond=None)[0]
+        self.coef_shape = np.linalg.lstsq(self.basis.B, arm_shape, rcond=None)[0]
         self.mu0 = np.tile(self.coef_shape, self.J)
         self.knots = [np.linspace(-1.0, 1.0, self.G) for _ in range(d)]
         self.next_refit = 32
@@ -143,7 +137,7 @@ class SmoothTSPolicy(Windowed, Policy):
         self._refit_gap = None if refit_gap is None else int(refit_gap)
         self.since_refit = 0
         self.stale = False  # the context range grew since the last refit
-        self.prior = self._prior_precision(*self.hyper)
+        self.prior = self._prior_precision()
         self.scaler = RangeScaler(max(d, 1))
         self._reset_posterior()
         self.y0 = 0.0
@@ -152,30 +146,10 @@ class SmoothTSPolicy(Windowed, Policy):
         self.resid_n = 0.0
 
     # ----------------------------------------------------------------- model
-    def _set_arm_basis(self, arm_basis: int | None) -> None:
-        """Each context point's arm curve as ``M`` cubic B-spline coefficients over ordered
-        arms (``B``: K x M). Many ordered arms (auto: more than 24) sample a smooth curve
-        whose degrees of freedom are far fewer than the arms: M = max(8, K/4) cuts the model
-        (P = J M) and its cost (updates O(P^2), refits O(P^3)) while a minimum between knots
-        stays reachable. Otherwise (or M >= K) the identity: one value per arm."""
-        K = self.n_arms
-        if arm_basis is None:
-            arm_basis = max(8, -(-K // 4)) if self.ordered and K > 24 else K
-        if int(arm_basis) < K and not self.ordered:
-            raise ValueError("policy_config.arm_basis < the number of arms needs ordered arms")
-        if int(arm_basis) < min(4, K):  # a cubic basis has at least 4 coefficients
-            raise ValueError(f"policy_config.arm_basis={arm_basis} must be >= {min(4, K)}")
-        self.B = bspline_basis(K, int(arm_basis))
-        self.M = self.B.shape[1]
-        nz = [np.flatnonzero(row) for row in self.B]
-        s = max(len(z) for z in nz)
-        # arm -> its (at most 4) coefficients and weights; padding adds weight 0 to coef 0
-        self.arm_idx = np.zeros((K, s), dtype=np.int64)
-        self.arm_w = np.zeros((K, s))
-        for a, z in enumerate(nz):
-            self.arm_idx[a, : len(z)] = z
-            self.arm_w[a, : len(z)] = self.B[a, z]
-        self.identity_arms = self.M == K
+    @property
+    def M(self) -> int:
+        """Coefficients per context point (the arm basis's; K without one)."""
+        return self.basis.M
 
     def _set_grid(self, G: int) -> None:
         self.G = G
@@ -207,54 +181,8 @@ class SmoothTSPolicy(Windowed, Policy):
         lo, hi = float(self.knots[0][0]), float(self.knots[0][-1])
         self.knots = [np.linspace(lo, hi, G)]
 
-    def _along_axis(self, j: int, M: np.ndarray) -> sp.csr_matrix:
-        """``M`` (G x G) acting on context axis j of the J-point tensor grid (J x J, sparse)."""
-        mats = [sp.identity(self.G, format="csr")] * self.d
-        mats[j] = sp.csr_matrix(M)
-        full = mats[0]
-        for m in mats[1:]:
-            full = sp.kron(full, m, format="csr")
-        return sp.csr_matrix(full)
-
-    def _prior_precision(
-        self,
-        ridge: float,
-        arm_s: float,
-        ctx_s: float,
-        arm_slope: float,
-        trend: float,
-        shape_slope: float = 0.0,
-    ) -> np.ndarray:
-        K, G, d, B = self.n_arms, self.G, self.d, self.B
-        # Priors are stated on the arm values (theta = B c per context point) and projected
-        # exactly onto the coefficients: a quadratic form A on arm values is B' A B.
-        BtB = B.T @ B
-        eye_J = sp.identity(self.J, format="csr")
-        # Kronecker products of banded factors: summed sparse, made dense once.
-        Lam = ridge * sp.kron(eye_J, BtB, format="csr")
-        if self.ordered and K >= 3:
-            Da = divided_diff(np.arange(K, dtype=float), 2) @ B
-            Da1 = divided_diff(np.arange(K, dtype=float), 1) @ B
-            # The global slope across arms (log-units end to end) is what the second
-            # difference leaves free; bound it without penalizing steep local sides.
-            v = np.linspace(-1.0, 1.0, K)
-            v = (v / (v @ v)) @ B  # v @ theta_row = least-squares end-to-end half-slope
-            arm = arm_s * Da.T @ Da + arm_slope * Da1.T @ Da1 + trend * np.outer(v, v)
-            Lam += sp.kron(eye_J, arm, format="csr")
-        if d > 0 and G >= 3:
-            for j in range(d):  # smooth along each context axis of the tensor grid
-                Dc = divided_diff(self.knots[j], 2)
-                Lam += ctx_s * sp.kron(self._along_axis(j, Dc.T @ Dc), BtB, format="csr")
-        if d > 0 and G >= 2 and K >= 2 and shape_slope > 0:
-            # The arms' profile (each arm less their mean) changes slowly across contexts,
-            # while the level (the mean, common to all arms, irrelevant to the choice) may
-            # move freely: one trial at a new context then borrows the profile of its
-            # neighbours instead of leaving every arm's value there open.
-            C = B.T @ (np.eye(K) - 1.0 / K) @ B
-            for j in range(d):
-                D1 = divided_diff(self.knots[j], 1)
-                Lam += shape_slope * sp.kron(self._along_axis(j, D1.T @ D1), C, format="csr")
-        return np.asarray(Lam.toarray())
+    def _prior_precision(self) -> np.ndarray:
+        return prior_precision(self.knots, self.basis, self.ordered, *self.hyper)
 
     def _reset_posterior(self) -> None:
         self.S = spd_inverse(self.prior)
@@ -312,8 +240,8 @@ class SmoothTSPolicy(Windowed, Policy):
     def _surprise(self, x: np.ndarray, arm: int, y: float) -> tuple[float, float, np.ndarray]:
         """The observation's predictive residual, its model variance phi' S phi and S phi."""
         gi, gw = self._basis(x)
-        idx = (gi[:, None] * self.M + self.arm_idx[arm][None, :]).reshape(-1)
-        gw = (gw[:, None] * self.arm_w[arm][None, :]).reshape(-1)
+        idx = (gi[:, None] * self.M + self.basis.idx[arm][None, :]).reshape(-1)
+        gw = (gw[:, None] * self.basis.w[arm][None, :]).reshape(-1)
         Sphi = gw @ self.S[idx]  # rows (S is symmetric): contiguous, unlike columns
         if self.r:
             Sphi -= self.U[:, : self.r] @ (self.U[idx, : self.r].T @ gw)
@@ -353,7 +281,7 @@ class SmoothTSPolicy(Windowed, Policy):
             for i in range(1, self.G):
                 k[i] = max(k[i], k[i - 1] + min_gap)
             self.knots[j] = k * (width / (k[-1] - k[0])) + (lo - k[0] * width / (k[-1] - k[0]))
-        self.prior = self._prior_precision(*self.hyper)
+        self.prior = self._prior_precision()
 
     def _refit(self) -> None:
         if self.grow and self._grid_for(len(self.buf)) > self.G:
@@ -369,7 +297,7 @@ class SmoothTSPolicy(Windowed, Policy):
             gi, gw = self._basis_many(buf[:, : self.d])
             arms = buf[:, self.d].astype(np.int64)
             n = len(buf)
-            ai, aw = self.arm_idx[arms], self.arm_w[arms]  # (n, s)
+            ai, aw = self.basis.idx[arms], self.basis.w[arms]  # (n, s)
             idx = (gi[:, :, None] * self.M + ai[:, None, :]).reshape(n, -1)  # (n, m s)
             gw = (gw[:, :, None] * aw[:, None, :]).reshape(n, -1)
             # every row's outer product, scattered into Lam at once (duplicates add up)
@@ -421,8 +349,8 @@ class SmoothTSPolicy(Windowed, Policy):
         rng = self.rng(key)
         z = rng.standard_normal((self.mc, K))
         draws = mean + z @ L.T
-        if not self.identity_arms:
-            draws = draws @ self.B.T
+        if not self.basis.identity:
+            draws = draws @ self.basis.B.T
         return draws, float(rng.random())
 
     # ----------------------------------------------------------------- interface
@@ -446,7 +374,7 @@ class SmoothTSPolicy(Windowed, Policy):
         return self._distribution(context, key)[0]
 
     def best_arm(self, context: np.ndarray) -> int:
-        return int(np.argmin(self.B @ self._predictive(np.asarray(context, float))[0]))
+        return int(np.argmin(self.basis.B @ self._predictive(np.asarray(context, float))[0]))
 
     def _update(self, context: np.ndarray, arm: int, cost: float) -> None:
         y = float(np.log1p(cost))
@@ -497,7 +425,7 @@ class SmoothTSPolicy(Windowed, Policy):
             self.mu0 = np.tile(self.coef_shape, self.J)
         self.next_refit = int(s["next_refit"])
         self.since_refit, self.stale = int(s["since_refit"]), bool(s["stale"])
-        self.prior = self._prior_precision(*self.hyper)
+        self.prior = self._prior_precision()
         self.scaler.lo, self.scaler.hi = np.asarray(s["lo"]), np.asarray(s["hi"])
         self.y0, self.have_y0 = float(s["y0"]), bool(s["have_y0"])
         self.resid_ss, self.resid_n = (float(v) for v in s["resid"])
