@@ -165,14 +165,8 @@ def validate(value: Any, n: int, field: str, has_matrix: bool) -> dict[str, Any]
 
 def parents(spec: Any) -> list[tuple[str, int, int]]:
     """(field, instance, n) of every chained value in a validated solver spec."""
-    out: list[tuple[str, int, int]] = []
     if not isinstance(spec, dict):
-        return out
-    if is_chained(spec.get("x0")):
-        out.append(("x0", int(spec["x0"][KEY]), int(spec["x0"]["shape"][0])))
-    system = spec.get("system")
-    stored = system.get("stored") if isinstance(system, dict) else None
-    if isinstance(stored, dict) and is_chained(stored.get("b")):
-        b = stored["b"]
-        out.append(("system.b", int(b[KEY]), int(b["shape"][0])))
-    return out
+        return []
+    return [
+        (field, int(v[KEY]), int(v["shape"][0])) for field, v in _chained_slots(spec) if KEY in v
+    ]

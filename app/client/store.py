@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text, update
+from sqlalchemy import Connection, TextClause, func, select, text, update
 from sqlalchemy.orm import Session
 
 from models import Arm, BlobRef, Instance, Result, Trial
@@ -24,23 +24,24 @@ from models.states import FINAL_STATUSES, CampaignStatus, InstanceStatus
 #: (context, spec) pairs, validated
 Prepared = list[tuple[dict[str, Any], dict[str, Any]]]
 
-_INSERT_PG = text(
-    "WITH c AS (UPDATE campaigns SET n_instances = n_instances + :n "
-    "WHERE id = :cid AND status = 'active' RETURNING n_instances) "
-    "INSERT INTO instances (campaign_id, seq, context, spec, status, created_at) "
-    "SELECT :cid, c.n_instances - :n + v.ord - 1, v.context, v.spec, 'pending', :now "
-    "FROM c, unnest(CAST(:contexts AS jsonb[]), CAST(:specs AS jsonb[])) "
-    "WITH ORDINALITY AS v(context, spec, ord) RETURNING id, seq"
-)
-#: the same with the ids given (reserved by ``reserve_instance_ids``)
-_INSERT_PG_IDS = text(
-    "WITH c AS (UPDATE campaigns SET n_instances = n_instances + :n "
-    "WHERE id = :cid AND status = 'active' RETURNING n_instances) "
-    "INSERT INTO instances (id, campaign_id, seq, context, spec, status, created_at) "
-    "SELECT v.id, :cid, c.n_instances - :n + v.ord - 1, v.context, v.spec, 'pending', :now "
-    "FROM c, unnest(CAST(:ids AS integer[]), CAST(:contexts AS jsonb[]), "
-    "CAST(:specs AS jsonb[])) WITH ORDINALITY AS v(id, context, spec, ord) RETURNING id, seq"
-)
+
+def _insert_pg(ids: bool) -> TextClause:
+    """One statement: take the campaign's next sequence numbers (only while it is active)
+    and insert the rows, with ids given (``ids``) or from the id sequence."""
+    # the id column, its value and its input array: present only with ids given
+    col, val, arr = ("id, ", "v.id, ", "CAST(:ids AS integer[]), ") if ids else ("", "", "")
+    return text(
+        "WITH c AS (UPDATE campaigns SET n_instances = n_instances + :n "
+        "WHERE id = :cid AND status = 'active' RETURNING n_instances) "
+        f"INSERT INTO instances ({col}campaign_id, seq, context, spec, status, created_at) "
+        f"SELECT {val}:cid, c.n_instances - :n + v.ord - 1, v.context, v.spec, 'pending', "
+        f":now FROM c, unnest({arr}CAST(:contexts AS jsonb[]), CAST(:specs AS jsonb[])) "
+        f"WITH ORDINALITY AS v({col}context, spec, ord) RETURNING id, seq"
+    )
+
+
+_INSERT_PG = _insert_pg(ids=False)
+_INSERT_PG_IDS = _insert_pg(ids=True)  # ids reserved by ``reserve_instance_ids``
 #: one instance's final trial and its result, or no row while it is not finished
 SOLUTION_SQL = (
     "SELECT t.id, t.state, r.iterations, r.converged, r.residual, r.latency_ms, r.outputs, "
