@@ -129,7 +129,6 @@ class SmoothTSPolicy(Windowed, Policy):
             u = np.linspace(-1.0, 1.0, n_arms)
             arm_shape = float(bowl) * u**2
         self.coef_shape = np.linalg.lstsq(self.basis.B, arm_shape, rcond=None)[0]
-        self.mu0 = np.tile(self.coef_shape, self.J)
         self.knots = [np.linspace(-1.0, 1.0, self.G) for _ in range(d)]
         self.next_refit = 32
         if refit_gap is not None and int(refit_gap) < 1:
@@ -150,6 +149,11 @@ class SmoothTSPolicy(Windowed, Policy):
     def M(self) -> int:
         """Coefficients per context point (the arm basis's; K without one)."""
         return self.basis.M
+
+    @property
+    def mu0(self) -> np.ndarray:
+        """The prior mean over the grid: the arm shape's coefficients at every point."""
+        return np.tile(self.coef_shape, self.J)
 
     def _set_grid(self, G: int) -> None:
         self.G = G
@@ -177,7 +181,6 @@ class SmoothTSPolicy(Windowed, Policy):
     def _resize(self, G: int) -> None:
         """A grid of G knots (a refit follows: it rebuilds the posterior from the buffer)."""
         self._set_grid(G)
-        self.mu0 = np.tile(self.coef_shape, self.J)
         lo, hi = float(self.knots[0][0]), float(self.knots[0][-1])
         self.knots = [np.linspace(lo, hi, G)]
 
@@ -422,7 +425,6 @@ class SmoothTSPolicy(Windowed, Policy):
         self.knots = [np.asarray(k, float) for k in s["knots"]]
         if self.d and len(self.knots[0]) != self.G:  # a grown grid
             self._set_grid(len(self.knots[0]))
-            self.mu0 = np.tile(self.coef_shape, self.J)
         self.next_refit = int(s["next_refit"])
         self.since_refit, self.stale = int(s["since_refit"]), bool(s["stale"])
         self.prior = self._prior_precision()
