@@ -6,10 +6,12 @@ h = 1/(m+1), diffusivity c(t) = max(0.1 sin(2 pi t), -10 sin(2 pi t)) in [0, 10]
 f a Gaussian bump moving on a circle. Each step solves (I + dt/2 c L) u' = (I - dt/2 c L) u +
 dt f with L the 5-point Laplacian / h^2: the operator is ``LinearSystem.affine(L, b, 1,
 dt c / 2)`` of L stored once; the right-hand side is ``SolutionOf(previous step, 1, -dt c / 2,
-dt f)``, computed on the worker from the previous solution (only f is uploaded), the initial
+dt f)``, computed on the worker from the previous solution (f a GridField: a formula), the initial
 guess is the previous solution too, and the context is c(t). All steps are submitted at once
-and run back to back; the scheduler keeps two in flight, so each decision has seen every
-result but the last.
+in calls of ``--batch`` (``SolutionOf.item`` names the previous step within a call) and run
+back to back on one worker running one trial at a time in a thread (``BANDITQ_WORKER_POOL=
+threads``: no process hand-off between steps); the scheduler keeps ``--in-flight`` (4)
+decided ahead, so each decision has seen every result but the last three.
 
 Reported against each fixed omega in {1, 1.3, 1.5, 1.75, 1.95} and unpreconditioned CG (the
 same simulation run locally with the kernel layer) and the per-step best omega found offline
@@ -41,6 +43,7 @@ from app.client import Client  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.dev.local import LocalCluster  # noqa: E402
 from tasks.chain import SolutionOf  # noqa: E402
+from tasks.gridfield import GridField  # noqa: E402
 from tasks.linsys import LinearSystem  # noqa: E402
 from tasks.solvers.csr import prepare  # noqa: E402
 from tasks.solvers.generators import build_matrix, validate  # noqa: E402
@@ -63,12 +66,16 @@ def laplacian(m: int) -> sp.csr_matrix:
     return (build_matrix(validate({"generator": "laplace2d", "m": m})) / h**2).tocsr()
 
 
+def bump(m: int, t: float) -> GridField:
+    """dt f(t): a Gaussian bump (height 100, width 0.05) on a circle of radius 0.25 around
+    the centre, as a formula the worker evaluates (nothing uploaded per step)."""
+    center = (0.5 + 0.25 * math.cos(2 * math.pi * t), 0.5 + 0.25 * math.sin(2 * math.pi * t))
+    return GridField.gaussian(m, center, width=0.05, height=100.0 * DT)
+
+
 def forcing(m: int, t: float) -> np.ndarray:
-    h = 1.0 / (m + 1)
-    g = np.arange(1, m + 1) * h
-    X, Y = np.meshgrid(g, g, indexing="ij")
-    cx, cy = 0.5 + 0.25 * math.cos(2 * math.pi * t), 0.5 + 0.25 * math.sin(2 * math.pi * t)
-    return (100.0 * np.exp(-((X - cx) ** 2 + (Y - cy) ** 2) / (2 * 0.05**2))).ravel()
+    """f(t) on the grid (for the local runs)."""
+    return bump(m, t).values() / DT
 
 
 def step_rhs(L: sp.csr_matrix, u: np.ndarray, c: float, t: float, m: int) -> np.ndarray:
@@ -134,6 +141,18 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="m = 49, 300 steps")
     ap.add_argument("--m", type=int, default=199, help="interior points per axis (<= 399)")
     ap.add_argument("--steps", type=int, default=2000, help="time steps (dt = 1e-3)")
+    ap.add_argument(
+        "--batch", type=int, default=50, help="steps per submit_many call (one transaction)"
+    )
+    ap.add_argument(
+        "--in-flight", type=int, default=4, help="steps decided at a time, the running one included"
+    )
+    ap.add_argument(
+        "--pool",
+        choices=["threads", "prefork"],
+        default="threads",
+        help="the local worker's pool (BANDITQ_WORKER_POOL)",
+    )
     ap.add_argument("--sample", type=int, default=25, help="per-step best on every k-th step")
     ap.add_argument("--no-cluster", action="store_true", help="use a running scheduler/worker")
     ap.add_argument("--json", action="store_true", help="print only the JSON line")
@@ -151,18 +170,18 @@ def main() -> None:
     client = Client(settings=settings)
     name = f"heat2d-m{m}-{time.strftime('%Y%m%d-%H%M%S')}"
     camp = client.create_campaign(
-        name, "ssor-pcg", {"omega": ARMS}, context_features=["c"], max_in_flight=2
+        name, "ssor-pcg", {"omega": ARMS}, context_features=["c"], max_in_flight=args.in_flight
     )
     L = laplacian(m)
     n = L.shape[0]
     say(f"heat2d: n = {n:,} unknowns, {steps} steps, campaign {name}")
-    # One worker holding the next step while it runs one: steps follow without a broker
-    # round trip (BANDITQ_WORKER_PREFETCH); two in flight keep it fed.
-    cluster = (
-        None
-        if args.no_cluster
-        else LocalCluster(settings, workers=1, extra_env={"BANDITQ_WORKER_PREFETCH": "2"})
-    )
+    # One worker holding the next steps while it runs one: steps follow without a broker
+    # round trip (BANDITQ_WORKER_PREFETCH) or a hand-off to a pool process (the threads pool).
+    worker_env = {
+        "BANDITQ_WORKER_PREFETCH": str(args.in_flight),
+        "BANDITQ_WORKER_POOL": args.pool,
+    }
+    cluster = None if args.no_cluster else LocalCluster(settings, workers=1, extra_env=worker_env)
     if cluster is not None:
         cluster.__enter__()
     try:
@@ -171,24 +190,27 @@ def main() -> None:
         handle = client.store_matrix(L)  # the operator is stored once
         ids: list[int] = []
         t_run = time.perf_counter()
-        for k in range(steps):
-            t = k * DT
-            c = diffusivity(t + DT)
-            s = 0.5 * DT * c
-            f = DT * forcing(m, t + 0.5 * DT)
-            if ids:
+        for start in range(0, steps, args.batch):
+            items: list[tuple[Any, dict[str, float], dict[str, Any]]] = []
+            for k in range(start, min(start + args.batch, steps)):
+                t = k * DT
+                c = diffusivity(t + DT)
+                s = 0.5 * DT * c
+                f = bump(m, t + 0.5 * DT)
                 # (I - s L) u_k + dt f, with u_k the previous step's solution: computed on
-                # the worker, which has it, so the steps run back to back without this loop
-                b: Any = SolutionOf(ids[-1], 1.0, -s, f)
-                x0: Any = SolutionOf(ids[-1])
-            else:
-                b, x0 = f, None
-            system = LinearSystem.affine(handle, b, alpha=1.0, beta=s)
-            ids.append(
-                camp.submit(
-                    system, {"c": c}, tol=TOL, max_iters=20_000, x0=x0, return_solution=True
-                )
-            )
+                # the worker, which has it, so the steps run back to back without this loop.
+                # The previous step is an earlier item of this call, or the last id returned.
+                if k > start:
+                    prev = k - start - 1
+                    b: Any = SolutionOf.item(prev, 1.0, -s, f)
+                    x0: Any = SolutionOf.item(prev)
+                elif ids:
+                    b, x0 = SolutionOf(ids[-1], 1.0, -s, f), SolutionOf(ids[-1])
+                else:
+                    b, x0 = f, None
+                system = LinearSystem.affine(handle, b, alpha=1.0, beta=s)
+                items.append((system, {"c": c}, {"x0": x0}))
+            ids += camp.submit_many(items, tol=TOL, max_iters=20_000, return_solution=True)
         camp.wait(timeout=3600, progress=not args.json)
         wall_s = time.perf_counter() - t_run
     finally:

@@ -2,9 +2,9 @@
 solution, on the worker, so a time-stepping loop needs no client round trip per step.
 
 On the wire a chained value is ``{"solution_of": id, "shape": [n], "scale": s, "times_A": t,
-"plus": ref | None}``: ``s * x + t * (A @ x) + plus`` with ``x`` the solution of instance
-``id`` (of the same campaign, submitted with ``return_solution=True``) and ``A`` the system's
-stored matrix as uploaded (before ``alpha * I + beta * A``). The worker that solved ``id``
+"plus": ref | grid field | None}``: ``s * x + t * (A @ x) + plus`` with ``x`` the solution of
+instance ``id`` (of the same campaign, submitted with ``return_solution=True``) and ``A`` the
+system's stored matrix as uploaded (before ``alpha * I + beta * A``). The worker that solved ``id``
 names its solution ``solution_tag(id)`` in the array store (or the trial's error, when it
 failed), which is how a worker that did not solve it finds it.
 """
@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from app.errors import InputError, finite_number
+from tasks import gridfield
+from tasks.gridfield import GridField
 
 KEY = "solution_of"
 
@@ -38,10 +40,11 @@ class SolutionOf:
     Pass it as ``x0=SolutionOf(prev)`` (the previous solution as the initial guess) or as the
     right-hand side of ``LinearSystem.affine``: a Crank-Nicolson step's ``(I - s A) u + f``
     is ``SolutionOf(prev, 1.0, -s, f)``. The worker computes it where the solution is, so the
-    steps of a simulation can all be submitted at once and run back to back. ``plus`` is
-    uploaded to the array store at submit time. ``SolutionOf.item(j, ...)`` names item j of
-    the same ``submit_many`` call instead (an earlier item): a whole stretch of steps in one
-    call and one transaction."""
+    steps of a simulation can all be submitted at once and run back to back. ``plus`` (an
+    array) is uploaded to the array store at submit time; a :class:`tasks.gridfield.GridField`
+    travels as its formula and is evaluated on the worker. ``SolutionOf.item(j, ...)`` names
+    item j of the same ``submit_many`` call instead (an earlier item): a whole stretch of
+    steps in one call and one transaction."""
 
     def __init__(
         self, instance: int, scale: float = 1.0, times_A: float = 0.0, plus: Any = None
@@ -52,9 +55,13 @@ class SolutionOf:
         self.index: int | None = None
         self.scale = finite_number(scale, "solution_of.scale")
         self.times_A = finite_number(times_A, "solution_of.times_A")
-        self.plus = None if plus is None else np.asarray(plus, dtype=np.float64).ravel()
-        if self.plus is not None and not np.all(np.isfinite(self.plus)):
-            raise InputError("solution_of.plus", "must be finite (NaN or inf found)")
+        self.plus: np.ndarray | GridField | None = None
+        if isinstance(plus, GridField):
+            self.plus = plus
+        elif plus is not None:
+            self.plus = np.asarray(plus, dtype=np.float64).ravel()
+            if not np.all(np.isfinite(self.plus)):
+                raise InputError("solution_of.plus", "must be finite (NaN or inf found)")
 
     @classmethod
     def item(
@@ -74,7 +81,9 @@ class SolutionOf:
         """The wire form; an item reference (``SolutionOf.item``) carries ``"item": j`` in
         place of the id until :func:`resolve_items` names the instance."""
         plus: dict[str, Any] | None = None
-        if self.plus is not None:
+        if isinstance(self.plus, GridField):
+            plus = gridfield.validate(self.plus.to_wire(), n, f"{field}.plus")
+        elif self.plus is not None:
             if self.plus.size != n:
                 raise InputError(f"{field}.plus", f"must have length {n}, got {self.plus.size}")
             plus = put("vector", self.plus)
@@ -155,10 +164,15 @@ def validate(value: Any, n: int, field: str, has_matrix: bool) -> dict[str, Any]
     if out["times_A"] != 0.0 and not has_matrix:
         raise InputError(f"{field}.times_A", "needs a stored matrix (LinearSystem.affine)")
     plus = value.get("plus")
-    if plus is not None and (
+    if gridfield.is_field(plus):
+        plus = gridfield.validate(plus, n, f"{field}.plus")
+    elif plus is not None and (
         not is_ref(plus) or plus["kind"] != "vector" or list(plus["shape"]) != [n]
     ):
-        raise InputError(f"{field}.plus", f"must be a reference to a stored vector of length {n}")
+        raise InputError(
+            f"{field}.plus",
+            f"must be a reference to a stored vector of length {n}, or a grid field",
+        )
     out["plus"] = plus
     return out
 

@@ -13,7 +13,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from app.errors import InputError, finite_number
-from tasks import chain
+from tasks import chain, gridfield
+from tasks.gridfield import GridField
 from tasks.solvers import generators
 
 
@@ -105,10 +106,12 @@ def validate_stored(spec: dict[str, Any], field: str = "system") -> dict[str, An
     n = int(A["shape"][0])
     if chain.is_chained(b):
         b = chain.validate(b, n, f"{field}.b", has_matrix=True)
+    elif gridfield.is_field(b):
+        b = gridfield.validate(b, n, f"{field}.b")
     elif not is_ref(b) or b["kind"] != "vector" or list(b["shape"]) != [n]:
         raise InputError(
             f"{field}.b",
-            f"must be a reference to a stored vector of length {n}, or SolutionOf(...)",
+            f"must be a reference to a stored vector of length {n}, SolutionOf(...) or a GridField",
         )
     out = {"A": A, "b": b}
     for key, default in (("alpha", 0.0), ("beta", 1.0)):
@@ -155,7 +158,8 @@ def build_stored(spec: dict[str, Any]) -> tuple[sp.csr_matrix, np.ndarray]:
     st = validate_stored(spec)["stored"]
     if chain.is_chained(st["b"]):
         raise InputError("system.b", "a chained right-hand side is built by the solver kinds")
-    A, b = fetch(st["A"]), fetch(st["b"])
+    A = fetch(st["A"])
+    b = gridfield.evaluate(st["b"]) if gridfield.is_field(st["b"]) else fetch(st["b"])
     if st["beta"] != 1.0:
         A.data *= st["beta"]
     if st["alpha"] != 0.0:
@@ -244,7 +248,7 @@ class LinearSystem:
 
     _spec: dict[str, Any]
     _A: sp.csr_matrix | StoredMatrix | None
-    _b: np.ndarray | chain.SolutionOf | None
+    _b: np.ndarray | chain.SolutionOf | GridField | None
 
     def __init__(self, A: Any, b: Any) -> None:
         mat = _matrix(A)
@@ -280,6 +284,9 @@ class LinearSystem:
             )
         self._spec = {}
         if isinstance(b, chain.SolutionOf):
+            self._b = b
+        elif isinstance(b, GridField):
+            gridfield.validate(b.to_wire(), self.n, "system.b")
             self._b = b
         else:
             rhs = np.asarray(b, dtype=np.float64).ravel()
@@ -346,6 +353,8 @@ class LinearSystem:
         b_spec = (
             self._b.to_wire(self.n, put, "system.b")
             if isinstance(self._b, chain.SolutionOf)
+            else self._b.to_wire()
+            if isinstance(self._b, GridField)
             else put("vector", self._b)
         )
         return {
@@ -365,6 +374,8 @@ class LinearSystem:
         assert self._A is not None and self._b is not None
         if isinstance(self._b, chain.SolutionOf):
             raise InputError("system.b", "a chained right-hand side is built on the worker")
+        if isinstance(self._b, GridField):
+            self._b = self._b.values()
         A = self._A * self._beta
         if self._alpha:
             A = (A + self._alpha * sp.identity(self.n, format="csr")).tocsr()

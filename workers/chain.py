@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from app.errors import InputError
+from tasks import gridfield
 from tasks.chain import KEY, solution_tag
 
 #: solutions this process produced, by instance (a chain's next step usually runs here)
@@ -125,6 +126,9 @@ def resolve(value: dict[str, Any], matrix: Callable[[], Any] | None, field: str)
         if matrix is None:
             raise InputError(f"{field}.times_A", "needs a stored matrix")
         out += t * (matrix() @ x)
-    if value.get("plus") is not None:
-        out += np.asarray(fetch(value["plus"]), dtype=np.float64)
+    plus = value.get("plus")
+    if isinstance(plus, dict) and gridfield.is_field(plus):
+        out += gridfield.evaluate(plus)
+    elif plus is not None:
+        out += np.asarray(fetch(plus), dtype=np.float64)
     return out

@@ -1,8 +1,9 @@
 """``banditq worker``: a Celery worker consuming trial queues.
 
 One pool process per GPU (``CUDA_VISIBLE_DEVICES`` pinned per child, CUDA never touched in the
-parent before fork) or per CPU slot. Prefork only: the solo pool blocks heartbeats during long
-trials (celery #3430).
+parent before fork) or per CPU slot; or (``BANDITQ_WORKER_POOL=threads``) one trial at a time
+in a thread of this process, for short chained steps. Never the solo pool: it blocks
+heartbeats during long trials (celery #3430).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from celery.signals import worker_process_init
 
 from app.config import Settings
+from app.errors import ConfigError
 from tasks.channel import ChannelPublisher
 from tasks.messages import WorkerAnnouncement, device_class, device_queue_name, results_queue
 from workers.celery_app import make_celery
@@ -132,8 +134,15 @@ def run_worker(
     metrics_port: int = 0,
 ) -> None:
     gpus = gpu_count()
+    threads = settings.worker_pool == "threads"
     if concurrency is None:
-        concurrency = gpus if gpus > 0 else (os.cpu_count() or 1)
+        concurrency = 1 if threads else gpus if gpus > 0 else (os.cpu_count() or 1)
+    if threads and concurrency != 1:
+        # Caches, chained solutions and device pinning are per process: one trial at a time.
+        raise ConfigError(
+            f"--concurrency {concurrency} with BANDITQ_WORKER_POOL=threads: the threads pool "
+            "runs one trial at a time; start more workers, or use BANDITQ_WORKER_POOL=prefork"
+        )
     if gpus > 0:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES") or ",".join(str(i) for i in range(gpus))
         os.environ["BANDITQ_WORKER_GPUS"] = visible
@@ -145,6 +154,9 @@ def run_worker(
     configure(settings)  # the array store, opened in each pool process on first use
     # Read by each pool process after the fork (see _limit_blas).
     os.environ["BANDITQ_WORKER_BLAS_THREADS"] = str(max(1, settings.worker_blas_threads))
+    if threads:  # no fork: trials run in this process
+        limit_blas(settings.worker_blas_threads)
+        _pin_gpu()
     if metrics_port:
         # Created before the pool forks: every pool process adds to the same counters.
         install_metrics().serve(metrics_port)
@@ -165,7 +177,7 @@ def run_worker(
         "worker",
         f"--loglevel={loglevel}",
         f"--concurrency={concurrency}",
-        "--pool=prefork",
+        f"--pool={settings.worker_pool}",
         f"--hostname={hostname}",
         f"--queues={','.join(queues)}",
         "--without-gossip",

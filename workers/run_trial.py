@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,21 @@ from tasks.messages import (
     results_queue,
 )
 from workers import chain
+from workers.watchdog import Watchdog
 
 log = logging.getLogger("banditq.worker")
 
 
-def execute(payload: Any, worker: str) -> dict[str, Any]:
-    """Run a trial message; always returns a result message (failures are results too)."""
+def execute(
+    payload: Any,
+    worker: str,
+    limits: tuple[float | None, float | None] | None = None,
+    on_hard: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Run a trial message; always returns a result message (failures are results too).
+
+    ``limits`` (hard, soft seconds) are enforced here by a :class:`Watchdog` (pools that
+    do not enforce Celery's time limits: threads); ``on_hard`` is called past the hard one."""
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     ident = payload if isinstance(payload, dict) else {}
@@ -49,9 +59,16 @@ def execute(payload: Any, worker: str) -> dict[str, Any]:
     since = ident.get("chain_since")
     done: dict[str, Any]
     chain.begin(instance, float(since) if isinstance(since, int | float) else None)
+    dog: Watchdog | None = None
     try:
         msg = TrialMessage.parse(payload)
-        out = get_kind(msg.kind).run(msg.spec, msg.arm, msg.options or {})
+        if limits is not None and limits != (None, None):
+            dog = Watchdog(limits[1], limits[0], on_hard or (lambda: None))
+        try:
+            out = get_kind(msg.kind).run(msg.spec, msg.arm, msg.options or {})
+        finally:
+            if dog is not None:
+                dog.disarm()
         wall_ms = (time.perf_counter() - t0) * 1000.0
         done = {
             "status": ResultStatus.succeeded,
@@ -70,6 +87,8 @@ def execute(payload: Any, worker: str) -> dict[str, Any]:
     except (InputError, MessageError) as exc:
         done = {"status": ResultStatus.failed, "error": f"invalid input: {exc}"}
     except SoftTimeLimitExceeded:
+        if dog is not None:  # its exception may have landed in disarm itself
+            dog.disarm()
         limit = (ident.get("limits") or {}).get("max_seconds")
         done = {
             "status": ResultStatus.failed,
@@ -108,7 +127,11 @@ def _journal(app: Celery, task: Task, payload: Any) -> Path | None:
     delivery = task.request.delivery_info or {}
     if not settings.embedded_broker and not delivery.get("redelivered"):
         return None
-    folder = settings.home / "crash-journal"
+    return _journal_path(app, payload)
+
+
+def _journal_path(app: Celery, payload: dict[str, Any]) -> Path:
+    folder = app.conf["banditq_settings"].home / "crash-journal"
     folder.mkdir(parents=True, exist_ok=True)
     name = "".join(
         c for c in f"{payload['trial']}-{payload.get('attempt')}" if c.isalnum() or c == "-"
@@ -156,9 +179,13 @@ def _run(app: Celery, task: Task, payload: dict[str, Any]) -> str:
     else:
         if journal is not None:
             journal.write_text(str(starts))
+        threads = app.conf["banditq_settings"].worker_pool == "threads"
+        limits = _limits(task) if threads else None
         try:
             with Heartbeat(app, payload, worker):
-                message = execute(payload, worker)
+                message = execute(
+                    payload, worker, limits, lambda: _past_hard_limit(app, payload, worker)
+                )
         except chain.NotReady:
             if journal is not None:  # not a crash: the next start must not count it
                 journal.unlink(missing_ok=True)
@@ -174,6 +201,41 @@ def _run(app: Celery, task: Task, payload: dict[str, Any]) -> str:
     if journal is not None:
         journal.unlink(missing_ok=True)
     return str(message.get("status"))
+
+
+def _limits(task: Task) -> tuple[float | None, float | None] | None:
+    """(hard, soft) seconds the trial's message carries, if any."""
+    limit = task.request.timelimit
+    if not limit or all(v is None for v in limit):
+        return None
+    hard, soft = limit
+    return (
+        float(hard) if hard is not None else None,
+        float(soft) if soft is not None else None,
+    )
+
+
+def _past_hard_limit(app: Celery, payload: dict[str, Any], worker: str) -> None:
+    """Threads pool: a trial still running past its hard limit cannot be stopped. Report it
+    failed (its chained waiters too), make a redelivery fail at once, and end the process
+    (its supervisor restarts it; the message goes back to the queue and is refused there)."""
+    limit = (payload.get("limits") or {}).get("max_seconds")
+    error = f"timed out: past the {limit} s wall-time limit and still running; worker restarted"
+    try:
+        message = execute({**payload, "v": -1}, worker)
+        message.update(status="failed", error=error)
+        settings = app.conf["banditq_settings"]
+        publisher = ChannelPublisher(
+            app.connection_for_write, results_queue(settings.queue, settings.queue_type)
+        )
+        publisher.publish(dumps(message))
+        chain.note_failure(payload, error)
+        if isinstance(payload.get("trial"), str):
+            _journal_path(app, payload).write_text(str(MAX_CRASHES))
+    finally:
+        log.error("trial %s: %s", payload.get("trial"), error)
+        logging.shutdown()
+        os._exit(70)
 
 
 class Heartbeat:

@@ -50,7 +50,10 @@ def worker(
     concurrency: Annotated[
         int | None,
         typer.Option(
-            "--concurrency", "-c", help="pool processes (default: one per GPU, else per CPU)"
+            "--concurrency",
+            "-c",
+            help="pool processes (default: one per GPU, else per CPU); the threads pool "
+            "(BANDITQ_WORKER_POOL=threads) runs one trial at a time",
         ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="worker name (Celery hostname)")] = None,
@@ -63,7 +66,8 @@ def worker(
         ),
     ] = None,
 ) -> None:
-    """Run a worker daemon consuming trials (Celery prefork; JSON only; late ack)."""
+    """Run a worker daemon consuming trials (Celery prefork, or one thread with
+    BANDITQ_WORKER_POOL=threads; JSON only; late ack)."""
     from app.cli.errors import check_broker
     from app.dev.local import exit_with_parent
     from workers.daemon import run_worker

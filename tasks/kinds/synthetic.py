@@ -56,5 +56,8 @@ class SleepKind(TrialKind):
         if spec.get("kill_worker") is True:
             os.kill(os.getpid(), signal.SIGKILL)
         seconds = float(spec.get("seconds", arm.get("seconds", 0.0)))
-        time.sleep(min(seconds, MAX_SLEEP))
+        # In slices: a trial running Python code, which a time limit can interrupt on any pool.
+        deadline = time.monotonic() + min(seconds, MAX_SLEEP)
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.05))
         return Outcome(cost=seconds, device="cpu")

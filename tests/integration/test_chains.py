@@ -139,10 +139,11 @@ def test_submit_checks_what_a_solution_of_refers_to(pg_settings: Settings) -> No
 
 
 def _items_chain(
-    camp: Any, handle: Any, forcing: list[np.ndarray], scales: list[float], batch: int
+    camp: Any, handle: Any, forcing: list[Any], scales: list[float], batch: int
 ) -> list[int]:
     """Crank-Nicolson steps in submit_many calls of ``batch``: a step names the previous one
-    as an earlier item of its call (``SolutionOf.item``), or by id across calls."""
+    as an earlier item of its call (``SolutionOf.item``), or by id across calls. ``forcing``:
+    arrays (uploaded) or grid fields (formulas)."""
     ids: list[int] = []
     for start in range(0, len(scales), batch):
         items = []
@@ -234,4 +235,36 @@ def test_submit_many_checks_what_an_item_reference_names(pg_settings: Settings) 
     with pytest.raises(InputError):
         SolutionOf.item(-1)
     assert camp.counts() == before  # nothing written by a refused call
+    client.close()
+
+
+def test_a_chain_with_a_formula_forcing_on_a_threads_worker(pg_settings: Settings) -> None:
+    """The heat example's shape: steps in submit_many calls naming the previous step, the
+    forcing a GridField (a formula evaluated on the worker: no upload per step), run by a
+    worker with the threads pool four in flight. Solutions equal the sequential solve."""
+    from app import GridField
+    from app.dev.local import LocalCluster
+
+    settings = Settings(**{**pg_settings.__dict__, "worker_pool": "threads", "worker_prefetch": 4})
+    client = Client(settings=settings)
+    camp = client.create_campaign(
+        "fields", "ssor-pcg", {"omega": [1.0, 1.4, 1.8]}, context_features=["s"], max_in_flight=4
+    )
+    m, steps = 11, 16
+    A = _laplacian(m)
+    scales = [0.05 + 0.4 * (k % 5) / 4 for k in range(steps)]
+    fields = [GridField.gaussian(m, (0.5 + 0.3 * np.cos(k), 0.5), 0.15, 2.0) for k in range(steps)]
+    handle = client.store_matrix(A)
+    with client.engine.connect() as conn:
+        blobs_before = conn.execute(text("SELECT count(*) FROM store_blobs")).scalar()
+    ids = _items_chain(camp, handle, fields, scales, batch=6)
+    with client.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM store_blobs")).scalar() == blobs_before
+    with LocalCluster(settings, workers=1):
+        counts = camp.wait(timeout=180)
+    assert counts.get("done") == steps, counts
+    _assert_steps(camp, ids, A, [f.values() for f in fields], scales)
+    assert {r["worker"] for r in camp.results()} and all(
+        r["status"] == "succeeded" for r in camp.results()
+    )
     client.close()

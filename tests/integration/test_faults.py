@@ -106,3 +106,26 @@ def test_wall_time_limit_and_poison_trial_fail_with_reason(pg_settings: Settings
     assert by_seq[0]["status"] == "failed" and "timed out" in by_seq[0]["error"]
     assert by_seq[1]["status"] == "failed" and "died" in by_seq[1]["error"]
     assert [by_seq[i]["status"] for i in range(2, 7)] == ["succeeded"] * 5
+
+
+def test_wall_time_limit_on_a_threads_worker(pg_settings: Settings) -> None:
+    """The threads pool ignores Celery's time limits: the worker's watchdog fails a trial
+    past its limit (SoftTimeLimitExceeded in its thread) and the worker goes on."""
+    settings = Settings(**{**pg_settings.__dict__, "worker_pool": "threads"})
+    client = Client(settings=settings)
+    camp = client.create_campaign(
+        "limits-threads",
+        "sleep",
+        [{"seconds": 0.01}],
+        context_features=[],
+        max_in_flight=2,
+        max_trial_seconds=1.5,
+    )
+    with LocalCluster(settings, workers=1):
+        camp.submit(None, {}, seconds=30.0)  # hangs past its limit
+        camp.submit_many([(None, {}) for _ in range(4)], seconds=0.01)
+        camp.wait(timeout=120)
+    by_seq = {r["instance_seq"]: r for r in camp.results()}
+    assert by_seq[0]["status"] == "failed" and "timed out" in by_seq[0]["error"]
+    assert by_seq[0]["latency_ms"] < 10_000
+    assert [by_seq[i]["status"] for i in range(1, 5)] == ["succeeded"] * 4

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks import gridfield
 from tasks.chain import is_chained
 from tasks.kinds.base import Outcome
 from tasks.kinds.linear import check_omega, validate_solver_spec
@@ -76,6 +77,8 @@ def prepared(spec: dict[str, Any]) -> tuple[Any, np.ndarray, bool, float]:
         P = P0.affine(st["alpha"], st["beta"]) if (st["alpha"], st["beta"]) != (0.0, 1.0) else P0
         if is_chained(st["b"]):
             b = chain.resolve(st["b"], P0.scipy, "system.b")
+        elif gridfield.is_field(st["b"]):
+            b = gridfield.evaluate(st["b"])
         else:
             b = np.ascontiguousarray(fetch(st["b"]), dtype=np.float64)
         return P, b, hit, time.perf_counter() - t0
