@@ -5,13 +5,20 @@ process can move and read the file while it is still empty (we saw ``JSONDecodeE
 scheduler and a lost message). Here a message is written under a name no consumer matches and
 then renamed into place, which is atomic on POSIX. Registered as the ``filesystem`` transport
 for every banditq process (client, scheduler, worker) on import of :mod:`tasks.messages`.
+
+Consumers take files in name order. kombu names them by the millisecond and a random uuid,
+so messages published within one millisecond came out in random order (a chain's steps
+decided together then ran out of order and were sent back to the queue). Here the name starts
+with the nanosecond clock and this publisher's sequence number, zero-padded: one publisher's
+messages come out in the order it sent them.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
-from time import monotonic
+from time import monotonic_ns
 from typing import Any
 
 from kombu.exceptions import ChannelError
@@ -19,10 +26,18 @@ from kombu.transport import TRANSPORT_ALIASES, filesystem
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
+_SEQ = itertools.count()
+
+
+def message_name(queue: str) -> str:
+    """A message file's name: sorts by publication time (CLOCK_MONOTONIC, shared by the
+    host's processes), then by this process's sequence; no dot before the queue name."""
+    return f"{monotonic_ns():020d}-{next(_SEQ) % 10**9:09d}_{uuid.uuid4()}.{queue}.msg"
+
 
 class Channel(filesystem.Channel):
     def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        name = message_name(queue)
         final = os.path.join(self.data_folder_out, name)
         tmp = os.path.join(self.data_folder_out, f".{name}.part")  # matches no queue
         try:

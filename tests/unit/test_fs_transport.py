@@ -1,0 +1,40 @@
+"""The embedded broker (``tasks.fs_transport``): atomic message files, taken in the order one
+publisher sent them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kombu import Connection, Exchange, Queue
+
+from app.config import Settings
+from tasks import messages  # noqa: F401  (registers the transport)
+from tasks.fs_transport import message_name
+
+
+def test_names_sort_in_publication_order_within_one_millisecond() -> None:
+    names = [message_name("q") for _ in range(2000)]
+    assert sorted(names) == names
+    assert all(n.partition(".")[2] == "q.msg" for n in names)
+
+
+def test_a_burst_is_consumed_in_the_order_it_was_published(tmp_path: Path) -> None:
+    """A scheduler publishing a chain's steps together: the worker must see them in order
+    (out of order, a step that needs its predecessor's solution goes back to the queue)."""
+    settings = Settings(home=tmp_path)
+    queue = Queue("burst", Exchange("burst", type="direct"), routing_key="burst")
+    with Connection(
+        settings.broker_url, transport_options=settings.broker_transport_options()
+    ) as conn:
+        producer = conn.Producer(serializer="json")
+        for i in range(300):
+            producer.publish(
+                {"i": i}, exchange=queue.exchange, routing_key="burst", declare=[queue]
+            )
+        got: list[int] = []
+        with conn.SimpleQueue(queue) as sq:
+            while len(got) < 300:
+                msg = sq.get(timeout=5)
+                got.append(int(msg.payload["i"]))
+                msg.ack()
+    assert got == list(range(300))
