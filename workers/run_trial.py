@@ -120,10 +120,15 @@ def _journal(app: Celery, task: Task, payload: Any) -> Path | None:
     On AMQP a first delivery cannot follow a crash, and its ``redelivered`` flag says so:
     no file is written for it (the file costs ~0.25 ms per trial, a large share of a short
     one), so counting starts at the first redelivery. kombu's virtual transports (the
-    embedded broker) never set that flag: there every start is journalled."""
+    embedded broker) never set that flag: there every start is journalled, except on the
+    threads pool, where a trial that kills the process takes its unacknowledged message with
+    it (the virtual transport redelivers only from a surviving process): the lease re-issues
+    it as a new attempt, bounded by ``max_attempts``, and no later start could read the file."""
     if not isinstance(payload, dict) or not isinstance(payload.get("trial"), str):
         return None
     settings = app.conf["banditq_settings"]
+    if settings.embedded_broker and settings.worker_pool == "threads":
+        return None
     delivery = task.request.delivery_info or {}
     if not settings.embedded_broker and not delivery.get("redelivered"):
         return None
