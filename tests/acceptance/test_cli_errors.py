@@ -29,6 +29,13 @@ CASES = [
     ("bad-password/worker", ["worker"], {"BANDITQ_BROKER_URL": BAD_PASSWORD_MQ}, "ACCESS_REFUSED"),
     ("bad-password/scheduler", ["scheduler"], {"BANDITQ_BROKER_URL": BAD_PASSWORD_MQ}, "403"),
     ("bad-config/status", ["status"], {"BANDITQ_LEASE_SECONDS": "soon"}, "BANDITQ_LEASE_SECONDS"),
+    ("bad-pool/worker", ["worker"], {"BANDITQ_WORKER_POOL": "solo"}, "must be one of prefork"),
+    (
+        "threads-concurrency/worker",
+        ["worker", "-c", "2"],
+        {"BANDITQ_WORKER_POOL": "threads"},
+        "start more workers",
+    ),
 ]
 
 
