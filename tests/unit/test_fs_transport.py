@@ -38,3 +38,28 @@ def test_a_burst_is_consumed_in_the_order_it_was_published(tmp_path: Path) -> No
                 got.append(int(msg.payload["i"]))
                 msg.ack()
     assert got == list(range(300))
+
+
+def test_a_queue_bound_after_the_first_publish_still_gets_its_messages(tmp_path: Path) -> None:
+    """Routes are cached per channel; a routing key bound later (by another process) is
+    looked up afresh."""
+    settings = Settings(home=tmp_path)
+    exchange = Exchange("shared", type="direct")
+    first = Queue("first", exchange, routing_key="first")
+    later = Queue("later", exchange, routing_key="later")
+    opts = settings.broker_transport_options()
+    with Connection(settings.broker_url, transport_options=opts) as conn:
+        producer = conn.Producer(serializer="json")
+        producer.publish({"n": 1}, exchange=exchange, routing_key="first", declare=[first])
+        with Connection(settings.broker_url, transport_options=opts) as other:
+            later(other.default_channel).declare()  # bound by someone else, afterwards
+        producer.publish({"n": 2}, exchange=exchange, routing_key="later")
+        producer.publish({"n": 3}, exchange=exchange, routing_key="first")
+        for queue, want in ((first, [1, 3]), (later, [2])):
+            with conn.SimpleQueue(queue) as sq:
+                got = []
+                for _ in want:
+                    msg = sq.get(timeout=5)
+                    got.append(msg.payload["n"])
+                    msg.ack()
+                assert got == want
