@@ -149,6 +149,17 @@ def stored_bytes(spec: dict[str, Any]) -> int:
     return sum(int(r.get("nbytes", 0)) for r in (st.get("A"), b) if isinstance(r, dict))
 
 
+def vector(value: dict[str, Any]) -> np.ndarray:
+    """A validated vector value of a stored system: a reference fetched through this worker
+    host's cache (checked against its hash), or a grid field evaluated here. Contiguous
+    float64."""
+    from tasks.store.open import fetch
+
+    if gridfield.is_field(value):
+        return gridfield.evaluate(value)
+    return np.ascontiguousarray(fetch(value), dtype=np.float64)
+
+
 def build_stored(spec: dict[str, Any]) -> tuple[sp.csr_matrix, np.ndarray]:
     """(alpha * I + beta * A, b) of a stored system, fetched through this worker host's
     cache (each blob once per host) and checked against its hash (``BlobError`` if missing
@@ -158,8 +169,7 @@ def build_stored(spec: dict[str, Any]) -> tuple[sp.csr_matrix, np.ndarray]:
     st = validate_stored(spec)["stored"]
     if chain.is_chained(st["b"]):
         raise InputError("system.b", "a chained right-hand side is built by the solver kinds")
-    A = fetch(st["A"])
-    b = gridfield.evaluate(st["b"]) if gridfield.is_field(st["b"]) else fetch(st["b"])
+    A, b = fetch(st["A"]), vector(st["b"])
     if st["beta"] != 1.0:
         A.data *= st["beta"]
     if st["alpha"] != 0.0:

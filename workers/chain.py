@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from app.errors import InputError
-from tasks import gridfield
 from tasks.chain import KEY, solution_tag
 
 #: solutions this process produced, by instance (a chain's next step usually runs here)
@@ -116,7 +115,7 @@ def _solution(instance: int, n: int, field: str) -> np.ndarray:
 def resolve(value: dict[str, Any], matrix: Callable[[], Any] | None, field: str) -> np.ndarray:
     """``scale * x + times_A * (A @ x) + plus`` of a validated chained value; ``matrix()``
     gives A (as uploaded) when ``times_A`` is used. Always a new array."""
-    from tasks.store.open import fetch
+    from tasks.linsys import vector
 
     n = int(value["shape"][0])
     x = _solution(int(value[KEY]), n, field)
@@ -126,9 +125,6 @@ def resolve(value: dict[str, Any], matrix: Callable[[], Any] | None, field: str)
         if matrix is None:
             raise InputError(f"{field}.times_A", "needs a stored matrix")
         out += t * (matrix() @ x)
-    plus = value.get("plus")
-    if isinstance(plus, dict) and gridfield.is_field(plus):
-        out += gridfield.evaluate(plus)
-    elif plus is not None:
-        out += np.asarray(fetch(plus), dtype=np.float64)
+    if value.get("plus") is not None:
+        out += vector(value["plus"])
     return out

@@ -13,11 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from tasks import gridfield
 from tasks.chain import is_chained
 from tasks.kinds.base import Outcome
 from tasks.kinds.linear import check_omega, validate_solver_spec
-from tasks.linsys import build_system, validate_stored
+from tasks.linsys import build_system, validate_stored, vector
 from tasks.store.blobs import is_ref
 from tasks.store.open import fetch
 from workers import chain
@@ -75,12 +74,7 @@ def prepared(spec: dict[str, Any]) -> tuple[Any, np.ndarray, bool, float]:
         st = validate_stored(system)["stored"]
         P0, hit = stored_matrix(st["A"])
         P = P0.affine(st["alpha"], st["beta"]) if (st["alpha"], st["beta"]) != (0.0, 1.0) else P0
-        if is_chained(st["b"]):
-            b = chain.resolve(st["b"], P0.scipy, "system.b")
-        elif gridfield.is_field(st["b"]):
-            b = gridfield.evaluate(st["b"])
-        else:
-            b = np.ascontiguousarray(fetch(st["b"]), dtype=np.float64)
+        b = chain.resolve(st["b"], P0.scipy, "system.b") if is_chained(st["b"]) else vector(st["b"])
         return P, b, hit, time.perf_counter() - t0
 
     def build() -> tuple[Any, np.ndarray]:
