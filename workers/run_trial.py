@@ -62,7 +62,7 @@ def execute(
     dog: Watchdog | None = None
     try:
         msg = TrialMessage.parse(payload)
-        if limits is not None and limits != (None, None):
+        if limits is not None:
             dog = Watchdog(limits[1], limits[0], on_hard or (lambda: None))
         try:
             out = get_kind(msg.kind).run(msg.spec, msg.arm, msg.options or {})
@@ -111,6 +111,14 @@ def execute(
 
 
 MAX_CRASHES = 3
+
+
+def _failure(payload: Any, worker: str, error: str) -> dict[str, Any]:
+    """A failed result message for ``payload`` without running it (an unknown message
+    version makes ``execute`` stop before the trial and keep its identifiers)."""
+    message = execute({**payload, "v": -1}, worker)
+    message.update(status="failed", error=error)
+    return message
 
 
 def _journal(app: Celery, task: Task, payload: Any) -> Path | None:
@@ -176,10 +184,10 @@ def _run(app: Celery, task: Task, payload: dict[str, Any]) -> str:
     starts = int(journal.read_text() or 0) + 1 if journal and journal.exists() else first
     if journal is not None and starts > MAX_CRASHES:
         log.error("trial %s killed its worker %d times; failing it", payload["trial"], starts - 1)
-        message = execute({**payload, "v": -1}, worker)
-        message.update(
-            status="failed",
-            error=f"worker process died {starts - 1} times running this trial; not retried",
+        message = _failure(
+            payload,
+            worker,
+            f"worker process died {starts - 1} times running this trial; not retried",
         )
     else:
         if journal is not None:
@@ -227,8 +235,7 @@ def _past_hard_limit(app: Celery, payload: dict[str, Any], worker: str) -> None:
     limit = (payload.get("limits") or {}).get("max_seconds")
     error = f"timed out: past the {limit} s wall-time limit and still running; worker restarted"
     try:
-        message = execute({**payload, "v": -1}, worker)
-        message.update(status="failed", error=error)
+        message = _failure(payload, worker, error)
         settings = app.conf["banditq_settings"]
         publisher = ChannelPublisher(
             app.connection_for_write, results_queue(settings.queue, settings.queue_type)
