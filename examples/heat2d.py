@@ -73,13 +73,8 @@ def bump(m: int, t: float) -> GridField:
     return GridField.gaussian(m, center, width=0.05, height=100.0 * DT)
 
 
-def forcing(m: int, t: float) -> np.ndarray:
-    """f(t) on the grid (for the local runs)."""
-    return bump(m, t).values() / DT
-
-
 def step_rhs(L: sp.csr_matrix, u: np.ndarray, c: float, t: float, m: int) -> np.ndarray:
-    return u - 0.5 * DT * c * (L @ u) + DT * forcing(m, t + 0.5 * DT)
+    return u - 0.5 * DT * c * (L @ u) + bump(m, t + 0.5 * DT).values()
 
 
 class _Counter:
