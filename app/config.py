@@ -32,7 +32,27 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "the results since the last one; smooth-ts state is ~0.7 MB)",
     ),
     "BANDITQ_SWEEP_SECONDS": ("sweep_seconds", "scheduler safety sweep interval (seconds)"),
-    "BANDITQ_LEASE_SECONDS": ("lease_seconds", "lease on a published or running trial"),
+    "BANDITQ_LEASE_SECONDS": (
+        "lease_seconds",
+        "lease on a running trial (default 300): it starts at the worker's first heartbeat "
+        "and heartbeats renew it; a trial silent for this long is re-issued",
+    ),
+    "BANDITQ_WORKER_KINDS": (
+        "worker_kinds",
+        "trial kinds this worker runs, comma-separated (default: every kind installed here); "
+        "a worker consumes only its kinds' queues, so it never receives a trial it cannot run",
+    ),
+    "BANDITQ_EVICT_SECONDS": (
+        "evict_seconds",
+        "a campaign with nothing in flight or pending for this long is snapshotted and let go "
+        "from the scheduler's memory (default 300; loaded again when it gets work)",
+    ),
+    "BANDITQ_QUEUE_SECONDS": (
+        "queue_seconds",
+        "how long a published trial may wait in the queue before it starts (default 21600, "
+        "six hours; longer when a campaign's trials have wall-time limits): queued time "
+        "never counts against the running lease",
+    ),
     "BANDITQ_METRICS_PORT": ("metrics_port", "scheduler's Prometheus metrics port (0 = off)"),
     "BANDITQ_WORKER_METRICS_PORT": (
         "worker_metrics_port",
@@ -137,6 +157,36 @@ ENV_VARS: dict[str, tuple[str, str]] = {
 WORKER_POOLS = ("prefork", "threads")
 
 
+#: database URL schemes banditq runs on
+DATABASE_SCHEMES = ("postgresql+psycopg", "postgresql", "sqlite")
+
+
+def check_urls(database_url: str, broker_url: str) -> None:
+    """A ConfigError saying what to write when a URL cannot work (a one-line CLI error, not
+    a traceback from deep inside SQLAlchemy or kombu)."""
+    from kombu.transport import TRANSPORT_ALIASES
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    shown = redact_url(database_url)
+    try:
+        scheme = make_url(database_url).drivername
+    except ArgumentError:
+        scheme = ""
+    if scheme not in DATABASE_SCHEMES:
+        raise ConfigError(
+            f"BANDITQ_DATABASE_URL={shown!r} is not a database URL banditq can use: write "
+            "postgresql+psycopg://user:password@host:5432/dbname (or sqlite:///path/banditq.db)"
+        )
+    broker = broker_url.split("://", 1)[0] if "://" in broker_url else ""
+    if broker not in TRANSPORT_ALIASES and broker != "filesystem":
+        raise ConfigError(
+            f"BANDITQ_BROKER_URL={redact_url(broker_url)!r} is not a broker URL: write "
+            "amqp://user:password@host:5672// (RabbitMQ), or leave it unset for the embedded "
+            "broker"
+        )
+
+
 def _default_home() -> Path:
     return Path(os.environ.get("BANDITQ_HOME", ".banditq")).resolve()
 
@@ -154,6 +204,9 @@ class Settings:
     snapshot_seconds: float = 10.0
     sweep_seconds: float = 5.0
     lease_seconds: float = 300.0
+    queue_seconds: float = 21600.0
+    evict_seconds: float = 300.0
+    worker_kinds: str = ""
     metrics_port: int = 0
     worker_metrics_port: int = 0
     publish_confirms: int = 0
@@ -179,6 +232,7 @@ class Settings:
             object.__setattr__(self, "database_url", f"sqlite:///{self.home / 'banditq.db'}")
         if not self.broker_url:
             object.__setattr__(self, "broker_url", "filesystem://")
+        check_urls(self.database_url, self.broker_url)
         if self.queue_type not in ("classic", "quorum"):
             raise ConfigError(
                 f"BANDITQ_QUEUE_TYPE={self.queue_type!r}: must be 'classic' or 'quorum'"
@@ -229,7 +283,7 @@ class Settings:
                 "control_folder": str(folder / "control"),
                 "processed_folder": str(folder / "processed"),
                 # Virtual transports poll their store; keep the wake-up latency low.
-                "polling_interval": 0.005,
+                "polling_interval": 0.002,
             }
         confirms = self.publish_confirms or self.queue_type == "quorum"
         if self.broker_url.startswith(("amqp", "pyamqp")) and confirms:

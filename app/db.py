@@ -145,6 +145,8 @@ READER_VIEWS = (
     "trial_event_log",
     "policy_latest",
     "table_costs",
+    "broken_campaigns",
+    "dead_letter_log",
 )
 
 

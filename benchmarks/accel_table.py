@@ -174,10 +174,27 @@ def workload(n: int, seed: int) -> list[list[str]]:
     return batches
 
 
+def workload_cell(size: int, longest: int, seed: int) -> list[str]:
+    """One batch of ``size`` texts whose longest is about ``longest`` tokens."""
+    rng = np.random.default_rng(seed)
+    texts = []
+    for j in range(size):
+        words = longest - 2 if j == 0 else max(1, int((longest - 2) * rng.uniform(0.2, 1.0)))
+        texts.append(" ".join(rng.choice(WORDS, size=max(1, words))))
+    return texts
+
+
 def measure(
-    batches: list[list[str]], threads: int, repeats: int = 3, label: str = "table"
+    batches: list[list[str]],
+    threads: int,
+    repeats: int = 3,
+    label: str = "table",
+    arms: Any = None,
+    deadline: float | None = None,
 ) -> AccelTable:
-    """Run every CPU-capable standard arm on every batch (see the module docstring)."""
+    """Run every standard arm this device supports (or those of ``arms``) on every batch
+    (see the module docstring); with ``deadline`` (time.monotonic()), the batches measured
+    by then."""
     import torch
 
     from tasks.kinds.accel import STANDARD_ARMS
@@ -190,7 +207,8 @@ def measure(
     bundle = load_bundle(DEFAULT_MODEL)
     descriptors = bundle.descriptors()
     device = device_profile()
-    arms = [a for a in STANDARD_ARMS if a.unsupported_reason(str(device["type"])) is None]
+    pool = STANDARD_ARMS if arms is None else arms
+    arms = [a for a in pool if a.unsupported_reason(str(device["type"])) is None]
     T, K = len(batches), len(arms)
     lat = np.zeros((T, K))
     qual = np.zeros((T, K))
@@ -199,6 +217,9 @@ def measure(
     seen: set[tuple[int, int]] = set()
     t0 = time.time()
     for t, texts in enumerate(batches):
+        if deadline is not None and time.monotonic() > deadline and t > 0:
+            T = t
+            break
         lengths = token_lengths(bundle, texts, 256)
         bucket = shape_bucket(len(lengths), max(lengths))
         ctx = batch_context(lengths, device, descriptors, bucket in seen)
@@ -223,6 +244,7 @@ def measure(
                 file=sys.stderr,
                 flush=True,
             )
+    lat, qual, first = lat[:T], qual[:T], first[:T]
     return AccelTable(
         [a.to_json() for a in arms], [a.name for a in arms], contexts, lat, qual, first, threads
     )

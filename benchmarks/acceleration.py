@@ -101,7 +101,9 @@ def rule(tab: AccelTable, floor: float, fraction: float) -> Run:
 
 
 def make(tab: AccelTable, floor: float, seed: int, policy: str = "default") -> Policy:
-    name = resolve_name(policy, "inference")
+    from tasks.kinds.inference import InferenceKind
+
+    name = resolve_name(policy, InferenceKind.default_policy)
     config = {"quality_floor": floor, "reference_arm": tab.names.index("fp32")}
     if name != "constrained-ts":
         config = {}
@@ -147,7 +149,12 @@ def main() -> int:
     ap.add_argument("--timing-repeats", type=int, default=2, help="timed runs per cell")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-out")
     ap.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    ap.add_argument(
+        "--quick", action="store_true", help="a smoke run: 30 batches, 20 of history, 1 seed"
+    )
     args = ap.parse_args()
+    if args.quick:
+        args.batches, args.history, args.repeats, args.timing_repeats = 30, 20, 1, 1
     tab = get_table(args.out, args.batches, 1, 2, args.timing_repeats)
     hist = get_table(args.out, args.history, 2, 1, args.timing_repeats)
     if hist.names != tab.names:

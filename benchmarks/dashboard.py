@@ -206,7 +206,10 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=100_000, help="trials in the campaign")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per row (median)")
     ap.add_argument("--json", action="store_true", help="(the JSON line is always last)")
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 2,000 trials, 1 repeat")
     args = ap.parse_args()
+    if args.quick:
+        args.trials, args.repeats = 2000, 1
     dbname = f"bq_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:

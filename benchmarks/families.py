@@ -169,7 +169,10 @@ def main() -> int:
     ap.add_argument("--policies", default="smooth-ts,chebcb,linucb,tsallis-inf")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-out")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="a smoke run (~30 s)")
     args = ap.parse_args()
+    if args.quick:
+        args.T, args.repeats, args.seeds, args.policies = 80, 1, "0", "smooth-ts"
     args.out.mkdir(parents=True, exist_ok=True)
     out: dict[str, dict[str, float]] = {}
     for fam in args.families.split(","):

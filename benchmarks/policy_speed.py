@@ -100,7 +100,10 @@ def main() -> int:
     ap.add_argument("--features", default="1,2,3,4", help="numbers of context features")
     ap.add_argument("--policies", default="default,lin-ts,chebcb")
     ap.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    ap.add_argument("--quick", action="store_true", help="a smoke run in seconds")
     args = ap.parse_args()
+    if args.quick:
+        args.history, args.measure, args.features, args.policies = 300, 30, "1", "default"
     rows: list[dict[str, Any]] = []
     print(
         f"{'policy':30} {'d':>2} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} "

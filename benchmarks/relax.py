@@ -71,14 +71,24 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench-out")
     ap.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run in seconds (T=60, one repeat, the default policy, no extra seeds)",
+    )
+    ap.add_argument(
         "--table-seeds",
         default="0,1,2,3,4",
         help="also the default policy and chebcb on these tables of each setting (mean and "
         "worst seed; empty: skip)",
     )
     args = ap.parse_args()
+    if args.quick:
+        args.T, args.repeats, args.policies, args.table_seeds = 60, 1, "default", ""
     args.out.mkdir(parents=True, exist_ok=True)
-    policies = [p for p in args.policies.split(",") if p]
+    # "default" is the default policy by its name; the summary below always needs it
+    policies = [DEFAULT_POLICY if p == "default" else p for p in args.policies.split(",") if p]
+    if DEFAULT_POLICY not in policies:
+        policies.append(DEFAULT_POLICY)
     results: dict[str, dict[str, dict[str, float]]] = {}
     curves: dict[str, dict[str, np.ndarray]] = {}
     first = max(1, args.T // 10)

@@ -160,7 +160,10 @@ def main() -> None:
     m, steps = (49, 300) if args.quick else (args.m, args.steps)
     if not 2 <= m <= 399:
         ap.error("--m must be in 2..399")
-    say = (lambda *a: None) if args.json else print
+
+    def say(*a: Any) -> None:  # with --json the last stdout line is the JSON; words go to stderr
+        print(*a, file=sys.stderr if args.json else sys.stdout, flush=True)
+
     settings = Settings.from_env()
     client = Client(settings=settings)
     name = f"heat2d-m{m}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -8,11 +8,14 @@ from enum import StrEnum
 
 
 class CampaignStatus(StrEnum):
-    """active (takes instances) or paused (set by an operator in SQL: submits are refused;
-    what was submitted still runs)."""
+    """active (takes instances), paused (set by an operator in SQL: submits are refused;
+    what was submitted still runs) or broken (set by the scheduler when the campaign's own
+    settings, plugins or policy fail: ``broken_reason`` says why; nothing more is decided for
+    it, its results are kept and not applied; every other campaign goes on)."""
 
     active = "active"
     paused = "paused"
+    broken = "broken"
 
 
 class InstanceStatus(StrEnum):
@@ -26,12 +29,15 @@ class InstanceStatus(StrEnum):
 
 class TrialState(StrEnum):
     """queued (decided; in the outbox until published) -> running (a heartbeat came) ->
-    succeeded | failed."""
+    succeeded | failed. An external (ask/tell) trial is running from its decision and
+    ``abandoned`` when no tell came within the campaign's ``tell_timeout``: not a failure
+    of its arm, never a cost to the policy."""
 
     queued = "queued"
     running = "running"
     succeeded = "succeeded"
     failed = "failed"
+    abandoned = "abandoned"
 
 
 class ResultStatus(StrEnum):
@@ -55,3 +61,5 @@ class TrialEventKind(StrEnum):
 
     lease_expired = "lease_expired"  # re-issued as a new attempt
     lease_failed = "lease_failed"  # out of attempts: the trial failed
+    retried = "retried"  # a worker failed it for a transient reason: re-issued
+    abandoned = "abandoned"  # an external trial not told within its tell_timeout

@@ -53,6 +53,8 @@ class Campaign(Base):
     max_in_flight: Mapped[int] = mapped_column(Integer, default=4)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     status: Mapped[str] = mapped_column(String(20), default="active")
+    #: why the scheduler marked the campaign broken (None unless status is broken)
+    broken_reason: Mapped[str | None] = mapped_column(Text)
     n_instances: Mapped[int] = mapped_column(Integer, default=0)
     n_updates: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
@@ -129,6 +131,13 @@ class Trial(Base):
     error: Mapped[str | None] = mapped_column(Text)
     #: the worker device class the trial was decided for (routed to its queue); None: any
     device_class: Mapped[str | None] = mapped_column(String(50))
+    #: the cost after which the caller should give up on the arm and solve with the
+    #: campaign's fallback arm (``policy_config.fallback``); None: no budget
+    budget: Mapped[float | None] = mapped_column(Float)
+    #: an external trial's tell: when it came and what it said (the scheduler records it
+    #: from here when the tell's message was lost)
+    told_at: Mapped[datetime | None] = mapped_column(TS)
+    told: Mapped[dict[str, Any] | None] = mapped_column()
 
 
 class Result(Base):
@@ -160,6 +169,9 @@ class Result(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     outputs: Mapped[dict[str, Any] | None] = mapped_column()
     applied: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: the cost is a lower bound (stopped at its budget, or not converged): applied to the
+    #: policy as a censored observation
+    censored: Mapped[bool | None] = mapped_column(Boolean)
     started_at: Mapped[datetime | None] = mapped_column(TS)
     finished_at: Mapped[datetime | None] = mapped_column(TS)
     recorded_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
@@ -266,3 +278,28 @@ class BlobRef(Base):
     )
     result_id: Mapped[int | None] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
+class DeadLetter(Base):
+    """A message the scheduler refused (malformed, or failing the same way on every try):
+    acknowledged, kept here with the reason, counted. ``body`` is its JSON text (or repr),
+    cut to 64 KiB. Written only by the scheduler."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: which consumer refused it: "results" (worker -> scheduler) or "events" (client)
+    source: Mapped[str] = mapped_column(String(50))
+    reason: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(TS, default=utcnow, index=True)
+
+
+class DatabaseIdentity(Base):
+    """One row: a random id given to this database when its schema was created. Chained
+    solutions are tagged with it in the array store, so a reset database that keeps its
+    store never reads an earlier run's solution for a reused instance id."""
+
+    __tablename__ = "database_identity"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)

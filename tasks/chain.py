@@ -23,8 +23,11 @@ from tasks.gridfield import GridField
 KEY = "solution_of"
 
 
-def solution_tag(instance: int) -> str:
-    """The store tag naming an instance's solution."""
+def solution_tag(instance: int, database: str | None = None) -> str:
+    """The store tag naming an instance's solution: by the scheduler database's identity
+    and the instance id (an instance id alone repeats after a database is reset)."""
+    if database:
+        return f"solution-{database}-{int(instance)}"
     return f"solution-{int(instance)}"
 
 

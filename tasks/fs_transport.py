@@ -11,6 +11,14 @@ so messages published within one millisecond came out in random order (a chain's
 decided together then ran out of order and were sent back to the queue). Here the name starts
 with the nanosecond clock and this publisher's sequence number, zero-padded: one publisher's
 messages come out in the order it sent them.
+
+A consumer claims a message by renaming it, in place, to a name no queue matches (atomic:
+one consumer wins, the others move on). kombu moved it to the system temp folder instead,
+which is another filesystem when that is a tmpfs: the move became a copy, two consumers raced
+on it, and a message was lost. Consumed files never leave ``BANDITQ_HOME``.
+
+kombu records declared exchanges and bindings once per process; here once per broker folder,
+so that a process using two homes (a test suite, a notebook) binds each.
 """
 
 from __future__ import annotations
@@ -18,13 +26,14 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
+from queue import Empty
 from time import monotonic_ns
 from typing import Any
 
 from kombu.exceptions import ChannelError
-from kombu.transport import TRANSPORT_ALIASES, filesystem
-from kombu.utils.encoding import str_to_bytes
-from kombu.utils.json import dumps
+from kombu.transport import TRANSPORT_ALIASES, filesystem, virtual
+from kombu.utils.encoding import bytes_to_str, str_to_bytes
+from kombu.utils.json import dumps, loads
 
 _SEQ = itertools.count()
 
@@ -68,11 +77,45 @@ class Channel(filesystem.Channel):
         except OSError as exc:
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
 
+    def _get(self, queue: Any, timeout: Any = None) -> Any:
+        """The next message of ``queue``, claimed by an atomic rename in its folder."""
+        wanted = f"{queue}.msg"
+        folder = self.data_folder_in
+        for filename in sorted(os.listdir(folder)):
+            if filename.partition(".")[2] != wanted:
+                continue
+            claimed = os.path.join(folder, f".claimed-{os.getpid()}-{uuid.uuid4().hex}")
+            try:
+                os.rename(os.path.join(folder, filename), claimed)
+            except OSError:
+                continue  # another consumer took it
+            try:
+                with open(claimed, "rb") as f:
+                    payload = f.read()
+                os.remove(claimed)
+            except OSError as exc:
+                raise ChannelError(f"Cannot read file {claimed!r} from queue.") from exc
+            return loads(bytes_to_str(payload))
+        raise Empty()
+
+
+#: declared exchanges and bindings per broker folder (kombu keeps one for the whole process)
+_STATES: dict[str, Any] = {}
+
 
 class Transport(filesystem.Transport):
+    """kombu's transport, with its record of declarations kept per broker folder: kombu's
+    one-per-process record made a second ``BANDITQ_HOME`` in the same process skip writing
+    its bindings (they were "declared"), and its messages were routed nowhere."""
+
     Channel = Channel
     # An empty hostname is correct for this transport; do not ask kombu to warn about it.
     default_connection_params: dict[str, Any] = {}
+
+    def __init__(self, client: Any, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        folder = str((client.transport_options or {}).get("control_folder", ""))
+        self.state = _STATES.setdefault(os.path.realpath(folder), virtual.BrokerState())
 
 
 def register() -> None:

@@ -2,11 +2,12 @@
 message per kind of message with one parser each.
 
 Every message is a JSON object with ``v`` (:data:`PROTOCOL`) and, except a trial, a ``type``.
-Parsers never raise on what a peer sent: a trial message that is not usable is a
-:class:`MessageError` naming the field (the worker reports it as the trial's failure); a
-result, heartbeat, announcement or wake-up that is not usable parses to ``None`` (the
-scheduler counts and drops it), and a result's bad fields are cleaned the way the database
-columns need them (non-finite numbers dropped, strings cut to the column's length).
+A message that is not usable is a :class:`MessageError` naming the field: a trial message's
+is reported by the worker as the trial's failure; a result, heartbeat, announcement or
+wake-up's is dead-lettered by the scheduler (:func:`parse_inbound_checked`). Fields that
+identify a message are checked against their bounds (tasks.wire_fields); a result's payload
+fields are cleaned the way the database columns need them (NUL replaced, non-finite numbers
+and out-of-range integers dropped, strings cut to the column's length, JSON bounded).
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from typing import Any
 from kombu import Exchange, Queue
 
 from models.states import ResultStatus
+from tasks import wire_fields as wf
 from tasks.fs_transport import register as _register_fs_transport
+from tasks.wire_fields import MessageError
+
+__all__ = ["MessageError"]
 
 _register_fs_transport()
 
@@ -34,6 +39,9 @@ PROTOCOL = 1
 #: PostgreSQL channel the scheduler NOTIFYs (payload: the instance id) in the transaction
 #: that finishes an instance; clients waiting on instances LISTEN to it.
 NOTIFY_CHANNEL = "banditq_done"
+#: PostgreSQL channel the scheduler NOTIFYs (payload: the instance id) in the transaction
+#: that decides an external (ask/tell) instance; clients waiting in ``ask`` LISTEN to it.
+ASK_CHANNEL = "banditq_asked"
 
 
 def _direct(name: str, queue_type: str = "classic") -> Queue:
@@ -62,11 +70,21 @@ def device_queue_name(trial_queue: str, device_class: str) -> str:
     return f"{trial_queue}.dev.{device_class}"
 
 
+def kind_queue_name(trial_queue: str, kind: str) -> str:
+    """Scheduler -> the workers that have a trial kind installed: every worker consumes the
+    queues of the kinds it can run, so a trial never reaches a worker that lacks its kind."""
+    return f"{trial_queue}.kind.{kind}"
+
+
 def device_class(profile: dict[str, Any]) -> str:
     """A worker's device class: ``cpu``, or ``cuda-<compute capability>``."""
     if profile.get("type") == "cuda":
         return f"cuda-{float(profile.get('capability', 0.0)):.1f}"
     return "cpu"
+
+
+#: pool slots one worker may announce
+MAX_SLOTS = 4096
 
 
 def now_iso() -> str:
@@ -82,32 +100,19 @@ def parse_time(value: Any) -> datetime | None:
         return None
 
 
-class MessageError(ValueError):
-    """A trial message a worker cannot run; ``field`` names what is wrong."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-
-
 def _envelope(type_: str, at: str, **fields: Any) -> dict[str, Any]:
     """A worker-to-scheduler event body: protocol version, type, fields, send time."""
     return {"v": PROTOCOL, "type": type_, **fields, "at": at or now_iso()}
 
 
-def _float(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return None
-    f = float(v)
-    return f if math.isfinite(f) else None
+_float = wf.clean_float
 
 
 def _int(v: Any) -> int | None:
     return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
 
 
-def _str(v: Any, limit: int) -> str | None:
-    return str(v)[:limit] if v is not None else None
+_str = wf.clean_text
 
 
 def valid_cost(v: Any) -> bool:
@@ -133,6 +138,8 @@ class TrialMessage:
     device_class: str | None = None
     #: the instance the trial solves: names its solution for chained instances
     instance: int | None = None
+    #: the scheduler database's identity: with the instance, names a chained solution
+    database: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -151,6 +158,8 @@ class TrialMessage:
             body["device_class"] = self.device_class
         if self.instance is not None:
             body["instance"] = self.instance
+        if self.database is not None:
+            body["database"] = self.database
         return body
 
     @classmethod
@@ -173,6 +182,9 @@ class TrialMessage:
         if not isinstance(limits, dict):
             raise MessageError("payload.limits", "must be an object")
         dc = body.get("device_class")
+        database = body.get("database")
+        if database is not None:
+            database = wf.identity(database, wf.DATABASE_ID_RE, "payload.database")
         return cls(
             body["trial"],
             attempt,
@@ -184,6 +196,7 @@ class TrialMessage:
             options,
             dc if isinstance(dc, str) else None,
             _int(body.get("instance")),
+            database,
         )
 
     @property
@@ -214,6 +227,12 @@ class ResultMessage:
     outputs: dict[str, Any] | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    #: a failure for a transient reason (the store or database unreachable): the scheduler
+    #: re-issues the trial while attempts are left instead of recording the failure
+    retryable: bool = False
+    #: the cost is a lower bound: the arm was stopped at its budget or did not converge
+    #: (the policy learns it as a censored observation)
+    censored: bool = False
 
     TYPE = "result"
 
@@ -237,28 +256,30 @@ class ResultMessage:
             "outputs": self.outputs,
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "retryable": self.retryable,
+            "censored": self.censored,
         }
 
     @classmethod
-    def parse(cls, body: dict[str, Any]) -> ResultMessage | None:
-        """None without a trial id. A success whose cost is not a finite number >= 0 becomes
-        a failure saying so (the policy must never learn from it)."""
-        trial = body.get("trial")
-        if not isinstance(trial, str) or not trial:
-            return None
+    def parse(cls, body: dict[str, Any]) -> ResultMessage:
+        """The trial id and attempt must be valid (else MessageError); a success whose cost
+        is not a finite number >= 0 becomes a failure saying so (the policy must never learn
+        from it); payload fields are cleaned (see the module docstring)."""
+        trial = wf.identity(body.get("trial"), wf.TRIAL_ID_RE, "trial")
+        attempt = wf.int32(body.get("attempt"), "attempt", lo=1)
         ok = body.get("status") == ResultStatus.succeeded.value
         cost = body.get("cost")
         error = _str(body.get("error"), 4000)
         if ok and not valid_cost(cost):
-            ok, error = False, f"invalid cost {cost!r} from worker"
+            ok, error = False, f"invalid cost {str(cost)[:80]!r} from worker"
         converged = body.get("converged")
         metrics, outputs = body.get("metrics"), body.get("outputs")
         return cls(
             trial=trial,
-            attempt=_int(body.get("attempt")),
+            attempt=attempt,
             status=ResultStatus.succeeded if ok else ResultStatus.failed,
             cost=float(cost) if ok and cost is not None else None,
-            iterations=_int(body.get("iterations")),
+            iterations=wf.clean_int(body.get("iterations")),
             converged=converged if isinstance(converged, bool) else None,
             residual=_float(body.get("residual")),
             latency_ms=_float(body.get("latency_ms")),
@@ -266,10 +287,12 @@ class ResultMessage:
             device=_str(body.get("device"), 50),
             worker=_str(body.get("worker"), 200),
             error=error,
-            metrics=metrics if isinstance(metrics, dict) else {},
-            outputs=outputs if isinstance(outputs, dict) else None,
+            metrics=wf.clean_json(metrics, "metrics") if isinstance(metrics, dict) else {},
+            outputs=wf.clean_json(outputs, "outputs") if isinstance(outputs, dict) else None,
             started_at=parse_time(body.get("started_at")),
             finished_at=parse_time(body.get("finished_at")),
+            retryable=not ok and body.get("retryable") is True,
+            censored=ok and body.get("censored") is True,
         )
 
     @property
@@ -294,11 +317,13 @@ class Heartbeat:
         )
 
     @classmethod
-    def parse(cls, body: dict[str, Any]) -> Heartbeat | None:
-        trial, attempt = body.get("trial"), _int(body.get("attempt"))
-        if not isinstance(trial, str) or attempt is None:
-            return None
-        return cls(trial, attempt, _str(body.get("worker"), 200), str(body.get("at") or ""))
+    def parse(cls, body: dict[str, Any]) -> Heartbeat:
+        trial = wf.identity(body.get("trial"), wf.TRIAL_ID_RE, "trial")
+        attempt = wf.int32(body.get("attempt"), "attempt", lo=1)
+        worker = body.get("worker")
+        if worker is not None:
+            wf.identity(worker, wf.WORKER_RE, "worker")
+        return cls(trial, attempt, worker, _str(body.get("at") or "", 64) or "")
 
 
 @dataclass(frozen=True)
@@ -329,36 +354,51 @@ class WorkerAnnouncement:
         )
 
     @classmethod
-    def parse(cls, body: dict[str, Any]) -> WorkerAnnouncement | None:
-        worker, slots = body.get("worker"), _int(body.get("slots", 1))
-        if not isinstance(worker, str) or not worker:
-            return None
-        dc = body.get("device_class")
-        return cls(
-            worker[:200],
-            dc if isinstance(dc, str) else "",
-            body.get("profile"),
-            slots if slots is not None and slots > 0 else 1,
-            str(body.get("at") or ""),
-        )
+    def parse(cls, body: dict[str, Any]) -> WorkerAnnouncement:
+        """Name, device class, profile and slots bounded (a profile's class must be the one
+        announced; the registry checks the profile's values)."""
+        worker = wf.identity(body.get("worker"), wf.WORKER_RE, "worker")
+        slots = wf.int32(body.get("slots", 1), "slots", lo=1)
+        if slots > MAX_SLOTS:
+            raise MessageError("slots", f"must be at most {MAX_SLOTS}, got {slots}")
+        profile = body.get("profile")
+        if not isinstance(profile, dict):
+            raise MessageError("profile", "must be an object")
+        cap = profile.get("capability", 0.0)
+        if (
+            isinstance(cap, bool)
+            or not isinstance(cap, int | float)
+            or not 0 <= _float(cap or 0.0) <= 99  # type: ignore[operator]
+        ):
+            raise MessageError("profile.capability", f"must be a number in 0..99, got {cap!r}")
+        dc = wf.identity(body.get("device_class"), wf.DEVICE_CLASS_RE, "device_class")
+        if dc != device_class(profile):
+            raise MessageError("device_class", f"{dc!r} is not the profile's class")
+        return cls(worker, dc, profile, slots, _str(body.get("at") or "", 64) or "")
 
 
 # --------------------------------------------------------------------- client -> scheduler
 @dataclass(frozen=True)
 class WakeUp:
-    """New instances of ``campaign`` are committed."""
+    """New instances of ``campaign`` are committed; with ``reload``, its state changed in
+    the database (resumed, cancelled, deleted, failed instances retried): the scheduler
+    reloads it instead of trusting what it holds."""
 
     campaign: str
+    reload: bool = False
 
     TYPE = "wake"
 
     def to_json(self) -> dict[str, Any]:
-        return {"v": PROTOCOL, "type": self.TYPE, "campaign": self.campaign}
+        body: dict[str, Any] = {"v": PROTOCOL, "type": self.TYPE, "campaign": self.campaign}
+        if self.reload:
+            body["reload"] = True
+        return body
 
     @classmethod
-    def parse(cls, body: dict[str, Any]) -> WakeUp | None:
-        name = body.get("campaign")
-        return cls(name) if isinstance(name, str) else None
+    def parse(cls, body: dict[str, Any]) -> WakeUp:
+        name = wf.identity(body.get("campaign"), wf.CAMPAIGN_RE, "campaign")
+        return cls(name, body.get("reload") is True)
 
 
 Inbound = ResultMessage | Heartbeat | WorkerAnnouncement | WakeUp
@@ -367,10 +407,23 @@ _PARSERS: dict[str, Any] = {
 }
 
 
+def parse_inbound_checked(body: Any) -> Inbound:
+    """A message the scheduler consumes, typed; MessageError naming what is wrong when it is
+    not one (wrong protocol, unknown type, a bad identifying field)."""
+    if not isinstance(body, dict):
+        raise MessageError("payload", f"expected a JSON object, got {type(body).__name__}")
+    if body.get("v") != PROTOCOL:
+        raise MessageError("v", f"protocol {str(body.get('v'))[:20]!r} is not {PROTOCOL}")
+    type_ = body.get("type")
+    parser = _PARSERS.get(type_) if isinstance(type_, str) else None
+    if parser is None:
+        raise MessageError("type", f"unknown message type {str(type_)[:50]!r}")
+    return parser(body)  # type: ignore[no-any-return]
+
+
 def parse_inbound(body: Any) -> Inbound | None:
-    """A message the scheduler consumes, typed; None when it is not one (wrong protocol,
-    unknown type, or missing what identifies it)."""
-    if not isinstance(body, dict) or body.get("v") != PROTOCOL:
+    """:func:`parse_inbound_checked`, None instead of the error."""
+    try:
+        return parse_inbound_checked(body)
+    except MessageError:
         return None
-    parser = _PARSERS.get(body.get("type"))  # type: ignore[arg-type]
-    return parser(body) if parser is not None else None

@@ -18,7 +18,7 @@ from typing import Any
 import kombu
 
 from tasks.channel import ChannelPublisher
-from tasks.messages import device_queue_name, trials_queue
+from tasks.messages import device_queue_name, kind_queue_name, trials_queue
 
 EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
@@ -37,14 +37,19 @@ class TaskPublisher:
         #: one publisher per device-class queue, opened on first use
         self._routed: dict[str, ChannelPublisher] = {}
 
-    def _channel_for(self, device_class: str | None) -> ChannelPublisher:
-        if device_class is None:
-            return self.channel
-        pub = self._routed.get(device_class)
-        if pub is None:
+    def _channel_for(self, device_class: str | None, kind: str | None = None) -> ChannelPublisher:
+        """The device class's queue when the trial was decided for one, else its kind's
+        queue (consumed only by workers that have the kind), else the shared queue."""
+        if device_class is not None:
             name = device_queue_name(self.queue.name, device_class)
+        elif kind is not None:
+            name = kind_queue_name(self.queue.name, kind)
+        else:
+            return self.channel
+        pub = self._routed.get(name)
+        if pub is None:
             pub = ChannelPublisher(self._connect, trials_queue(name, self._queue_type))
-            self._routed[device_class] = pub
+            self._routed[name] = pub
         return pub
 
     def publish(
@@ -56,6 +61,7 @@ class TaskPublisher:
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
         device_class: str | None = None,
+        kind: str | None = None,
     ) -> None:
         # The headers a Celery worker reads (celery.worker.request.Request): ``id`` and
         # ``task`` are required, the rest optional; each header costs AMQP table encoding on
@@ -72,7 +78,7 @@ class TaskPublisher:
         }
         if time_limit is not None or soft_time_limit is not None:
             headers["timelimit"] = [time_limit, soft_time_limit]
-        self._channel_for(device_class).publish(
+        self._channel_for(device_class, kind).publish(
             json.dumps([[payload], {}, EMBED]),
             properties={"correlation_id": task_id, "reply_to": ""},
             headers=headers,

@@ -17,6 +17,9 @@ from sqlalchemy import create_engine, text
 from app.config import Settings
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# The sleep kind's fault injection (kill_worker) exists only in test processes and the
+# workers they start (inherited through the environment).
+os.environ["BANDITQ_TEST_HOOKS"] = "1"
 PG_ADMIN = os.environ.get(
     "BANDITQ_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -103,7 +106,9 @@ def queue_name(amqp_url: str) -> Iterator[str]:
 
     with kombu.Connection(amqp_url) as conn:
         ch = conn.channel()
-        for q in (name, f"{name}.results", f"{name}.events", f"{name}.dev.cpu"):
+        kinds = [f"{name}.kind.{k}" for k in ("sor", "ssor-pcg", "noop", "sleep", "table")]
+        kinds += [f"{name}.kind.{k}" for k in ("inference", "scipy-gmres")]
+        for q in (name, f"{name}.results", f"{name}.events", f"{name}.dev.cpu", *kinds):
             try:
                 ch.queue_delete(q)
             except Exception:

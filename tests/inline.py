@@ -3,6 +3,7 @@ real task body, and hand the result messages back. For fast unit tests of schedu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from app.config import Settings
@@ -31,15 +32,24 @@ class FakePublisher:
         self.sent: list[dict[str, Any]] = []
         #: the next N calls of ``send`` fail as a broker outage would (nothing sent)
         self.fail_sends = 0
+        #: messages the broker refuses, every time (a send stops at the first of them)
+        self.refuse: Callable[[TrialMessage], bool] = lambda _m: False
+        self.last_error = ""
 
     def send(self, messages: list[TrialMessage]) -> list[str]:
         if self.fail_sends and messages:
             self.fail_sends -= 1
             return []
-        bodies = [m.to_json() for m in messages]
-        self.published.extend(bodies)
-        self.sent.extend(bodies)
-        return [m.trial for m in messages]
+        out: list[str] = []
+        for m in messages:
+            if self.refuse(m):
+                self.last_error = "PRECONDITION_FAILED - message refused"
+                break
+            body = m.to_json()
+            self.published.append(body)
+            self.sent.append(body)
+            out.append(m.trial)
+        return out
 
     def close(self) -> None:
         return None
@@ -51,9 +61,9 @@ class InlineScheduler(Scheduler):
 
     def __init__(self, settings: Settings, **kw: Any) -> None:
         super().__init__(settings, publisher=FakePublisher(), **kw)
-        from tasks.store.open import configure
+        from workers.context import configure
 
-        configure(settings)  # trials executed in this process use the test's array store
+        configure(settings)  # trials executed in this process use the test's store and cache
 
     @property
     def fake(self) -> FakePublisher:

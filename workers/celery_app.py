@@ -10,14 +10,20 @@ from app.config import Settings
 from tasks import messages as _messages  # noqa: F401  (registers the embedded transport)
 
 
-def make_celery(settings: Settings, device_classes: tuple[str, ...] = ()) -> Celery:
-    """A Celery app bound to ``settings``; the same configuration for scheduler and workers."""
+def make_celery(
+    settings: Settings, device_classes: tuple[str, ...] = (), kinds: tuple[str, ...] = ()
+) -> Celery:
+    """A Celery app bound to ``settings``; the same configuration for scheduler and workers.
+    ``device_classes`` and ``kinds``: the routed trial queues a worker may consume."""
     app = Celery("banditq", broker=settings.broker_url, set_as_current=False)
     trials = _messages.trials_queue(settings.queue, settings.queue_type)
     # Every device class a worker may consume: declared on demand by name (see daemon).
     device_queues = [
         _messages.trials_queue(_messages.device_queue_name(settings.queue, c), settings.queue_type)
         for c in device_classes
+    ] + [
+        _messages.trials_queue(_messages.kind_queue_name(settings.queue, k), settings.queue_type)
+        for k in kinds
     ]
     conf: dict[str, Any] = {
         # No pickle anywhere: a message in another format is refused by kombu and logged.
@@ -30,7 +36,10 @@ def make_celery(settings: Settings, device_classes: tuple[str, ...] = ()) -> Cel
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": max(1, settings.worker_prefetch),
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A broker blip must not kill running trials: the trial finishes and reports (its
+        # redelivered copy, if any, is a duplicate the scheduler fences by attempt), and the
+        # crash journal never counts a blip as a worker death.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "broker_connection_retry_on_startup": True,
         # A channel closed by RabbitMQ's consumer_timeout (a prefetched trial waiting behind a
         # long one) is reopened instead of killing the worker; long trials are acked on

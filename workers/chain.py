@@ -5,8 +5,9 @@ else from the tag. When there is no tag yet the trial raises :class:`NotReady` a
 to the queue (never blocking a worker slot its earlier instance may need), until
 ``BANDITQ_CHAIN_WAIT_SECONDS`` after it first found the solution missing.
 
-State is per process (a forked pool child starts empty) and per trial (one trial at a time
-per process, as the prefork pool runs them).
+State is per process (a forked pool child starts empty: :class:`ChainMemory`, held by the
+worker context) and per trial (one trial at a time per process, as the prefork pool runs
+them).
 """
 
 from __future__ import annotations
@@ -21,22 +22,51 @@ import numpy as np
 from app.errors import InputError
 from tasks.chain import KEY, solution_tag
 
-#: solutions this process produced, by instance (a chain's next step usually runs here)
-_RECENT: OrderedDict[int, np.ndarray] = OrderedDict()
 KEEP = 4
-_STATE: dict[str, Any] = {"instance": None, "since": 0.0}
 
 
-def begin(instance: int | None, since: float | None = None) -> None:
+class ChainMemory:
+    """The current trial's chain identity and the last :data:`KEEP` solutions this process
+    produced, by (database, instance): a chain's next step usually runs here."""
+
+    def __init__(self) -> None:
+        self.recent: OrderedDict[tuple[str | None, int], np.ndarray] = OrderedDict()
+        self.state: dict[str, Any] = {"instance": None, "since": 0.0, "database": None}
+
+
+def _memory() -> ChainMemory:
+    from workers.context import context
+
+    return context().chain
+
+
+def begin(
+    instance: int | None,
+    since: float | None = None,
+    *,
+    database: str | None = None,
+    campaign: str = "",
+    attempt: int | None = None,
+) -> None:
     """A trial of ``instance`` starts in this process; ``since``: when it first found an
     earlier solution missing (epoch seconds; it gives up ``BANDITQ_CHAIN_WAIT_SECONDS``
-    after that)."""
-    _STATE["instance"] = instance
-    _STATE["since"] = time.time() if since is None else since
+    after that); ``database``: the scheduler database's identity (tags are named by it);
+    ``campaign`` and ``attempt`` are written into the tag's value."""
+    _memory().state.update(
+        instance=instance,
+        since=time.time() if since is None else since,
+        database=database,
+        campaign=campaign,
+        attempt=attempt,
+    )
+
+
+def _tag(instance: int) -> str:
+    return solution_tag(instance, _memory().state.get("database"))
 
 
 def since() -> float:
-    return float(_STATE["since"])
+    return float(_memory().state["since"])
 
 
 def retry_delay(retries: int) -> float:
@@ -47,16 +77,19 @@ def retry_delay(retries: int) -> float:
 
 def remember(x: np.ndarray, ref: dict[str, Any]) -> None:
     """The current trial's solution ``x``, stored as ``ref``: kept here and tagged."""
-    instance = _STATE["instance"]
+    mem = _memory()
+    instance = mem.state["instance"]
     if instance is None:
         return
     from tasks.store.open import current
 
-    _RECENT[instance] = x
-    _RECENT.move_to_end(instance)
-    while len(_RECENT) > KEEP:
-        _RECENT.popitem(last=False)
-    current()[0].set_tag(solution_tag(instance), ref)
+    key = (mem.state.get("database"), instance)
+    mem.recent[key] = x
+    mem.recent.move_to_end(key)
+    while len(mem.recent) > KEEP:
+        mem.recent.popitem(last=False)
+    value = {**ref, "campaign": mem.state.get("campaign"), "attempt": mem.state.get("attempt")}
+    current()[0].set_tag(_tag(instance), value)
 
 
 def note_failure(payload: Any, error: str) -> None:
@@ -69,8 +102,15 @@ def note_failure(payload: Any, error: str) -> None:
         return
     from tasks.store.open import current
 
+    database = payload.get("database") if isinstance(payload.get("database"), str) else None
+    value = {
+        "error": error[:500],
+        "campaign": str(payload.get("campaign") or "")[:200],
+        "attempt": payload.get("attempt"),
+    }
     try:
-        current()[0].set_tag(solution_tag(instance), {"error": error[:500]})
+        # never over a solution: a stale attempt's failure must not hide a good result
+        current()[0].set_error_tag(solution_tag(instance, database), value)
     except Exception:  # the waiters then time out instead: nothing is lost
         return
 
@@ -85,15 +125,16 @@ class NotReady(Exception):
 
 
 def _solution(instance: int, n: int, field: str) -> np.ndarray:
-    x = _RECENT.get(instance)
+    mem = _memory()
+    x = mem.recent.get((mem.state.get("database"), instance))
     if x is not None and x.size == n:
         return x
     from tasks.store.open import current, current_settings, fetch
 
-    tag = current()[0].get_tag(solution_tag(instance))
+    tag = current()[0].get_tag(_tag(instance))
     if tag is None:
         limit = float(current_settings().chain_wait_seconds)
-        if time.time() - float(_STATE["since"]) > limit:
+        if time.time() - float(mem.state["since"]) > limit:
             raise InputError(
                 field,
                 f"no solution of instance {instance} after {limit:g} s "

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 from celery.signals import worker_process_init
@@ -22,7 +23,13 @@ from celery.signals import worker_process_init
 from app.config import Settings
 from app.errors import ConfigError
 from tasks.channel import ChannelPublisher
-from tasks.messages import WorkerAnnouncement, device_class, device_queue_name, results_queue
+from tasks.messages import (
+    WorkerAnnouncement,
+    device_class,
+    device_queue_name,
+    kind_queue_name,
+    results_queue,
+)
 from workers.celery_app import make_celery
 from workers.metrics import install as install_metrics
 
@@ -124,6 +131,47 @@ def start_announcer(
     return stop
 
 
+def worker_kinds(settings: Settings) -> tuple[str, ...]:
+    """The kinds this worker runs: ``BANDITQ_WORKER_KINDS`` (each must load here), else
+    every installed kind that loads (one that fails to import is logged and left out);
+    never an external kind (its callers run its trials)."""
+    from app.plugins import KINDS_GROUP, PluginError, names
+    from tasks.kinds import get_kind
+
+    wanted = [k.strip() for k in settings.worker_kinds.split(",") if k.strip()]
+    out = []
+    for name in wanted or names(KINDS_GROUP):
+        try:
+            if getattr(get_kind(name), "external", False):
+                continue
+        except PluginError as exc:
+            if wanted:
+                raise ConfigError(
+                    f"BANDITQ_WORKER_KINDS: {exc}; `banditq kinds` lists them"
+                ) from exc
+            log.warning("kind %s left out on this worker: %s", name, exc)
+            continue
+        out.append(name)
+    return tuple(out)
+
+
+def warm_up(kinds: tuple[str, ...]) -> None:
+    """Each kind's warm-up, in this process before the pool forks (children inherit what
+    it loaded and compiled): a worker's first trial then costs what any other does. A
+    warm-up that fails is logged; the kind still runs (and fails its trials with the
+    reason if it is really broken)."""
+    from tasks.kinds import get_kind
+
+    for name in kinds:
+        t0 = time.perf_counter()
+        try:
+            get_kind(name).warm_up()
+        except Exception as exc:
+            log.warning("kind %s: warm-up failed (%s: %s)", name, type(exc).__name__, exc)
+            continue
+        log.debug("kind %s warmed up in %.0f ms", name, (time.perf_counter() - t0) * 1000)
+
+
 def run_worker(
     settings: Settings,
     *,
@@ -148,10 +196,13 @@ def run_worker(
         os.environ["BANDITQ_WORKER_GPUS"] = visible
     profile = worker_profile(gpus)
     cls = device_class(profile)
-    app = make_celery(settings, (cls,))
-    from tasks.store.open import configure
+    kinds = worker_kinds(settings)
+    app = make_celery(settings, (cls,), kinds)
+    from workers.context import configure
 
-    configure(settings)  # the array store, opened in each pool process on first use
+    # the worker context: array store (opened in each pool process on first use), kernel
+    # cache bound, chain memory, heartbeat and result publisher
+    configure(settings)
     # Read by each pool process after the fork (see _limit_blas).
     os.environ["BANDITQ_WORKER_BLAS_THREADS"] = str(max(1, settings.worker_blas_threads))
     if threads:  # no fork: trials run in this process
@@ -164,14 +215,19 @@ def run_worker(
     hostname = name or f"banditq-{socket.gethostname()}-{os.getpid()}@%h"
     log.info(
         "worker %s: %d process(es) on %s, broker %s",
-        hostname,
+        hostname.replace("%h", socket.gethostname()),
         concurrency,
         cls,
         settings.redacted()["broker_url"],
     )
     if queues is None:
-        # The shared queue, and the queue of trials decided for this device class.
+        # The shared queue (older schedulers), the queue of trials decided for this device
+        # class, and one queue per kind this worker runs: a trial of a kind it lacks never
+        # reaches it.
         queues = [settings.queue, device_queue_name(settings.queue, cls)]
+        queues += [kind_queue_name(settings.queue, k) for k in kinds]
+    log.info("worker kinds: %s", ", ".join(kinds))
+    warm_up(kinds)
     start_announcer(settings, hostname.replace("%h", socket.gethostname()), profile, concurrency)
     argv = [
         "worker",

@@ -21,7 +21,9 @@ ENV_HELP = (
 
 
 cli = typer.Typer(
-    help="banditq: learn the best solver or inference setting per instance, online.\n\n" + ENV_HELP,
+    help="banditq: learn the best solver or inference setting per instance, online.",
+    # after the commands: what a newcomer looks for first comes first
+    epilog=ENV_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

@@ -19,13 +19,19 @@ def status(
     campaign: Annotated[str | None, typer.Argument(help="campaign name (omit to list)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object on stdout")] = False,
 ) -> None:
-    """Show a campaign's progress, trials per second, queue depth and per-arm costs."""
+    """Without a name: every campaign as a table (kind, policy, state, progress, last
+    activity; a broken campaign with the reason). With one: its progress, trials per
+    second, queue depth and per-arm costs."""
+    from app.client.status import campaigns_overview
     from app.errors import NotFoundError
 
     client = _client()
     if campaign is None:
-        names = client.campaigns()
-        typer.echo(json.dumps(names) if as_json else "\n".join(names) or "no campaigns")
+        rows = campaigns_overview(client)
+        if as_json:
+            typer.echo(json.dumps(rows))
+            return
+        _overview_table(rows, client.settings.redacted()["database_url"])
         return
     try:
         st = client.campaign(campaign).status()
@@ -38,8 +44,10 @@ def status(
     from rich.table import Table
 
     con = Console()
+    if st["state"] == "broken":
+        con.print(f"[bold red]broken[/]: {st['broken_reason']}")
     con.print(
-        f"[bold]{st['campaign']}[/] kind={st['kind']} policy={st['policy']} "
+        f"[bold]{st['campaign']}[/] kind={st['kind']} policy={st['policy']} state={st['state']} "
         f"updates={st['policy_updates']} trials/s(1 min)={st['trials_per_s_last_minute']} "
         f"queue depth={st['queue_depth']}"
     )
@@ -50,6 +58,30 @@ def status(
             a["arm"],
             str(a["count"]),
             f"{a['mean_cost']:.1f}" if a["mean_cost"] is not None else "-",
+        )
+    con.print(t)
+
+
+def _overview_table(rows: list[dict[str, Any]], database: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    con.print(f"database: {database}")
+    if not rows:
+        con.print("no campaigns")
+        return
+    t = Table("campaign", "kind", "policy", "state", "done / all", "failed", "last activity")
+    for r in rows:
+        state = r["state"] if r["state"] != "broken" else f"[red]broken[/]: {r['broken_reason']}"
+        t.add_row(
+            r["campaign"],
+            r["kind"],
+            r["policy"],
+            state,
+            f"{r['done']} / {r['instances']}",
+            str(r["failed"]),
+            (r["last_activity"] or "-")[:19].replace("T", " "),
         )
     con.print(t)
 
@@ -77,10 +109,13 @@ def results(
             json.dump(rows, out, default=str)
             out.write("\n")
         else:
-            cols = list(rows[0]) if rows else ["campaign", "instance_id", "trial_id"]
+            from app.client.rows import tidy
+
+            flat = tidy(rows)  # ctx.<feature> and arm.<parameter> columns, not JSON cells
+            cols = list(flat[0]) if flat else ["campaign", "instance_id", "trial_id"]
             w = csv.DictWriter(out, fieldnames=cols)
             w.writeheader()
-            for r in rows:
+            for r in flat:
                 w.writerow(
                     {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in r.items()}
                 )
@@ -123,6 +158,14 @@ def report(
     png: Annotated[
         Path | None, typer.Option("--png", help="also write one PNG per plot into this folder")
     ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="print the summary (every headline number with its 95% interval, and notes "
+            "where the data does not support one) as one JSON object instead of the HTML",
+        ),
+    ] = False,
 ) -> None:
     """Write a self-contained HTML report of a campaign (plots embedded; opens with no
     network): a summary with the estimated speed-up over the baseline arm, cumulative cost
@@ -139,6 +182,11 @@ def report(
         data = load(engine, campaign)
     except NotFoundError as exc:
         _fail(f"{exc}; `banditq status` lists the campaigns")
+    if as_json:
+        from app.report.summary import summary
+
+        typer.echo(json.dumps(summary(data)))
+        return
     try:
         written = write_report(data, output, png)
     except OSError as exc:
@@ -158,10 +206,14 @@ def dashboard(
     """Serve a read-only web dashboard of every campaign (live, no reload needed): a
     campaign list, and per campaign the report's plots and summary, CSV and JSON downloads.
     It needs only the role of `banditq db grant-reader` (point BANDITQ_DATABASE_URL at it).
-    Set BANDITQ_DASHBOARD_TOKEN to require a token on every request."""
+    Set BANDITQ_DASHBOARD_TOKEN to require a token on every request; bound to any address
+    but loopback it always needs one (generated and printed when the variable is unset).
+    Requests naming another host than the bound address are refused (DNS rebinding)."""
+    import secrets
+
     import uvicorn
 
-    from app.dashboard.server import create_app
+    from app.dashboard.server import LOOPBACK_HOSTS, allowed_hosts, create_app
 
     s = _settings()
     if refresh <= 0:
@@ -176,8 +228,82 @@ def dashboard(
             probe.bind((host, port))
         except OSError as exc:
             _fail(f"cannot serve on {host}:{port}: {exc.strerror}; choose another --port")
-    app = create_app(engine, token=s.dashboard_token or None, refresh_s=refresh)
-    if host not in ("127.0.0.1", "localhost", "::1") and not s.dashboard_token:
-        typer.echo(f"warning: serving on {host} with no BANDITQ_DASHBOARD_TOKEN", err=True)
+    token = s.dashboard_token or None
+    if host not in LOOPBACK_HOSTS and token is None:
+        # never exposed without a token: one is made for this run and printed once
+        token = secrets.token_urlsafe(24)
+        typer.echo(
+            f"no BANDITQ_DASHBOARD_TOKEN: generated one for this run; open "
+            f"http://{host}:{port}/?token={token}",
+            err=True,
+        )
+    app = create_app(engine, token=token, refresh_s=refresh, hosts=allowed_hosts(host))
     typer.echo(f"banditq dashboard on http://{host}:{port}/ (Ctrl-C stops)", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+campaign_cli = typer.Typer(
+    help="A campaign's lifecycle: pause, resume, cancel, delete, retry (each safe while the "
+    "scheduler runs).",
+    no_args_is_help=True,
+)
+cli.add_typer(campaign_cli, name="campaign")
+
+
+def _lifecycle(action: str, name: str) -> Any:
+    from app.client import lifecycle
+    from app.errors import InputError, NotFoundError
+
+    ops = {
+        "pause": lifecycle.pause,
+        "resume": lifecycle.resume,
+        "cancel": lifecycle.cancel,
+        "delete": lifecycle.delete_campaign,
+        "retry": lifecycle.retry_failed,
+    }
+    try:
+        return ops[action](_client(), name)
+    except NotFoundError as exc:
+        _fail(f"{exc}; `banditq status` lists the campaigns")
+    except InputError as exc:
+        _fail(exc.message)
+
+
+@campaign_cli.command("pause")
+def campaign_pause(name: Annotated[str, typer.Argument(help="campaign name")]) -> None:
+    """Refuse new submits; what was submitted still runs."""
+    typer.echo(f"{name}: {_lifecycle('pause', name)}")
+
+
+@campaign_cli.command("resume")
+def campaign_resume(name: Annotated[str, typer.Argument(help="campaign name")]) -> None:
+    """Make a paused or broken campaign active again (fix what broke it first)."""
+    typer.echo(f"{name}: {_lifecycle('resume', name)}")
+
+
+@campaign_cli.command("cancel")
+def campaign_cancel(name: Annotated[str, typer.Argument(help="campaign name")]) -> None:
+    """Pause and withdraw what has not started (pending instances, queued trials)."""
+    out = _lifecycle("cancel", name)
+    typer.echo(
+        f"{name}: paused; withdrew {out['instances_withdrawn']} pending instance(s) and "
+        f"{out['trials_withdrawn']} queued trial(s)"
+    )
+
+
+@campaign_cli.command("delete")
+def campaign_delete(
+    name: Annotated[str, typer.Argument(help="campaign name")],
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask")] = False,
+) -> None:
+    """Delete the campaign and its records; its arrays are left for `banditq store gc`."""
+    if not yes and not typer.confirm(f"delete campaign {name!r} and all its results?"):
+        _fail("not deleted")
+    _lifecycle("delete", name)
+    typer.echo(f"{name}: deleted (run `banditq store gc` to free arrays only it used)")
+
+
+@campaign_cli.command("retry")
+def campaign_retry(name: Annotated[str, typer.Argument(help="campaign name")]) -> None:
+    """Put the failed instances back to pending (decided again as new trials)."""
+    typer.echo(f"{name}: {_lifecycle('retry', name)} failed instance(s) back to pending")

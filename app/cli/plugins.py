@@ -51,6 +51,14 @@ def _kind_doc(name: str) -> str:
     return _first_line(type(kind)) + extra
 
 
+#: what a user must do after installing a plugin (processes read entry points at start-up)
+RESTART_NOTE = (
+    "\nPlugins are read when a process starts: after installing or upgrading one, restart "
+    "the scheduler (it loads policies and kinds) and every worker that runs a new kind; a "
+    "client picks it up at its next start."
+)
+
+
 def _list_plugins(group: str, describe: Callable[[str], str]) -> None:
     """One line per entry point: name, distribution and version, and its summary; one that
     fails to import is listed with the reason (and the exit status is 1)."""
@@ -63,5 +71,6 @@ def _list_plugins(group: str, describe: Callable[[str], str]) -> None:
         except PluginError as exc:
             text, failed = f"BROKEN: {exc.message}", True
         typer.echo(f"{name:16} {p.dist + ' ' + p.version:18} {text}")
+    typer.echo(RESTART_NOTE)
     if failed:
         raise typer.Exit(1)

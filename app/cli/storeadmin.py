@@ -27,12 +27,13 @@ def gc(settings: Settings, older_than: timedelta) -> dict[str, Any]:
     upload whose instance is being submitted right now is younger). Returns counts."""
     store = open_store(settings)
     try:
-        keep = referenced(settings)
         cutoff = datetime.now(UTC) - older_than
-        doomed = [
-            b for b in store.blobs() if b.sha256 not in keep and _aware(b.created_at) < cutoff
-        ]
-        removed = store.delete([b.sha256 for b in doomed])
+        # Blobs listed before the references are read: a submit that commits its reference
+        # after the read re-put (touched) its blob, and the delete re-checks the age.
+        listed = store.blobs()
+        keep = referenced(settings)
+        doomed = [b for b in listed if b.sha256 not in keep and _aware(b.created_at) < cutoff]
+        removed = store.delete([b.sha256 for b in doomed], before=cutoff)
         store.drop_tags({b.sha256 for b in doomed}, cutoff)
         return {
             "store": store.location,

@@ -18,6 +18,21 @@ from models.base import json_value
 from tasks.linsys import LinearSystem
 
 
+class SolveTimeout(TimeoutError):
+    """A solve (or ``solution``) waited ``waited`` seconds; its instance (``instance_id``)
+    stays queued or running: ``camp.solution(instance_id)`` waits for it again."""
+
+    def __init__(self, campaign: str, instance_id: int, waited: float) -> None:
+        super().__init__(
+            f"campaign {campaign!r}: instance {instance_id} not finished after waiting "
+            f"{waited:g} s (it is still queued or running; camp.solution({instance_id}) waits "
+            "again); is a scheduler (`banditq scheduler`) and a worker (`banditq worker`) "
+            "running?"
+        )
+        self.instance_id = instance_id
+        self.waited = waited
+
+
 class Completion(Submission):
     """Blocking until instances finish, and their solutions and outputs."""
 
@@ -69,6 +84,7 @@ class Completion(Submission):
         finally:
             if bar is not None:
                 bar.close()
+            self.client.completions.release()
 
     def solve(
         self,
@@ -115,9 +131,11 @@ class Completion(Submission):
             if row is not None:
                 break
             if deadline is not None and time.monotonic() > deadline:
-                self.wait(timeout=0, instance_ids=[iid])  # raises the TimeoutError with advice
+                completions.release()
+                raise SolveTimeout(self.name, iid, float(timeout or 0.0))
             # a reopened listener may have missed the notice: look again at once
             look = completions.generation != seen_generation
+        completions.release()
         outputs, arm = json_value(row[6]) or {}, json_value(row[7])
         if row[1] != "succeeded":
             raise RuntimeError(f"trial {row[0]} {row[1]}: {row[8]}")

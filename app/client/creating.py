@@ -6,6 +6,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from app.campaign_settings import (
+    MAX_ARMS,
+    MAX_ATTEMPTS,
+    MAX_FEATURES,
+    MAX_IN_FLIGHT,
+    MAX_SEED,
+    MAX_TRIAL_SECONDS,
+    STORED_KEYS,
+    USER_KEYS,
+    bounded,
+    bounded_int,
+    campaign_settings,
+)
 from app.client import store
 from app.client.arms import FEATURE_RE, NAME_RE, expand_arms
 from app.client.campaign import Campaign
@@ -24,18 +37,20 @@ def create_campaign(
     client: Client,
     name: str,
     kind: str,
-    arms: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]],
+    arms: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]] | str,
     policy: str = "default",
     context_features: Sequence[str] = (),
     *,
     policy_config: Mapping[str, Any] | None = None,
     seed: int = 0,
-    max_in_flight: int = 4,
+    max_in_flight: int | None = None,
     max_attempts: int = 3,
     exist_ok: bool = False,
     warm_start_from: Sequence[str] | None = None,
     settings: Mapping[str, Any] | None = None,
     max_trial_seconds: float | None = None,
+    tell_timeout: float | None = None,
+    cost: str | None = None,
 ) -> Campaign:
     """Create a campaign (validated in full before anything is written).
 
@@ -43,7 +58,11 @@ def create_campaign(
     a registered policy (``"default"``: the kind's default); ``context_features`` the
     names each instance's context supplies (a kind may compute some at submit time);
     ``warm_start_from`` earlier campaigns (same kind and arms) whose results seed the
-    policy; ``settings`` kind options; ``exist_ok`` returns an existing campaign."""
+    policy; ``settings`` kind options; ``exist_ok`` returns an existing campaign.
+    ``max_in_flight``: trials decided and not finished at once (default 4; 10,000 for an
+    ``external`` campaign, whose callers hold decisions while they solve).
+    ``tell_timeout`` and ``cost``: an ``external`` campaign's options (see
+    :mod:`tasks.kinds.external`)."""
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise InputError(
             "name",
@@ -51,6 +70,12 @@ def create_campaign(
             f"letter or digit), got {name!r}",
         )
     kind_impl = get_kind(kind)
+    if isinstance(arms, str):  # a named set of the kind's, e.g. "default"
+        named = kind_impl.default_arms(arms)
+        if named is None:
+            raise InputError("arms", f"kind {kind!r} has no arm set named {arms!r}; list the arms")
+        arms = named
+    _check_arm_count(arms)
     arm_list = expand_arms(arms)
     kind_impl.validate_arms(arm_list)
     if not isinstance(policy, str) or not policy:
@@ -61,32 +86,52 @@ def create_campaign(
         n_features = 0  # not a list of names: refused below, naming the field
     policy = resolve_name(policy, kind_impl.default_policy, n_features)
     policy_class(policy)  # unknown, or failing to import: an error naming it, now
+    if isinstance(context_features, str):
+        raise InputError(
+            "context_features", f"must be a list of names, got the string {context_features!r}"
+        )
     features = list(context_features)
+    if len(features) > MAX_FEATURES:
+        raise InputError(
+            "context_features", f"at most {MAX_FEATURES} features, got {len(features)}"
+        )
     for i, f in enumerate(features):
         if not isinstance(f, str) or not FEATURE_RE.match(f):
             raise InputError(f"context_features[{i}]", f"must be an identifier, got {f!r}")
     if len(set(features)) != len(features):
         raise InputError("context_features", "contains duplicates")
-    for fld, v, lo in (
-        ("max_in_flight", max_in_flight, 1),
-        ("max_attempts", max_attempts, 1),
-        ("seed", seed, 0),
-    ):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise InputError(fld, f"must be an integer >= {lo}, got {v!r}")
+    if max_in_flight is None:
+        max_in_flight = MAX_IN_FLIGHT if getattr(kind_impl, "external", False) else 4
+    bounded_int(max_in_flight, "max_in_flight", 1, MAX_IN_FLIGHT)
+    bounded_int(max_attempts, "max_attempts", 1, MAX_ATTEMPTS)
+    bounded_int(seed, "seed", 0, MAX_SEED)
+    if settings is not None and not isinstance(settings, Mapping):
+        raise InputError("settings", f"must be a mapping, got {type(settings).__name__}")
     extra = dict(settings or {})
+    for key, value in (("tell_timeout", tell_timeout), ("cost", cost)):
+        if value is not None:
+            if not getattr(kind_impl, "external", False):
+                raise InputError(key, f"is an option of external campaigns, not of {kind!r}")
+            extra[key] = value
+    reserved = sorted(set(extra) & (STORED_KEYS - USER_KEYS))
+    if reserved:
+        raise InputError(f"settings.{reserved[0]}", "is set by banditq; give the kind's options")
     if max_trial_seconds is not None:
-        mts = max_trial_seconds
-        if isinstance(mts, bool) or not isinstance(mts, int | float) or not 0 < mts < 1e7:
-            raise InputError("max_trial_seconds", f"must be a positive number, got {mts!r}")
-        extra["limits"] = {**extra.get("limits", {}), "max_seconds": float(mts)}
+        mts = bounded(max_trial_seconds, "max_trial_seconds", 0.0, MAX_TRIAL_SECONDS, open_lo=True)
+        limits = extra.get("limits", {})
+        if not isinstance(limits, Mapping):
+            raise InputError("settings.limits", f"must be an object, got {limits!r}")
+        extra["limits"] = {**limits, "max_seconds": mts}
     options = kind_impl.campaign_options(extra)
     if options:
         extra["kind_options"] = options
+    if policy_config is not None and not isinstance(policy_config, Mapping):
+        raise InputError("policy_config", f"must be a mapping, got {type(policy_config).__name__}")
     config = dict(policy_config or {})
     arm_list, extra, config, features = kind_impl.prepare_campaign(
         arm_list, extra, policy, config, features
     )
+    campaign_settings(kind, extra)  # what is stored: unknown keys and bounds, field named
     try:  # build once now so a bad config fails here, not in the scheduler
         probe = make_policy(
             policy,
@@ -124,6 +169,21 @@ def create_campaign(
             _warm_start(s, row, probe, list(warm_start_from))
         cid = row.id
     return Campaign(client, cid, name)
+
+
+def _check_arm_count(arms: Any) -> None:
+    """At most MAX_ARMS arms, counted before a grid is expanded (a grid's product can be
+    far larger than its lists)."""
+    if isinstance(arms, Mapping):
+        count = 1
+        for vals in arms.values():
+            count *= len(vals) if hasattr(vals, "__len__") else 1
+    elif isinstance(arms, Sequence) and not isinstance(arms, str | bytes):
+        count = len(arms)
+    else:
+        return  # not a grid or a list: expand_arms names the field
+    if count > MAX_ARMS:
+        raise InputError("arms", f"at most {MAX_ARMS} arms, got {count}")
 
 
 def _warm_start(s: Any, row: CampaignRow, policy: Any, sources: list[str]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,9 +23,13 @@ from app.client.creating import create_campaign
 from app.client.waiting import Completions
 from app.config import Settings
 from app.errors import InputError, NotFoundError, SchemaMissingError, StoreError
-from tasks.messages import WakeUp, events_queue
+from tasks.messages import WakeUp, events_queue, results_queue
 
 log = logging.getLogger("banditq.client")
+
+
+#: uploads a client remembers (and holds) so that the same array is not uploaded twice
+UPLOAD_MEMO = 16
 
 
 class Client:
@@ -45,10 +50,15 @@ class Client:
         self.engine = db.make_engine(self.settings.database_url)
         self.Session = db.session_factory(self.engine)
         self._waker: Any = None
+        self._teller: Any = None
+        #: ask/tell's connection (app.client.asked.AskWaiter), opened by the first ask
+        self._asked: Any = None
         self._store: Any = None
         self.completions = Completions(self.engine)
-        #: (kind, id(array)) -> (array, ref): an array submitted again is not re-uploaded
-        self._uploads: dict[tuple[str, int], tuple[Any, dict[str, Any]]] = {}
+        #: (kind, id(array)) -> (array, ref) of the last UPLOAD_MEMO uploads: an array
+        #: submitted again is not re-uploaded; older ones are let go (not held for the
+        #: client's lifetime: a long simulation uploads a new vector every step)
+        self._uploads: OrderedDict[tuple[str, int], tuple[Any, dict[str, Any]]] = OrderedDict()
         if self.engine.dialect.name == "sqlite":
             if not db.is_current(self.engine):
                 db.upgrade(self.settings.database_url)
@@ -70,9 +80,10 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        if self._waker is not None:
-            self._waker.close()
-            self._waker = None
+        for part in ("_waker", "_teller", "_asked"):
+            if getattr(self, part) is not None:
+                getattr(self, part).close()
+                setattr(self, part, None)
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -96,6 +107,7 @@ class Client:
         key = (kind, id(value))
         memo = self._uploads.get(key)
         if memo is not None and memo[0] is value:
+            self._uploads.move_to_end(key)
             return memo[1]
         ref, data = csr_ref(value) if kind == "csr" else vector_ref(value)
         if ref["nbytes"] > self.settings.max_stored_bytes:
@@ -113,6 +125,8 @@ class Client:
 
             ref = {**ref, **StoredMatrix.describe(sp.csr_matrix(value))}
         self._uploads[key] = (value, ref)
+        while len(self._uploads) > UPLOAD_MEMO:
+            self._uploads.popitem(last=False)
         return ref
 
     def store_matrix(self, A: Any) -> Any:
@@ -168,22 +182,41 @@ class Client:
             return store.campaign_names(s)
 
     # ------------------------------------------------------------------ broker
-    def _wake(self, name: str) -> None:
+    def _publisher(self, queue: Any) -> Any:
+        """A publisher to ``queue`` on a channel held open (declared once)."""
+        from tasks.channel import ChannelPublisher
+
+        return ChannelPublisher(
+            lambda: kombu.Connection(
+                self.settings.broker_url,
+                transport_options=self.settings.broker_transport_options(),
+            ),
+            queue,
+            max_retries=2,
+        )
+
+    def _tell(self, body: str) -> None:
+        """Publish a tell's result to the scheduler (as a worker publishes one). A failure
+        is logged, not raised: the tell is stored on its trial, and the scheduler's sweep
+        records it from there."""
+        try:
+            if self._teller is None:
+                self._teller = self._publisher(
+                    results_queue(self.settings.queue, self.settings.queue_type)
+                )
+            self._teller.publish(body)
+        except Exception as exc:
+            log.warning("could not send a tell to the scheduler (%s); its sweep records it", exc)
+
+    def _wake(self, name: str, reload: bool = False) -> None:
         """Tell the scheduler there is work; if the broker is down its sweep finds it anyway.
         Published on a channel held open (declared once): a wake-up costs no round trip of
         its own beyond the publish."""
-        from tasks.channel import ChannelPublisher
-
         try:
             if self._waker is None:
-                self._waker = ChannelPublisher(
-                    lambda: kombu.Connection(
-                        self.settings.broker_url,
-                        transport_options=self.settings.broker_transport_options(),
-                    ),
-                    events_queue(self.settings.queue, self.settings.queue_type),
-                    max_retries=2,
+                self._waker = self._publisher(
+                    events_queue(self.settings.queue, self.settings.queue_type)
                 )
-            self._waker.publish(json.dumps(WakeUp(name).to_json()))
+            self._waker.publish(json.dumps(WakeUp(name, reload).to_json()))
         except Exception as exc:
             log.warning("could not notify the scheduler (%s); its sweep will pick it up", exc)

@@ -39,6 +39,8 @@ def campaign_status(client: Any, name: str) -> dict[str, Any]:
         "campaign": name,
         "kind": camp.kind,
         "policy": camp.policy,
+        "state": camp.status,
+        "broken_reason": camp.broken_reason,
         "instances": inst,
         "trials": trials,
         "policy_updates": camp.n_updates,
@@ -49,3 +51,24 @@ def campaign_status(client: Any, name: str) -> dict[str, Any]:
             for a, c, m in per_arm
         ],
     }
+
+
+def campaigns_overview(client: Any) -> list[dict[str, Any]]:
+    """One row per campaign: kind, policy, state (why, when broken), instances done of all,
+    failed, and the time of the last result."""
+    with client.Session() as s:
+        rows = store.campaign_overview(s)
+    return [
+        {
+            "campaign": r.name,
+            "kind": r.kind,
+            "policy": r.policy,
+            "state": r.status,
+            "broken_reason": r.broken_reason,
+            "instances": int(r.total or 0),
+            "done": int(r.done or 0),
+            "failed": int(r.failed or 0),
+            "last_activity": r.last.isoformat() if r.last is not None else None,
+        }
+        for r in rows
+    ]

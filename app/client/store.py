@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, TextClause, func, select, text, update
+from sqlalchemy import Connection, TextClause, case, func, select, text, update
 from sqlalchemy.orm import Session
 
 from models import Arm, BlobRef, Instance, Result, Trial
@@ -41,6 +41,30 @@ def _insert_pg(ids: bool) -> TextClause:
 
 
 _INSERT_PG = _insert_pg(ids=False)
+_INSERT_PG_PSYCOPG: list[str] = []
+
+
+def insert_pg_params(campaign_id: int, prepared: Prepared) -> dict[str, Any]:
+    """The parameters of ``_INSERT_PG`` for ``prepared`` (context, spec) pairs."""
+    return {
+        "cid": campaign_id,
+        "n": len(prepared),
+        "contexts": [json_dumps(ctx) for ctx, _sp in prepared],
+        "specs": [json_dumps(sp) for _ctx, sp in prepared],
+        "now": utcnow(),
+    }
+
+
+def insert_pg_sql() -> str:
+    """``_INSERT_PG`` in psycopg's own parameter style (ask/tell's connection runs it
+    without SQLAlchemy in the path)."""
+    if not _INSERT_PG_PSYCOPG:
+        from sqlalchemy.dialects.postgresql import psycopg
+
+        _INSERT_PG_PSYCOPG.append(str(_INSERT_PG.compile(dialect=psycopg.dialect())))
+    return _INSERT_PG_PSYCOPG[0]
+
+
 _INSERT_PG_IDS = _insert_pg(ids=True)  # ids reserved by ``reserve_instance_ids``
 #: one instance's final trial and its result, or no row while it is not finished
 SOLUTION_SQL = (
@@ -82,13 +106,7 @@ def insert_instances(
     if ids is not None and len(ids) != len(prepared):
         raise ValueError("insert_instances: one id per item")
     if s.get_bind().dialect.name == "postgresql":
-        params: dict[str, Any] = {
-            "cid": campaign_id,
-            "n": len(prepared),
-            "contexts": [json_dumps(ctx) for ctx, _sp in prepared],
-            "specs": [json_dumps(sp) for _ctx, sp in prepared],
-            "now": utcnow(),
-        }
+        params = insert_pg_params(campaign_id, prepared)
         if ids is not None:
             params["ids"] = ids
         rows = s.execute(_INSERT_PG if ids is None else _INSERT_PG_IDS, params).all()
@@ -185,6 +203,44 @@ def campaign_named(s: Session, name: str) -> CampaignRow | None:
 
 def campaign_id_named(s: Session, name: str) -> int | None:
     return s.scalar(select(CampaignRow.id).where(CampaignRow.name == name))
+
+
+def campaign_overview(s: Session) -> list[Any]:
+    """(name, kind, policy, status, broken_reason, total, done, failed, last) per campaign,
+    by name: one grouped read of instances and one of results."""
+    counts = (
+        select(
+            Instance.campaign_id.label("cid"),
+            func.count().label("total"),
+            func.sum(case((Instance.status == "done", 1), else_=0)).label("done"),
+            func.sum(case((Instance.status == "failed", 1), else_=0)).label("failed"),
+        )
+        .group_by(Instance.campaign_id)
+        .subquery()
+    )
+    last = (
+        select(Result.campaign_id.label("cid"), func.max(Result.recorded_at).label("last"))
+        .group_by(Result.campaign_id)
+        .subquery()
+    )
+    return list(
+        s.execute(
+            select(
+                CampaignRow.name,
+                CampaignRow.kind,
+                CampaignRow.policy,
+                CampaignRow.status,
+                CampaignRow.broken_reason,
+                counts.c.total,
+                counts.c.done,
+                counts.c.failed,
+                last.c.last,
+            )
+            .outerjoin(counts, counts.c.cid == CampaignRow.id)
+            .outerjoin(last, last.c.cid == CampaignRow.id)
+            .order_by(CampaignRow.name)
+        ).all()
+    )
 
 
 def campaign_names(s: Session) -> list[str]:

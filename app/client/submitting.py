@@ -18,6 +18,7 @@ from app.errors import InputError
 from models import Campaign as CampaignRow
 from tasks.chain import SolutionOf, has_items, parents, resolve_items
 from tasks.kinds import get_kind
+from tasks.kinds.base import TrialKind
 from tasks.linsys import LinearSystem, system_size
 
 
@@ -103,6 +104,7 @@ class Submission(CampaignBase):
                 system, context = item[0], item[1]
                 own = {**spec, **item[2]} if len(item) == 3 else spec
                 out = self._spec(row, system, own, where, i, item_ids)
+                self._check_instance(s, kind, out, where)
                 derived = kind.context_features(out)
                 if derived and isinstance(context, Mapping):  # the caller's values win
                     context = {**{k: v for k, v in derived.items() if k in features}, **context}
@@ -112,6 +114,19 @@ class Submission(CampaignBase):
             ids = self._insert(s, prepared, reserved or None)
         self.client._wake(self.name)
         return ids
+
+    def _check_instance(self, s: Any, kind: Any, spec: dict[str, Any], where: str) -> None:
+        """The kind's say on whether the campaign's arms can solve this instance (the arms
+        read once per handle)."""
+        if type(kind).check_instance is TrialKind.check_instance:
+            return
+        arms = getattr(self, "_arm_values", None)
+        if arms is None:
+            arms = self._arm_values = store.arm_values(s, self.id)
+        try:
+            kind.check_instance(spec, arms)
+        except InputError as exc:
+            raise InputError(f"{where}{exc.field}", exc.message) from exc
 
     def _check_chains(self, s: Any, prepared: Prepared, reserved: list[int]) -> None:
         """Every ``SolutionOf`` names an earlier instance of this campaign (or an earlier

@@ -16,6 +16,15 @@ from tasks.messages import NOTIFY_CHANNEL
 log = logging.getLogger("banditq.client")
 
 
+def autocommit_connection(engine: Engine) -> Any:
+    """A psycopg connection of its own (autocommit) to ``engine``'s PostgreSQL database, for
+    LISTEN and the statements on its path."""
+    import psycopg
+
+    url = engine.url.set(drivername="postgresql")
+    return psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+
+
 class Poll:
     """A poll interval that starts at ``start`` and grows by ``factor`` up to ``cap`` (for
     the first second of a wait) and ``late_cap`` after it."""
@@ -35,8 +44,9 @@ class Completions:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._listen: Any = None
-        #: how many times the listening connection was (re)opened: a notice can only have
-        #: been missed across a reopening
+        self._listening = False
+        #: how many times this client started listening (a connection reopened, or LISTEN
+        #: again after :meth:`release`): a notice can only have been missed across one
         self.generation = 0
 
     def listening(self) -> bool:
@@ -44,16 +54,39 @@ class Completions:
         the state, so that no completion falls between the check and the wait."""
         if self.engine.dialect.name != "postgresql":
             return False
-        if self._listen is None or self._listen.closed:
-            import psycopg
-
-            url = self.engine.url.set(drivername="postgresql")
-            self._listen = psycopg.connect(
-                url.render_as_string(hide_password=False), autocommit=True
-            )
-            self._listen.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        for tries in (1, 2):
+            if self._listen is None or self._listen.closed:
+                self._listen = autocommit_connection(self.engine)
+                self._listening = False
+            if self._listening:
+                return True
+            try:
+                self._listen.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            except Exception as exc:  # a connection lost while idle: reopened once
+                if tries == 2:
+                    raise
+                log.debug("completion listener lost (%s); reconnecting", exc)
+                self.close()
+                continue
+            self._listening = True
             self.generation += 1
         return True
+
+    def release(self) -> None:
+        """Stop listening between waits (the connection stays open): a client that holds a
+        LISTEN without reading would hold back PostgreSQL's notification queue, shared by
+        every session, until it fills and the scheduler's NOTIFY fails."""
+        if self._listen is None or self._listen.closed or not self._listening:
+            return
+        try:
+            self._listen.execute("UNLISTEN *")
+            for _ in self._listen.notifies(timeout=0.0):  # drop what is queued
+                pass
+        except Exception as exc:  # reopened by the next listening()
+            log.debug("completion listener lost (%s); reconnecting", exc)
+            self.close()
+            return
+        self._listening = False
 
     def pause(self, deadline: float | None, poll: Poll) -> set[str] | None:
         """Until the next completion notices (any instance), at most a second or until
@@ -90,6 +123,7 @@ class Completions:
         return tuple(row) if row is not None else None
 
     def close(self) -> None:
+        self._listening = False
         if self._listen is not None:
             with contextlib.suppress(Exception):
                 self._listen.close()

@@ -37,7 +37,7 @@ from starlette.staticfiles import StaticFiles
 
 from app.dashboard.cache import CampaignCache
 from app.errors import NotFoundError
-from app.report.html import error_cells, error_rows, fmt, summary_rows
+from app.report.html import error_cells, error_rows, fmt, shown, summary_rows
 from app.report.plots import PLOTS, plot_names
 
 STATIC = Path(__file__).parent / "static"
@@ -60,14 +60,42 @@ LIST_COLUMNS = (
 )
 
 
-class Guard(BaseHTTPMiddleware):
-    """Token check and security headers on every response."""
+#: Host names a dashboard bound to a loopback address answers to
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
-    def __init__(self, app: Any, token: str | None) -> None:
+
+def allowed_hosts(bind: str) -> frozenset[str] | None:
+    """The Host header values a dashboard bound to ``bind`` accepts: loopback names for a
+    loopback bind, the address itself for a specific one, None (any, the token guards it)
+    for a wildcard bind. A page on another name reaching a loopback dashboard through DNS
+    rebinding is refused."""
+    if bind in LOOPBACK_HOSTS:
+        return LOOPBACK_HOSTS
+    if bind in ("0.0.0.0", "::", ""):
+        return None
+    return frozenset({bind})
+
+
+def host_of(header: str) -> str:
+    """The host part of a Host header (``[::1]:8080`` -> ``::1``, ``a:80`` -> ``a``)."""
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class Guard(BaseHTTPMiddleware):
+    """Host check, token check and security headers on every response."""
+
+    def __init__(self, app: Any, token: str | None, hosts: frozenset[str] | None = None) -> None:
         super().__init__(app)
         self.token = token
+        self.hosts = hosts
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if self.hosts is not None and host_of(request.headers.get("host", "")) not in self.hosts:
+            return PlainTextResponse(
+                "421: this dashboard answers only to the address it is bound to", status_code=421
+            )
         given = None
         if self.token:
             auth = request.headers.get("authorization", "")
@@ -106,7 +134,12 @@ def _jsonable(v: Any) -> Any:
     return v.isoformat() if isinstance(v, datetime) else v
 
 
-def create_app(engine: Engine, token: str | None = None, refresh_s: float = 2.0) -> Starlette:
+def create_app(
+    engine: Engine,
+    token: str | None = None,
+    refresh_s: float = 2.0,
+    hosts: frozenset[str] | None = None,
+) -> Starlette:
     """The application over ``engine`` (a reader role is enough)."""
     cache = CampaignCache(engine, ttl_s=min(1.0, refresh_s / 2))
     refresh = html.escape(str(refresh_s))
@@ -181,7 +214,7 @@ def create_app(engine: Engine, token: str | None = None, refresh_s: float = 2.0)
         """The summary; ``?display=1``: as the page shows it (formatted strings)."""
         s = cache.get(request.path_params["name"]).summary
         if request.query_params.get("display"):
-            return JSONResponse({k: fmt(v) for k, v in s.items()})
+            return JSONResponse({k: shown(k, v) for k, v in s.items()})
         return JSONResponse(s)
 
     def errors(request: Request) -> Response:
@@ -265,6 +298,6 @@ def create_app(engine: Engine, token: str | None = None, refresh_s: float = 2.0)
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(Guard, token=token)],
+        middleware=[Middleware(Guard, token=token, hosts=hosts)],
         exception_handlers={NotFoundError: not_found},
     )

@@ -58,6 +58,7 @@ class LocalCluster:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.extra_env = extra_env or {}
         self.log_dir = settings.home / "logs"
+        self.started = datetime.now(UTC)
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -97,10 +98,17 @@ class LocalCluster:
             self.start_worker(i + 1)
         return self
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        """Block until every worker started here has announced itself to the database
-        (booted, queues bound), so that timings taken afterwards do not include start-up.
-        ``TimeoutError`` (naming the log folder) if they do not within ``timeout`` s."""
+    def wait_ready(
+        self,
+        timeout: float = 120.0,
+        workers: list[int] | None = None,
+        since: datetime | None = None,
+    ) -> None:
+        """Block until every worker started here (or those numbered ``workers``) has
+        announced itself to the database (booted, queues bound) since the cluster started
+        (or ``since``: a restarted worker's earlier announcements do not count), so that
+        timings taken afterwards do not include start-up. ``TimeoutError`` (naming the log
+        folder) if they do not within ``timeout`` s."""
         from sqlalchemy import select
         from sqlalchemy.exc import DBAPIError
 
@@ -108,12 +116,14 @@ class LocalCluster:
         from models import WorkerRow
 
         engine = make_engine(self.settings.database_url)
-        names = [f"worker{i + 1}@" for i in range(self.n_workers)]
+        numbers = workers if workers is not None else range(1, self.n_workers + 1)
+        names = [f"worker{i}@" for i in numbers]
+        after = since or self.started
         deadline = time.monotonic() + timeout
         try:
             while True:
                 self.check()
-                query = select(WorkerRow.name).where(WorkerRow.last_seen >= self.started)
+                query = select(WorkerRow.name).where(WorkerRow.last_seen >= after)
                 try:
                     with engine.connect() as c:
                         seen = list(c.scalars(query))
@@ -126,6 +136,19 @@ class LocalCluster:
                 time.sleep(0.1)
         finally:
             engine.dispose()
+
+    def kill_worker(
+        self, i: int, proc: subprocess.Popen[bytes], timeout: float = 120.0
+    ) -> subprocess.Popen[bytes]:
+        """SIGKILL worker ``i`` (``proc``: its daemon and pool, mid-trial if it runs one),
+        start it again and return the new process once it has announced itself."""
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        self.procs.remove(proc)
+        since = datetime.now(UTC)
+        new = self.start_worker(i)
+        self.wait_ready(timeout, workers=[i], since=since)
+        return new
 
     def check(self) -> None:
         for p in self.procs:

@@ -28,12 +28,15 @@ def replay_once(
     seed: int = 0,
     config: dict[str, Any] | None = None,
     warm: CostTable | None = None,
+    unordered: bool = False,
 ) -> ReplayRun:
+    """One replay; ``unordered``: the arms are not numbers on an axis (solver
+    configurations), so the policy gets no positions."""
     pol = make_policy(
         policy,
         table.K,
         table.contexts.shape[1],
-        arms=table.arm_positions(),
+        arms=None if unordered else table.arm_positions(),
         seed=seed,
         config=config,
     )

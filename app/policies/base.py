@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -26,11 +27,14 @@ PROBE = "quality-probe"
 
 @dataclass(frozen=True)
 class Decision:
-    """The chosen arm, the probability the policy gave it, and why it was chosen."""
+    """The chosen arm, the probability the policy gave it, and why it was chosen; ``budget``:
+    the cost after which the caller should stop the arm and solve with the fallback arm
+    (set by :class:`app.policies.fallback.FallbackBudget`; None: no budget)."""
 
     arm: int
     propensity: float
     reason: str = "policy"
+    budget: float | None = None
 
 
 class Policy(ABC):
@@ -54,6 +58,9 @@ class Policy(ABC):
         self.n_arms = int(n_arms)
         self.n_features = int(n_features)
         # Arm positions (K x p): ordered points of a continuum for policies that exploit it.
+        # Without positions (arms that are not numbers) the index stands in; it carries no
+        # order (``arms_given`` says which).
+        self.arms_given = arms is not None
         pos = np.arange(n_arms, dtype=float)[:, None] if arms is None else np.asarray(arms, float)
         self.arm_positions = pos.reshape(n_arms, -1)
         self.seed = int(seed)
@@ -61,11 +68,22 @@ class Policy(ABC):
 
     def rng(self, key: int) -> np.random.Generator:
         """A generator that depends only on (seed, key): choices are reproducible."""
-        return np.random.default_rng([self.seed & 0xFFFFFFFF, int(key) & 0xFFFFFFFF, 7])
+        # default_rng's stream, built without its argument dispatch (half its cost, which
+        # a burst of decisions pays once per key)
+        return np.random.Generator(
+            np.random.PCG64([self.seed & 0xFFFFFFFF, int(key) & 0xFFFFFFFF, 7])
+        )
 
     @abstractmethod
     def choose(self, context: np.ndarray, key: int) -> Decision:
         """Pick an arm for ``context`` (1-D float array of length ``n_features``)."""
+
+    def choose_many(self, contexts: np.ndarray, keys: Sequence[int]) -> list[Decision]:
+        """``choose`` for each row of ``contexts`` (n x n_features) with its key: the same
+        decisions as one call each (the scheduler decides a burst at once). Pure.
+
+        Default: one ``choose`` per row; policies whose choice vectorizes override it."""
+        return [self.choose(x, int(k)) for x, k in zip(contexts, keys, strict=True)]
 
     @abstractmethod
     def _update(self, context: np.ndarray, arm: int, cost: float) -> None: ...
@@ -80,6 +98,14 @@ class Policy(ABC):
         if quality is not None:
             self._observe_quality(x, int(arm), float(quality))
         self.n_updates += 1
+
+    def update_censored(
+        self, context: np.ndarray, arm: int, bound: float, quality: float | None = None
+    ) -> None:
+        """Learn that ``arm`` cost at least ``bound`` on ``context`` (it was stopped at its
+        budget, or did not converge: a censored observation). Default: the bound as the cost,
+        an under-estimate; policies with a cost model impute what it says lies beyond."""
+        self.update(context, arm, bound, quality)
 
     def _observe_quality(self, context: np.ndarray, arm: int, quality: float) -> None:
         """Policies with a quality constraint learn it here; the others ignore quality."""

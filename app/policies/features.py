@@ -8,6 +8,7 @@ bounded buffer when it changes (see :mod:`app.policies.ridge`).
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -47,8 +48,14 @@ class RangeScaler:
 
 
 def chebyshev(z: np.ndarray, degree: int) -> np.ndarray:
-    """Tensor Chebyshev features of total degree <= ``degree`` (z in [-1, 1]^d)."""
+    """Tensor Chebyshev features of total degree <= ``degree`` (z in [-1, 1]^d); at most
+    4096 of them (ValueError beyond: their count grows as C(d + degree, d))."""
     d = z.shape[-1]
+    if math.comb(d + degree, d) > 4096:
+        raise ValueError(
+            f"policy_config.degree={degree} with {d} features gives "
+            f"{math.comb(d + degree, d)} Chebyshev features, over 4096"
+        )
     T = [np.ones_like(z), z]
     for _ in range(2, degree + 1):
         T.append(2 * z * T[-1] - T[-2])

@@ -16,24 +16,22 @@ from typing import Any
 import numpy as np
 
 from app.policies.base import Decision, Policy
-from app.policies.ridge import PerArmRidge, feature_map, model_input
+from app.policies.ridge import model_input
+from app.policies.wrapper import Wrapper
 
 
-class ConservativeGuard(Policy):
+class ConservativeGuard(Wrapper):
     version = "1"
 
     def __init__(self, inner: Policy, baseline_arm: int, tolerance: float) -> None:
-        super().__init__(inner.n_arms, inner.n_features, arms=inner.arm_positions, seed=inner.seed)
+        super().__init__(inner)
         if not 0 <= int(baseline_arm) < inner.n_arms:
             raise ValueError(f"policy_config.guard.baseline_arm={baseline_arm} is out of range")
         if not float(tolerance) >= 0:
             raise ValueError(f"policy_config.guard.tolerance={tolerance} must be >= 0")
-        self.inner = inner
-        self.name = inner.name  # type: ignore[misc]  # logged under the inner policy's name
         self.baseline = int(baseline_arm)
         self.tol = float(tolerance)
-        d = max(inner.n_features, 1)
-        self.model = PerArmRidge(inner.n_arms, d, feature_map("chebyshev", 2), lam=1.0)
+        self.model = self.log_cost_model(lam=1.0)
         self.spent = 0.0  # actual cumulative cost
         self.baseline_spent = 0.0  # estimated cumulative cost of always-baseline
         self.max_cost = 0.0
@@ -61,9 +59,6 @@ class ConservativeGuard(Policy):
         p = self.probabilities(context, key)
         return Decision(self.baseline, float(p[self.baseline]), "guard:baseline")
 
-    def best_arm(self, context: np.ndarray) -> int:
-        return self.inner.best_arm(context)
-
     def probabilities(self, context: np.ndarray, key: int, draws: int = 64) -> np.ndarray:
         p = self.inner.probabilities(context, key, draws).copy()
         for a in range(self.n_arms):
@@ -79,9 +74,6 @@ class ConservativeGuard(Policy):
         self.max_cost = max(self.max_cost, cost)
         self.model.add(model_input(context), arm, float(np.log1p(cost)))
         self.inner.update(context, arm, cost)
-
-    def _observe_quality(self, context: np.ndarray, arm: int, quality: float) -> None:
-        self.inner._observe_quality(context, arm, quality)
 
     def _extra_state(self) -> dict[str, Any]:
         return {

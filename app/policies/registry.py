@@ -9,7 +9,9 @@ import numpy as np
 
 from app.plugins import POLICIES_GROUP, PluginError, load, names
 from app.policies.base import Policy
+from app.policies.fallback import FallbackBudget
 from app.policies.guard import ConservativeGuard
+from app.policies.holdout import Holdout
 
 #: The best policy measured by benchmarks/relax.py (see the README's numbers).
 DEFAULT_POLICY = "smooth-ts"
@@ -41,6 +43,38 @@ def policy_class(name: str) -> type[Policy]:
     return cls
 
 
+#: the magnitude any number in a policy_config may have (a policy bounds its own further)
+MAX_CONFIG_NUMBER = 1e6
+MAX_CONFIG_BYTES = 64 * 1024
+
+
+def check_config_values(cfg: dict[str, Any], path: str = "policy_config") -> None:
+    """Every number in a policy's config finite and at most :data:`MAX_CONFIG_NUMBER` in
+    magnitude, the whole at most 64 KiB of JSON: a config can never ask for an allocation
+    the host cannot make (ValueError naming the field)."""
+    import json
+
+    if len(json.dumps(cfg, default=str)) > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path} is over {MAX_CONFIG_BYTES} bytes of JSON")
+
+    def walk(v: Any, where: str) -> None:
+        if isinstance(v, bool) or v is None or isinstance(v, str):
+            return
+        if isinstance(v, int | float):
+            if not (abs(v) <= MAX_CONFIG_NUMBER):  # NaN fails this too
+                raise ValueError(f"{where}={v!r} is out of range (|x| <= {MAX_CONFIG_NUMBER:g})")
+            return
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, f"{where}.{k}")
+            return
+        if isinstance(v, list | tuple):
+            for i, x in enumerate(v):
+                walk(x, f"{where}[{i}]")
+
+    walk(cfg, path)
+
+
 def make_policy(
     name: str,
     n_arms: int,
@@ -57,7 +91,10 @@ def make_policy(
     except PluginError as exc:
         raise ValueError(exc.message) from exc
     cfg = dict(config or {})
+    check_config_values(cfg)
     guard = cfg.pop("guard", None)
+    fallback = cfg.pop("fallback", None)
+    holdout = cfg.pop("holdout", None)
     try:
         policy = cls(n_arms, n_features, arms=arms, seed=seed, **cfg)
     except TypeError as exc:
@@ -67,5 +104,13 @@ def make_policy(
             raise ValueError(
                 "policy_config.guard must be {'baseline_arm': int, 'tolerance': float}"
             )
-        return ConservativeGuard(policy, guard["baseline_arm"], guard["tolerance"])
+        policy = ConservativeGuard(policy, guard["baseline_arm"], guard["tolerance"])
+    if fallback is not None:
+        if not isinstance(fallback, dict) or set(fallback) != {"arm", "budget"}:
+            raise ValueError("policy_config.fallback must be {'arm': int, 'budget': float}")
+        policy = FallbackBudget(policy, fallback["arm"], fallback["budget"])
+    if holdout is not None:  # outermost: the logged propensity is the whole mixture's
+        if not isinstance(holdout, dict) or set(holdout) != {"arm", "share"}:
+            raise ValueError("policy_config.holdout must be {'arm': int, 'share': float}")
+        policy = Holdout(policy, holdout["arm"], holdout["share"])
     return policy

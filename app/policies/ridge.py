@@ -18,7 +18,13 @@ from app.policies.window import Window, Windowed
 FeatureMap = Callable[[np.ndarray], np.ndarray]
 
 
+#: K x P x P doubles a per-arm model may hold (128 MiB)
+MAX_ENTRIES = 16 * 1024 * 1024
+
+
 def feature_map(name: str, degree: int) -> FeatureMap:
+    if not 0 <= int(degree) <= 32:
+        raise ValueError(f"policy_config.degree={degree} must be in 0..32")
     if name in ("chebyshev", "poly"):
         return lambda z: chebyshev(z, degree)
     if name == "linear":
@@ -47,6 +53,14 @@ class PerArmRidge(Windowed):
         self.d = n_features
         self.scaler = RangeScaler(n_features)
         self.P = int(fmap(np.zeros((1, n_features))).shape[-1])
+        if n_arms * self.P * self.P > MAX_ENTRIES:
+            # K P x P matrices: bounded before anything is allocated
+            raise ValueError(
+                f"policy_config: {n_arms} arms x {self.P}^2 features (degree too high) is "
+                f"over {MAX_ENTRIES} model entries"
+            )
+        if not 1 <= int(buffer) <= 1_000_000:
+            raise ValueError(f"policy_config.buffer={buffer} must be in 1..1000000")
         self.A = np.tile(np.eye(self.P) * lam, (n_arms, 1, 1))
         self.b = np.zeros((n_arms, self.P))
         self.n = np.zeros(n_arms)

@@ -28,14 +28,16 @@ changes the model refits from its bounded buffer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from app.policies.base import Decision, Policy
 from app.policies.features import RangeScaler
-from app.policies.smooth_prior import ArmBasis, prior_precision
+from app.policies.smooth_prior import ArmBasis, arm_order, check_model_size, prior_precision
 from app.policies.splines import hat_weights, hat_weights_many, spd_inverse
+from app.policies.thompson_draws import choice_distributions, pick
 from app.policies.window import Window, Windowed
 
 
@@ -85,11 +87,11 @@ class SmoothTSPolicy(Windowed, Policy):
         if d > 3:
             raise ValueError("smooth-ts supports up to 3 context features; use lin-ts")
         self.d = d
-        pos = self.arm_positions
-        if ordered_arms is None:
-            ordered_arms = pos.shape[1] == 1 and bool(np.all(np.diff(pos[:, 0]) > 0))
-        self.ordered = bool(ordered_arms)
-        self.basis = ArmBasis.make(n_arms, self.ordered, arm_basis)
+        self.ordered, rank = arm_order(self.arm_positions, self.arms_given, ordered_arms)
+        if arm_basis is not None and not 1 <= int(arm_basis) <= n_arms:
+            raise ValueError(f"policy_config.arm_basis={arm_basis} must be in 1..{n_arms}")
+        self.basis = ArmBasis.make(n_arms, self.ordered, arm_basis, rank)
+        check_model_size(1 if d == 0 else int(knots), d, self.basis.M)
         self._set_grid(1 if d == 0 else int(knots))
         if explore is None:
             # One value per arm, the posterior's rough arm-to-arm components spread the
@@ -100,10 +102,14 @@ class SmoothTSPolicy(Windowed, Policy):
         self.explore = float(explore)
         self.noise0 = float(noise)
         self.min_noise = float(min_noise)
+        if not 1 <= int(mc) <= 4096:
+            raise ValueError(f"policy_config.mc={mc} must be in 1..4096")
         self.mc = int(mc)
         if not 0.0 <= float(min_prob) < 1.0 / n_arms + 1e-12 and n_arms > 1:
             raise ValueError(f"policy_config.min_prob={min_prob} must be in [0, 1/K]")
         self.min_prob = float(min_prob)
+        if not 1 <= int(buffer) <= 1_000_000:
+            raise ValueError(f"policy_config.buffer={buffer} must be in 1..1000000")
         self._window = Window(d + 2, int(buffer))  # rows: context..., arm, y (``buf``)
         if int(lazy_rank) < 0:
             raise ValueError(f"policy_config.lazy_rank={lazy_rank} must be >= 0 (0: eager)")
@@ -127,6 +133,8 @@ class SmoothTSPolicy(Windowed, Policy):
         arm_shape = np.zeros(n_arms)
         if self.ordered and n_arms >= 3:
             u = np.linspace(-1.0, 1.0, n_arms)
+            if rank is not None:
+                u = u[rank]
             arm_shape = float(bowl) * u**2
         self.coef_shape = np.linalg.lstsq(self.basis.B, arm_shape, rcond=None)[0]
         self.knots = [np.linspace(-1.0, 1.0, self.G) for _ in range(d)]
@@ -336,42 +344,56 @@ class SmoothTSPolicy(Windowed, Policy):
             cov = cov - V @ V.T
         return mean, (cov + cov.T) / 2.0
 
-    def _draws(self, context: np.ndarray, key: int) -> tuple[np.ndarray, float]:
-        """``mc`` joint posterior draws of the arms' log costs, and a uniform for the choice
-        (both from the one generator of ``key``)."""
-        mean, cov = self._predictive(np.asarray(context, float))
-        K = self.M
-        cov *= self.explore**2
-        jittered = cov.copy()
-        jittered.flat[:: K + 1] += 1e-10 * max(float(np.trace(cov)) / K, 1e-12)
-        try:
-            L = np.linalg.cholesky(jittered)
-        except np.linalg.LinAlgError:
-            vals, vecs = np.linalg.eigh(cov)
-            L = vecs * np.sqrt(np.maximum(vals, 0.0))
-        rng = self.rng(key)
-        z = rng.standard_normal((self.mc, K))
-        draws = mean + z @ L.T
-        if not self.basis.identity:
-            draws = draws @ self.basis.B.T
-        return draws, float(rng.random())
+    def _predictive_many(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_predictive` at each row of ``X``: (n, M) means, (n, M, M) covariances."""
+        gi, gw = self._basis_many(np.asarray(X, float).reshape(len(X), -1)[:, : self.d])
+        K, J = self.M, self.J
+        S4 = self.S.reshape(J, K, J, K)
+        # (n, m, m, K, K): the advanced indices around the slice come first
+        blocks = S4[gi[:, :, None], :, gi[:, None, :], :]
+        cov = np.einsum("na,nabij,nb->nij", gw, blocks, gw)
+        mean = np.einsum("na,nak->nk", gw, self.mu.reshape(J, K)[gi]) + self.y0
+        if self.r:
+            V = np.einsum("na,nakr->nkr", gw, self.U.reshape(J, K, -1)[gi, :, : self.r])
+            cov = cov - V @ V.transpose(0, 2, 1)
+        return mean, (cov + cov.transpose(0, 2, 1)) / 2.0
+
+    def _distributions(self, X: np.ndarray, keys: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_distribution` at each row of ``X`` with its key, vectorized over the
+        rows (each from its key's generator, as one call each would draw): (n, arms)
+        distributions and (n,) uniforms."""
+        mean, cov = self._predictive_many(X)
+        return self._choices(mean, cov, keys)
+
+    def _choices(
+        self, mean: np.ndarray, cov: np.ndarray, keys: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return choice_distributions(
+            mean,
+            cov * self.explore**2,
+            [self.rng(int(k)) for k in keys],
+            self.mc,
+            None if self.basis.plain else self.basis.B,
+            self.min_prob,
+        )
 
     # ----------------------------------------------------------------- interface
     def _distribution(self, context: np.ndarray, key: int) -> tuple[np.ndarray, float]:
         """Posterior probability that each arm is cheapest (Monte Carlo), with arms below
         ``min_prob`` pruned: a one-in-hundreds draw at an expensive context costs more than
         the information it buys. Returns (distribution, uniform for the choice)."""
-        draws, u = self._draws(context, key)
-        p = np.bincount(np.argmin(draws, axis=1), minlength=self.n_arms) / len(draws)
-        p = np.where(p >= self.min_prob, p, 0.0)
-        return p / p.sum(), u
+        mean, cov = self._predictive(np.asarray(context, float))
+        p, u = self._choices(mean[None], cov[None], [key])
+        return p[0], float(u[0])
 
     def choose(self, context: np.ndarray, key: int) -> Decision:
-        p, u = self._distribution(context, key)
-        arm = min(int(np.searchsorted(np.cumsum(p), u, side="right")), self.n_arms - 1)
-        while p[arm] == 0.0:  # guard against rounding at the top of the cumulative sum
-            arm -= 1
-        return Decision(arm, float(p[arm]), "exploit" if p[arm] >= 0.5 else "explore")
+        return pick(*self._distribution(context, key))
+
+    def choose_many(self, contexts: np.ndarray, keys: Sequence[int]) -> list[Decision]:
+        if len(contexts) < 2:
+            return super().choose_many(contexts, keys)
+        P, U = self._distributions(np.asarray(contexts, float), keys)
+        return [pick(p, float(u)) for p, u in zip(P, U, strict=True)]
 
     def probabilities(self, context: np.ndarray, key: int, draws: int = 64) -> np.ndarray:
         return self._distribution(context, key)[0]

@@ -80,7 +80,11 @@ class ReportData:
         return pos[:, 0] if pos is not None and pos.shape[1] == 1 else None
 
     def baseline_arm(self) -> int:
-        """The guard's baseline arm when the policy has a guard, else the first arm."""
+        """The holdout's arm when the policy has one, else the guard's baseline arm when it
+        has a guard, else the first arm."""
+        holdout = (self.overview.get("policy_config") or {}).get("holdout")
+        if isinstance(holdout, dict) and isinstance(holdout.get("arm"), int):
+            return int(holdout["arm"])
         guard = (self.overview.get("policy_config") or {}).get("guard")
         if isinstance(guard, dict) and isinstance(guard.get("baseline_arm"), int):
             return int(guard["baseline_arm"])
@@ -144,6 +148,9 @@ def campaign_list(engine: Engine, window_s: float = 60.0) -> list[dict[str, Any]
                 {"since": since},
             )
         }
+        broken: dict[str, str] = dict(
+            conn.execute(text("SELECT campaign, reason FROM broken_campaigns")).all()
+        )
     out = []
     for r in over:
         a = agg.get(r.campaign)
@@ -154,7 +161,9 @@ def campaign_list(engine: Engine, window_s: float = 60.0) -> list[dict[str, Any]
                 "campaign": r.campaign,
                 "kind": r.kind,
                 "policy": r.policy,
-                "status": r.status,
+                # the dashboard's list shows why a campaign stopped
+                "status": f"broken: {broken[r.campaign]}" if r.campaign in broken else r.status,
+                "broken_reason": broken.get(r.campaign),
                 "instances": n,
                 "succeeded": int(ok or 0),
                 "failed": int(failed or 0),

@@ -40,10 +40,26 @@ def fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
+#: summary values that are None when the data does not support them (the notes say why)
+ESTIMATES = frozenset(
+    {"baseline_mean_cost", "speedup_over_baseline", "best_fixed_arm", "best_fixed_mean_cost"}
+)
+
+
+def shown(key: str, v: Any) -> str:
+    """A summary value as displayed: "not enough data" for an estimate the data does not
+    support, notes one per line."""
+    if v is None and key in ESTIMATES:
+        return "not enough data (see notes)"
+    if key == "notes":
+        return "\n".join(str(n) for n in v) if v else "none"
+    return fmt(v)
+
+
 def summary_rows(summ: dict[str, Any]) -> str:
     return "\n".join(
         f"<tr><th>{html.escape(LABELS.get(k, k.replace('_', ' ')))}</th>"
-        f'<td data-key="{html.escape(k)}">{html.escape(fmt(v))}</td></tr>'
+        f'<td data-key="{html.escape(k)}">{html.escape(shown(k, v))}</td></tr>'
         for k, v in summ.items()
     )
 

@@ -72,6 +72,8 @@ def cost(data: ReportData, cf: Counterfactual | None = None) -> Figure:
         how = "exact" if cf.exact else "DR estimate"
         base, best = data.baseline_arm(), cf.best_fixed()
         for arm, label, style in ((base, "baseline", "--"), (best, "best fixed", ":")):
+            if arm is None or not cf.enough(arm):
+                continue  # the summary's notes say why
             est = scale * np.cumsum(cf.terms[:, arm])
             ax.plot(seq + 1, est, style, label=f"{label} {data.arm_labels[arm]} ({how})")
             if not cf.exact:

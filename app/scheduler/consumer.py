@@ -5,6 +5,7 @@ them, and acknowledged after the step's transaction committed (or handed back on
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import select
 from collections.abc import Callable
@@ -15,7 +16,13 @@ from kombu.message import Message
 
 from app.config import Settings
 from app.scheduler.hooks import SchedulerHooks
-from tasks.messages import PROTOCOL, Inbound, events_queue, parse_inbound, results_queue
+from tasks.messages import (
+    Inbound,
+    MessageError,
+    events_queue,
+    parse_inbound_checked,
+    results_queue,
+)
 
 log = logging.getLogger("banditq.scheduler")
 #: after a message, how long to wait for more of a burst on transports that cannot say
@@ -37,6 +44,27 @@ def more_arrived(conn: kombu.Connection) -> bool:
     return bool(select.select([transport.sock], [], [], 0)[0])
 
 
+#: the longest body text kept per dead letter
+MAX_DEAD_BODY = 64 * 1024
+
+
+def body_text(body: Any) -> str:
+    """A refused body as text a TEXT column holds (JSON with escapes, or a repr), cut."""
+    try:
+        text = json.dumps(body, default=repr)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(body)
+    return text.replace("\x00", "\\u0000")[:MAX_DEAD_BODY]
+
+
+def source_of(message: Message | None) -> str:
+    """Which queue a message came from (``results``, ``events``; ``unknown`` if it cannot
+    tell)."""
+    info = getattr(message, "delivery_info", None) or {}
+    key = str(info.get("routing_key") or "")
+    return key.rsplit(".", 1)[-1][:50] if "." in key else "unknown"
+
+
 class Inbox:
     """Received, not yet handled messages. Owned by the scheduler thread."""
 
@@ -44,30 +72,43 @@ class Inbox:
         self.settings = settings
         self.hooks = hooks
         self.buffer: list[tuple[Inbound, Message]] = []
+        #: refused messages (source, reason, body text) for the dead-letter table
+        self.refused: list[tuple[str, str, str]] = []
+        #: size of the last burst taken
+        self.last_taken = 0
 
     def on_message(self, body: Any, message: Message) -> None:
-        parsed = parse_inbound(body)
-        if parsed is None:
-            log.warning(
-                "refusing malformed message (not a protocol-%d object): %.200r", PROTOCOL, body
-            )
-            message.ack()
-            self.hooks.malformed_message()
+        try:
+            parsed = parse_inbound_checked(body)
+        except MessageError as exc:
+            self.refuse(message, f"a malformed message: {exc}", body)
             return
         self.buffer.append((parsed, message))
 
     def on_decode_error(self, message: Message, exc: Exception) -> None:
         """A message that is not JSON (a pickle, say) is refused: logged, counted, dropped."""
-        log.warning(
-            "refusing a message of content type %r (only JSON is accepted): %s",
-            message.content_type,
-            exc,
+        self.refuse(
+            message,
+            f"a message of content type {str(message.content_type)[:50]!r} "
+            f"(only JSON is accepted): {exc}",
+            getattr(message, "body", b""),
         )
+
+    def refuse(self, message: Message | None, reason: str, body: Any) -> None:
+        """Acknowledge (when given) and keep for the dead-letter table; counted."""
+        log.warning("refusing %s: %.200r", reason, body)
+        self.refused.append((source_of(message), reason, body_text(body)))
         self.hooks.malformed_message()
-        message.ack()
+        if message is not None:
+            message.ack()
+
+    def take_refused(self) -> list[tuple[str, str, str]]:
+        taken, self.refused = self.refused, []
+        return taken
 
     def take(self) -> list[tuple[Inbound, Message]]:
         taken, self.buffer = self.buffer, []
+        self.last_taken = len(taken)
         return taken
 
     def requeue(self, taken: list[tuple[Inbound, Message]] | None = None) -> None:

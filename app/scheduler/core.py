@@ -7,9 +7,11 @@ database: :meth:`Core.forget` drops it whenever a transaction fails.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,8 +19,10 @@ from app.config import Settings
 from app.db import make_engine, session_factory
 from app.scheduler.devices import DeviceRegistry
 from app.scheduler.hooks import SchedulerHooks
-from app.scheduler.runtime import CampaignRuntime, load_runtime
+from app.scheduler.runtime import CampaignBroken, CampaignRuntime, load_runtime
 from app.scheduler.store import SchedulerStore, store_for
+
+log = logging.getLogger("banditq.scheduler")
 
 
 def now() -> datetime:
@@ -44,16 +48,59 @@ class Core:
         self.DecisionSession: sessionmaker[Session] = session_factory(self.decision_engine)
         self.hooks = hooks
         self.runtimes: dict[int, CampaignRuntime] = {}
+        #: campaigns found broken in this process (id -> reason); kept across forget()
+        self.broken: dict[int, str] = {}
+        #: broken marks not yet written (written by save_broken, in a transaction of its own)
+        self.unsaved_broken: dict[int, str] = {}
         #: live workers' device classes, for campaigns decided per device (device "auto")
         self.devices = DeviceRegistry(ttl=4 * settings.announce_seconds)
 
     def runtime(self, session: Session, campaign_id: int) -> CampaignRuntime:
-        """The campaign's in-memory state, loaded (snapshot + later results) on first use."""
+        """The campaign's in-memory state, loaded (snapshot + later results) on first use.
+
+        :class:`CampaignBroken` when the campaign is broken, or becomes broken now because
+        loading it failed for a reason of its own (its settings, a plugin missing here, a
+        policy that raises on replay); database errors propagate as they are."""
         rt = self.runtimes.get(campaign_id)
         if rt is None:
-            rt = load_runtime(session, campaign_id, self.store)
+            if campaign_id in self.broken:
+                raise CampaignBroken(self.broken[campaign_id])
+            try:
+                rt = load_runtime(session, campaign_id, self.store)
+            except CampaignBroken as exc:
+                self.broken[campaign_id] = exc.reason  # marked in an earlier process
+                raise
+            except sqlalchemy.exc.SQLAlchemyError:
+                raise
+            except Exception as exc:
+                reason = f"loading failed: {type(exc).__name__}: {exc}"
+                self.mark_broken(campaign_id, reason)
+                raise CampaignBroken(reason) from exc
             self.runtimes[campaign_id] = rt
         return rt
+
+    def mark_broken(self, campaign_id: int, reason: str) -> None:
+        """Stop serving one campaign (every other goes on): dropped from memory, skipped from
+        now on, its status written by :meth:`save_broken`."""
+        reason = reason.replace("\x00", "\ufffd")[:2000]
+        log.error("campaign %d is broken: %s", campaign_id, reason)
+        self.runtimes.pop(campaign_id, None)
+        if campaign_id not in self.broken:
+            self.hooks.campaign_broken()
+        self.broken[campaign_id] = reason
+        self.unsaved_broken[campaign_id] = reason
+
+    def save_broken(self) -> None:
+        """Write the broken marks (status and reason) in a transaction of its own; a
+        failure leaves them for the next call."""
+        if not self.unsaved_broken:
+            return
+        marks = dict(self.unsaved_broken)
+        with self.Session() as session, session.begin():
+            for cid, reason in marks.items():
+                self.store.mark_broken(session, cid, reason)
+        for cid in marks:
+            self.unsaved_broken.pop(cid, None)
 
     def forget(self) -> None:
         self.runtimes.clear()

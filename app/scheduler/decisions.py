@@ -3,10 +3,12 @@ an arm (with the propensity), write the trial rows, and publish them after the c
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,9 @@ from tasks.messages import TrialMessage
 
 log = logging.getLogger("banditq.scheduler")
 
+#: (campaign, instance, decision, device class, context used, choice time in ms)
+Choice = tuple[CampaignRuntime, Any, Decision, str | None, dict[str, Any], float]
+
 
 class Decider:
     """Owned by the scheduler thread. ``on_failure(exc)`` is called when a decision
@@ -36,7 +41,7 @@ class Decider:
         self.on_failure = on_failure
 
     def wanted(self) -> bool:
-        return bool(self.outbox.unmarked) or self.core.wants_room()
+        return bool(self.outbox.unmarked or self.outbox.poisoned) or self.core.wants_room()
 
     def decide_and_publish(self) -> int:
         """Decide in chunks of ``chunk`` (each commits on its own: a decision waits only for
@@ -60,14 +65,44 @@ class Decider:
                 self.outbox.publish(messages)  # the chunks committed before the failure
                 self.on_failure(exc)
                 return len(messages)
+            except Exception as exc:
+                if todo is None:
+                    raise  # the pending read itself: not one campaign's doing
+                # A statement failing on one campaign's values: decide campaign by campaign
+                # and stop only the one that still fails.
+                log.warning("a decision chunk failed (%s); deciding campaign by campaign", exc)
+                self.core.forget()
+                decided = self._decide_apart(todo[lo : lo + self.chunk])
+                t_commit = committed = time.perf_counter()
             lo += self.chunk
             commit_ms = (committed - t_commit) * 1000.0
             self.core.hooks.decided(len(decided), [ms for _m, ms in decided], commit_ms)
-            messages.extend(m for m, _ in decided)
+            messages.extend(m for m, _ in decided if m is not None)
         # Published together after the last chunk: publishing wakes the broker and workers,
         # which on a shared host would preempt the choices of the next chunk.
         self.outbox.publish(messages)
         return len(messages)
+
+    def _decide_apart(
+        self, part: list[tuple[CampaignRuntime, Any]]
+    ) -> list[tuple[TrialMessage | None, float]]:
+        """``part`` decided one campaign per transaction; a campaign whose transaction fails
+        for a reason other than the database's state is marked broken."""
+        groups: dict[int, list[tuple[CampaignRuntime, Any]]] = {}
+        for rt, inst in part:
+            groups.setdefault(rt.id, []).append((rt, inst))
+        out: list[tuple[TrialMessage | None, float]] = []
+        for cid, group in groups.items():
+            try:
+                with self.core.DecisionSession() as session, session.begin():
+                    decided = self._decide(session, group)
+            except RETRYABLE:
+                raise
+            except Exception as exc:
+                self.core.mark_broken(cid, f"recording a decision failed: {exc}")
+                continue
+            out.extend(decided)
+        return out
 
     def _pending(self, session: Session) -> list[tuple[CampaignRuntime, Any]]:
         """Pending instances (oldest first) of every campaign with room in flight. Only the
@@ -85,27 +120,33 @@ class Decider:
 
     def _decide(
         self, session: Session, todo: list[tuple[CampaignRuntime, Any]]
-    ) -> list[tuple[TrialMessage, float]]:
+    ) -> list[tuple[TrialMessage | None, float]]:
         """Choose an arm for each instance; trial rows and status updates go to ``session``.
-        Returns (message, choice time in ms) per decision."""
-        out: list[tuple[TrialMessage, float]] = []
+        Returns (message, choice time in ms) per decision; no message for an external trial
+        (its asker, woken in this transaction, runs it: it is running from now on, its
+        lease the campaign's tell timeout)."""
+        out: list[tuple[TrialMessage | None, float]] = []
         trials = []
+        asked: list[str] = []
         contexts: list[dict[str, Any]] = []
-        for rt, inst in todo:
-            t0 = time.perf_counter()
-            cls, context, allowed = None, inst.context, None
-            if rt.auto_device:
-                routed = self.core.devices.route(rt, inst.context)
-                if routed is None:  # no live worker yet: its announcement wakes the campaign
-                    rt.maybe_pending = False
-                    self.core.hooks.waiting_for_workers()
-                    continue
-                cls, context, allowed = routed
-                if context != inst.context:
-                    contexts.append({"id": inst.id, "context": context})
-            d = self.choose(rt, inst.seq, context, allowed)
-            choose_ms = (time.perf_counter() - t0) * 1000.0
-            tid = str(uuid.uuid4())
+        for rt, inst, d, cls, context, choose_ms in self._choices(todo):
+            if rt.id in self.core.broken:  # its kind's message hook failed just now
+                continue
+            try:
+                tid = str(uuid.uuid4())
+                msg = (
+                    None
+                    if rt.external
+                    else rt.message(
+                        tid, 1, inst.spec, d.arm, d.reason, inst.seq, cls, inst.id, d.budget
+                    )
+                )
+            except Exception as exc:  # this campaign's kind: it alone stops
+                self.core.mark_broken(rt.id, f"deciding failed: {type(exc).__name__}: {exc}")
+                continue
+            if context != inst.context:
+                contexts.append({"id": inst.id, "context": context})
+            at = now()
             trials.append(
                 {
                     "uuid": tid,
@@ -119,17 +160,91 @@ class Decider:
                     "reason": d.reason,
                     "state": TrialState.queued.value,
                     "attempt": 1,
-                    "created_at": now(),
+                    "created_at": at,
                     "device_class": cls,
+                    "budget": d.budget,
+                    "published_at": None,
+                    "started_at": None,
+                    "lease_expires_at": None,
                 }
             )
-            msg = rt.message(tid, 1, inst.spec, d.arm, d.reason, inst.seq, cls, inst.id)
+            if rt.external:
+                trials[-1].update(
+                    state=TrialState.running.value,
+                    published_at=at,
+                    started_at=at,
+                    lease_expires_at=at + timedelta(seconds=rt.tell_timeout),
+                )
+                asked.append(asked_notice(trials[-1]))
             out.append((msg, choose_ms))
             rt.in_flight += 1
-        self.core.store.record_decisions(session, trials)
+            rt.last_active = time.monotonic()
+        self.core.store.record_decisions(session, trials, asked)
         # the device features the decision used are what the update will see
         self.core.store.set_contexts(session, contexts)
         return out
+
+    def _choices(self, todo: list[tuple[CampaignRuntime, Any]]) -> list[Choice]:
+        """A decision for each pending instance, in order: a campaign's instances in one
+        ``choose_many`` (each instance's own, with its device, where trials are routed);
+        a campaign whose settings or context fail here is marked broken and left out."""
+        groups: dict[int, list[tuple[CampaignRuntime, Any]]] = {}
+        for rt, inst in todo:
+            if rt.id not in self.core.broken:
+                groups.setdefault(rt.id, []).append((rt, inst))
+        made: dict[int, Choice] = {}
+        for group in groups.values():
+            rt = group[0][0]
+            try:
+                if rt.auto_device:
+                    made.update(self._routed(rt, group))
+                    continue
+                t0 = time.perf_counter()
+                ds = self.choose_many(
+                    rt, [inst.seq for _rt, inst in group], [i.context for _r, i in group]
+                )
+                ms = (time.perf_counter() - t0) * 1000.0 / len(group)
+            except Exception as exc:  # this campaign's settings or kind: it alone stops
+                self.core.mark_broken(rt.id, f"deciding failed: {type(exc).__name__}: {exc}")
+                continue
+            for (_rt, inst), d in zip(group, ds, strict=True):
+                made[inst.id] = (rt, inst, d, None, inst.context, ms)
+        return [made[inst.id] for _rt, inst in todo if inst.id in made]
+
+    def _routed(
+        self, rt: CampaignRuntime, group: list[tuple[CampaignRuntime, Any]]
+    ) -> dict[int, Choice]:
+        """Decisions for a campaign whose trials go to a device class: each instance routed
+        (its device's features added to its context), then chosen among the arms it allows;
+        an instance with no live worker yet waits (the worker's announcement wakes it)."""
+        out: dict[int, Choice] = {}
+        for _rt, inst in group:
+            t0 = time.perf_counter()
+            routed = self.core.devices.route(rt, inst.context)
+            if routed is None:
+                rt.maybe_pending = False
+                self.core.hooks.waiting_for_workers()
+                continue
+            cls, context, allowed = routed
+            d = self.choose(rt, inst.seq, context, allowed)
+            out[inst.id] = (rt, inst, d, cls, context, (time.perf_counter() - t0) * 1000.0)
+        return out
+
+    def choose_many(
+        self, rt: CampaignRuntime, seqs: list[int], contexts: list[dict[str, Any]]
+    ) -> list[Decision]:
+        """The policy's choices for a burst of one campaign's instances (as :meth:`choose`
+        would make them one by one, which is also the way out when the policy raises)."""
+        if len(seqs) > 1:
+            X = np.stack([rt.vector(c) for c in contexts])  # unreadable: its campaign's fault
+            try:
+                ds = rt.policy.choose_many(X, seqs)
+                if len(ds) != len(seqs):
+                    raise ValueError(f"{len(ds)} decisions for {len(seqs)} contexts")
+                return [checked(d, len(rt.arm_ids), None) for d in ds]
+            except Exception as exc:
+                log.warning("campaign %s: choose_many raised %s; one by one", rt.name, exc)
+        return [self.choose(rt, seq, c) for seq, c in zip(seqs, contexts, strict=True)]
 
     def choose(
         self,
@@ -141,10 +256,13 @@ class Decider:
         """The policy's choice among the ``allowed`` arms (all when None); if the policy
         raises (a bug), a uniform choice with its true propensity, so the campaign and every
         other campaign go on."""
+        x = rt.vector(context)  # a context the campaign cannot read is its own failure
         try:
             if allowed is None:
-                return rt.policy.choose(rt.vector(context), key=seq)
-            return rt.policy.choose_among(rt.vector(context), seq, allowed)
+                d = rt.policy.choose(x, key=seq)
+            else:
+                d = rt.policy.choose_among(x, seq, allowed)
+            return checked(d, len(rt.arm_ids), allowed)
         except Exception as exc:
             log.error(
                 "campaign %s: policy %r choose raised %s: %s; choosing uniformly",
@@ -159,3 +277,54 @@ class Decider:
             choices = np.flatnonzero(ok)
             arm = int(choices[rt.policy.rng(seq).integers(len(choices))])
             return Decision(arm, 1.0 / len(choices), reason="fallback:policy-error")
+
+
+def asked_notice(trial: dict[str, Any]) -> str:
+    """What an external decision's asker is woken with (PostgreSQL NOTIFY payload): the
+    decision itself, so that the ask needs no read after it (``app.client.asked``)."""
+    return json.dumps(
+        [
+            trial["instance_id"],
+            trial["uuid"],
+            trial["arm_index"],
+            trial["propensity"],
+            trial["reason"],
+            trial["policy_version"],
+            trial["attempt"],
+            trial["budget"],
+            trial["created_at"].isoformat(),
+        ]
+    )
+
+
+#: the trials.reason column's length
+MAX_REASON = 50
+
+
+def checked(d: Any, n_arms: int, allowed: np.ndarray | None) -> Decision:
+    """``d`` if it is a valid decision (ValueError naming what is not): an integer arm in
+    ``0 <= arm < n_arms`` (and allowed), a propensity in (0, 1], a reason of at most 50
+    printable characters."""
+    if not isinstance(d, Decision):
+        raise ValueError(f"choose returned {type(d).__name__}, not a Decision")
+    arm = d.arm
+    if isinstance(arm, bool) or not isinstance(arm, int | np.integer) or not 0 <= arm < n_arms:
+        raise ValueError(f"arm {arm!r} is not an index in 0..{n_arms - 1}")
+    if allowed is not None and not allowed[int(arm)]:
+        raise ValueError(f"arm {arm} is not among the arms allowed on this device")
+    p = d.propensity
+    if isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 < float(p) <= 1.0:
+        raise ValueError(f"propensity {p!r} is not in (0, 1]")
+    reason = d.reason
+    if not isinstance(reason, str) or len(reason) > MAX_REASON or not reason.isprintable():
+        raise ValueError(f"reason {str(reason)[:80]!r} is not a printable string of <= 50")
+    budget = d.budget
+    if budget is not None and (
+        isinstance(budget, bool)
+        or not isinstance(budget, int | float)
+        or not 0.0 < float(budget) < float("inf")
+    ):
+        raise ValueError(f"budget {budget!r} is not a positive finite number")
+    return Decision(
+        int(arm), float(p), reason=reason, budget=None if budget is None else float(budget)
+    )

@@ -43,6 +43,15 @@ class SchedulerHooks:
     def malformed_message(self) -> None:
         """A message refused (not JSON, or not a protocol object)."""
 
+    def dead_lettered(self, n: int) -> None:
+        """Messages refused and kept in ``dead_letters`` (malformed, or failing every try)."""
+
+    def campaign_broken(self) -> None:
+        """A campaign marked broken (its settings, plugins or policy failed)."""
+
+    def publish_refused(self) -> None:
+        """A trial failed because the broker refused its message every time."""
+
     def waiting_for_workers(self) -> None:
         """A device-``auto`` decision deferred: no live worker."""
 
@@ -95,6 +104,15 @@ class MetricsHooks(SchedulerHooks):
 
     def malformed_message(self) -> None:
         self.metrics.inc("malformed_messages")
+
+    def dead_lettered(self, n: int) -> None:
+        self.metrics.inc("dead_letters", n)
+
+    def campaign_broken(self) -> None:
+        self.metrics.inc("campaigns_broken")
+
+    def publish_refused(self) -> None:
+        self.metrics.inc("publish_refused")
 
     def waiting_for_workers(self) -> None:
         self.metrics.inc("waiting_for_workers")

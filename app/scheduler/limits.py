@@ -3,6 +3,7 @@ time limits it carries, and how long its lease lasts while it waits in the queue
 
 from __future__ import annotations
 
+from app.campaign_settings import MAX_LEASE_SECONDS
 from app.config import Settings
 from tasks.messages import RUN_LONG_TRIAL_TASK, RUN_TRIAL_TASK, TrialMessage
 
@@ -12,6 +13,7 @@ class TimeLimits:
 
     def __init__(self, settings: Settings) -> None:
         self.lease_seconds = settings.lease_seconds
+        self.queue_seconds = settings.queue_seconds
         self.consumer_timeout = settings.consumer_timeout
 
     def celery_limits(self, msg: TrialMessage) -> tuple[float | None, float | None]:
@@ -31,8 +33,12 @@ class TimeLimits:
         )
 
     def queued_lease(self, msg: TrialMessage, max_in_flight: int) -> float:
-        """Lease of a trial not yet started. With a wall-time limit it may wait in the queue
-        behind the campaign's other in-flight trials, each up to that limit, before its first
-        heartbeat: the lease covers that wait (running trials renew theirs by heartbeat)."""
+        """Lease of a trial not yet started: the queue bound (``queue_seconds``), which is
+        separate from the running lease and generous. With a wall-time limit the trial may
+        wait behind the campaign's other in-flight trials, each up to that limit: the lease
+        covers that wait too. A running trial's lease starts at its first heartbeat."""
         secs = msg.max_seconds
-        return self.lease_seconds if secs is None else self.lease_seconds + secs * max_in_flight
+        lease = max(self.queue_seconds, self.lease_seconds)
+        if secs is not None:
+            lease = max(lease, self.lease_seconds + secs * max_in_flight)
+        return min(lease, MAX_LEASE_SECONDS)  # a timestamp must stay representable

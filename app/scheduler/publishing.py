@@ -40,6 +40,8 @@ class CeleryPublisher:
     ) -> None:
         self.tasks = TaskPublisher(connect, queue, queue_type)
         self.limits = limits
+        #: why the last send stopped (the outbox quotes it when it fails a trial)
+        self.last_error = ""
 
     def send(self, messages: list[TrialMessage]) -> list[str]:
         sent: list[str] = []
@@ -55,9 +57,11 @@ class CeleryPublisher:
                     time_limit=hard,
                     soft_time_limit=soft,
                     device_class=m.device_class,
+                    kind=m.kind,
                 )
                 sent.append(m.trial)
         except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning(
                 "publish failed after %d of %d trials (%s); outbox will retry",
                 len(sent),

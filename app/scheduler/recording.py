@@ -2,20 +2,23 @@
 policy updated in the same transaction, in result-id order) and heartbeats (leases renewed).
 
 A result's policy update that raises is quarantined: kept with the error, not applied, so
-neither this process nor a restart feeds it to the policy again.
+neither this process nor a restart feeds it to the policy again; the campaign is reloaded
+(a reload that raises too marks it broken). Results of a broken campaign are recorded, never
+applied.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from app.scheduler.core import Core, now
-from app.scheduler.runtime import CampaignRuntime
-from models.states import OPEN_STATES, InstanceStatus
+from app.scheduler.runtime import CampaignBroken, CampaignRuntime, apply_result
+from models.states import OPEN_STATES, InstanceStatus, TrialEventKind, TrialState
 from tasks.messages import Heartbeat, ResultMessage
 from tasks.store.blobs import refs_in
 
@@ -54,17 +57,31 @@ class Recorder:
         rows = _Rows()
         for t in trials:
             current = [m for m in by_uuid[t.uuid] if m.attempt == t.attempt]
+            if not current and t.state == TrialState.queued.value and t.attempt > 1:
+                # Re-issued but not started: the previous attempt's result (it was only
+                # slow, or waited behind a restart) counts; the re-issued run is a duplicate.
+                current = [m for m in by_uuid[t.uuid] if m.attempt == t.attempt - 1]
             live = t.state in OPEN_STATES and bool(current)
             dupes = len(by_uuid[t.uuid]) - (1 if live else 0)
             if dupes:
                 self.core.hooks.duplicate_results(dupes)
             if not live:
                 continue  # redelivered or stale: the first result already counted
-            rt = self.core.runtime(session, t.campaign_id)
-            rows.add(t, current[0])
+            try:
+                rt: CampaignRuntime | None = self.core.runtime(session, t.campaign_id)
+            except CampaignBroken:
+                rt = None  # kept, not applied
+            ok = current[0].ok and rt is not None
+            if current[0].retryable and rt is not None and t.attempt < rt.max_attempts:
+                self._retry(session, t, current[0])
+                continue
+            rows.add(t, current[0], ok)
+            if rt is None:
+                continue
             rt.in_flight = max(0, rt.in_flight - 1)
             rt.maybe_pending = True
-            if current[0].ok:
+            rt.last_active = time.monotonic()
+            if ok:
                 self._check_floor(rt, current[0])
                 rows.applied.append((rt, t.context, t.arm_index, current[0]))
         if not rows.results:
@@ -81,6 +98,16 @@ class Recorder:
         self.core.hooks.recorded(len(rows.results), failures)
         return len(rows.results)
 
+    def _retry(self, session: Session, t: Any, m: ResultMessage) -> None:
+        """A transient failure (the worker lost its store or database): re-issued as the
+        next attempt, unpublished (the outbox relay sends it), the reason in an event."""
+        at = now()
+        self.core.store.reissue(session, t.id, t.attempt + 1)
+        detail = f"re-issued as attempt {t.attempt + 1}: {m.error or 'transient failure'}"
+        self.core.store.add_event(session, t, TrialEventKind.retried, detail[:4000], at)
+        self.core.hooks.lease_expired(reissued=True)
+        log.warning("trial %s: %s", t.uuid, detail[:300])
+
     def _apply(
         self,
         session: Session,
@@ -90,9 +117,13 @@ class Recorder:
         broken: set[int] = set()
         for rid, (rt, context, arm_index, m) in in_order:
             if rt.id in broken:
-                continue  # reloaded after this transaction: replays every applied result
+                # Applied by the reload (snapshot + applied results, on next use); if one of
+                # them raises there too, the reload marks the campaign broken.
+                continue
             try:
-                rt.policy.update(rt.vector(context), arm_index, float(m.cost or 0.0), m.quality)
+                apply_result(
+                    rt.policy, rt.vector(context), arm_index, m.cost, m.quality, m.censored
+                )
             except Exception as exc:  # a policy bug: quarantine this result, not the service
                 self._quarantine(session, rt, rid, exc)
                 broken.add(rt.id)
@@ -138,13 +169,13 @@ class _Rows:
         self.instances: list[dict[str, Any]] = []
         self.applied: list[tuple[CampaignRuntime, Any, int, ResultMessage]] = []
 
-    def add(self, t: Any, m: ResultMessage) -> None:
+    def add(self, t: Any, m: ResultMessage, apply: bool) -> None:
         recorded = now()
         self.results.append(
             {
                 "trial_id": t.id,
                 "campaign_id": t.campaign_id,
-                "attempt": t.attempt,
+                "attempt": m.attempt,
                 "status": m.status.value,
                 "cost": m.cost,
                 "iterations": m.iterations,
@@ -157,7 +188,8 @@ class _Rows:
                 "error": m.error,
                 "metrics": m.metrics,
                 "outputs": m.outputs,
-                "applied": m.ok,
+                "applied": apply,
+                "censored": m.censored,
                 "started_at": m.started_at,
                 "finished_at": m.finished_at,
                 "recorded_at": recorded,

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session
 
+from app.campaign_settings import campaign_settings
 from app.contexts import context_vector
 from app.policies.base import PROBE, Policy, arm_positions
 from app.policies.registry import make_policy
 from app.scheduler.store import SchedulerStore, store_for
 from models import Arm, Campaign
+from models.states import CampaignStatus
 from tasks.kinds import get_kind
+from tasks.kinds.external import DEFAULT_TELL_TIMEOUT
 from tasks.messages import TrialMessage
+
+
+class CampaignBroken(Exception):
+    """The campaign is broken (``reason``): nothing is decided or applied for it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass
@@ -40,6 +52,12 @@ class CampaignRuntime:
     snapshot_at: float = 0.0
     maybe_pending: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the database's identity: trial messages carry it (chain tags name it)
+    database_id: str | None = None
+    #: time.monotonic() of the last decision or result (idle campaigns are evicted)
+    last_active: float = field(default_factory=time.monotonic)
+    #: policy_config.fallback's arm: a decision's budget reaches the worker with it
+    fallback_arm: int | None = None
 
     def vector(self, context: dict[str, Any]) -> np.ndarray:
         return context_vector(context, self.features)
@@ -74,12 +92,18 @@ class CampaignRuntime:
         seq: int = 0,
         device_class: str | None = None,
         instance: int | None = None,
+        budget: float | None = None,
     ) -> TrialMessage:
         """The message of one attempt of a trial of this campaign (a re-issued attempt gets
-        the same body: the options depend only on the decision and the seq)."""
+        the same body: the options depend only on the decision and the seq). A decision's
+        ``budget`` goes in the options with the fallback arm (``budget``, ``fallback_arm``):
+        a kind that can stop an arm runs the fallback once the arm has spent its budget."""
         options = get_kind(self.kind).decision_options(
             self.settings.get("kind_options"), self.monitored(reason, seq)
         )
+        if budget is not None and self.fallback_arm is not None:
+            fallback = self.arm_values[self.fallback_arm]
+            options = {**(options or {}), "budget": budget, "fallback_arm": fallback}
         return TrialMessage(
             trial_uuid,
             attempt,
@@ -91,6 +115,7 @@ class CampaignRuntime:
             options,
             device_class,
             instance,
+            self.database_id,
         )
 
     def monitored(self, reason: str, seq: int) -> bool:
@@ -99,6 +124,17 @@ class CampaignRuntime:
         if reason == PROBE:
             return True
         return sampled(self.id, seq, float(self.settings.get("monitor_fraction", 0.0)))
+
+    @property
+    def external(self) -> bool:
+        """Trials of this campaign are run by the caller (ask/tell), never by a worker."""
+        return bool(getattr(get_kind(self.kind), "external", False))
+
+    @property
+    def tell_timeout(self) -> float:
+        """Seconds an external decision waits for its tell before it is abandoned."""
+        t = (self.settings.get("kind_options") or {}).get("tell_timeout")
+        return float(t) if isinstance(t, int | float) else DEFAULT_TELL_TIMEOUT
 
     @property
     def quality_floor(self) -> float | None:
@@ -112,6 +148,13 @@ def sampled(campaign_id: int, seq: int, fraction: float) -> bool:
         return False
     h = hashlib.blake2b(f"{campaign_id}:{seq}".encode(), digest_size=8).digest()
     return int.from_bytes(h, "big") / 2.0**64 < fraction
+
+
+def fallback_arm(config: dict[str, Any] | None) -> int | None:
+    """``policy_config.fallback.arm`` (validated with the policy), or None."""
+    fb = (config or {}).get("fallback")
+    arm = fb.get("arm") if isinstance(fb, dict) else None
+    return arm if isinstance(arm, int) and not isinstance(arm, bool) else None
 
 
 def build_policy(camp: Campaign, arms: list[Arm]) -> Policy:
@@ -132,6 +175,10 @@ def load_runtime(
     """Policy from its latest snapshot plus every applied result recorded after it."""
     store = store or store_for(session.get_bind())  # type: ignore[arg-type]
     camp, arms = store.campaign_with_arms(session, campaign_id)
+    if camp.status == CampaignStatus.broken.value:
+        raise CampaignBroken(camp.broken_reason or "marked broken")
+    get_kind(camp.kind)  # a kind missing here breaks the campaign now, not its first message
+    campaign_settings(camp.kind, camp.settings or {})  # rows written by hand or older clients
     policy = build_policy(camp, arms)
     rt = CampaignRuntime(
         id=camp.id,
@@ -145,6 +192,8 @@ def load_runtime(
         max_in_flight=camp.max_in_flight,
         max_attempts=camp.max_attempts,
         settings=dict(camp.settings or {}),
+        database_id=store.database_identity(session),
+        fallback_arm=fallback_arm(camp.policy_config),
     )
     snap = store.latest_snapshot(session, camp.id)
     if snap is not None and snap.policy_version == policy.version:
@@ -158,7 +207,23 @@ def load_runtime(
 def replay_results(session: Session, store: SchedulerStore, rt: CampaignRuntime, after: int) -> int:
     """Apply the applied results with id > ``after`` in id order (the live update order)."""
     rows = store.applied_results_after(session, rt.id, after)
-    for rid, cost, arm_index, context, quality in rows:
-        rt.policy.update(rt.vector(context), arm_index, float(cost), quality)
+    for rid, cost, arm_index, context, quality, censored in rows:
+        apply_result(rt.policy, rt.vector(context), arm_index, cost, quality, censored)
         rt.last_result_id = rid
     return len(rows)
+
+
+def apply_result(
+    policy: Policy,
+    x: np.ndarray,
+    arm: int,
+    cost: float | None,
+    quality: float | None,
+    censored: bool | None,
+) -> None:
+    """One applied result as the policy learns it, live and in a replay alike: a censored
+    cost is a lower bound (:meth:`Policy.update_censored`)."""
+    if censored:
+        policy.update_censored(x, arm, float(cost or 0.0), quality)
+    else:
+        policy.update(x, arm, float(cost or 0.0), quality)

@@ -31,15 +31,15 @@ from app.scheduler.core import Core
 from app.scheduler.decisions import Decider
 from app.scheduler.errors import BROKER_ERRORS, RETRYABLE
 from app.scheduler.hooks import MetricsHooks, SchedulerHooks
+from app.scheduler.intake import Intake
 from app.scheduler.limits import TimeLimits
 from app.scheduler.locks import SchedulerLock
 from app.scheduler.outbox import Outbox
 from app.scheduler.publishing import CeleryPublisher, TrialPublisher
 from app.scheduler.reconciler import Reconciler
 from app.scheduler.recording import Recorder
-from app.scheduler.runtime import load_runtime
 from app.scheduler.snapshots import Snapshots
-from tasks.messages import Heartbeat, Inbound, ResultMessage, WakeUp, WorkerAnnouncement
+from tasks.messages import Inbound
 
 log = logging.getLogger("banditq.scheduler")
 
@@ -75,9 +75,15 @@ class Scheduler:
         self.decider = Decider(self.core, self.outbox, decision_chunk, self.database_failed)
         self.reconciler = Reconciler(self.core, self.outbox, batch_size)
         self.snapshots = Snapshots(self.core)
+        self.intake = Intake(
+            self.core, self.inbox, self.outbox, self.recorder, self.database_failed
+        )
         self._stop = threading.Event()
         self._last_sweep = 0.0
         self._lock: SchedulerLock | None = None
+        #: results waiting in the broker are read before any lease expires: after a start
+        #: or reconnect, expiry waits until a drain returned less than a full burst
+        self._drained = True
 
     # ------------------------------------------------------------------ views of the parts
     @property
@@ -130,6 +136,7 @@ class Scheduler:
                 self.publisher.close()
 
     def _run(self, idle_exit: float | None, on_step: Callable[[], None] | None) -> None:
+        self._drained = False
         self.sweep()
         # Modules, policies and caches loaded so far live as long as the process: keep them
         # out of the cyclic collector, whose full passes over them (~50 ms here) would stall
@@ -140,6 +147,8 @@ class Scheduler:
         def after_drain() -> bool:
             if self.step():
                 last_work[0] = time.monotonic()
+            if self.inbox.last_taken < self.batch_size:
+                self._drained = True
             if time.monotonic() - self._last_sweep >= self.settings.sweep_seconds and self.sweep():
                 last_work[0] = time.monotonic()
             if on_step is not None:
@@ -159,13 +168,14 @@ class Scheduler:
                     self.step()
                 return
             except BROKER_ERRORS as exc:
+                self._drained = False
                 log.warning("broker connection lost (%s); reconnecting in 2 s", exc)
                 self.inbox.requeue()
                 self._stop.wait(2.0)
-            except sqlalchemy.exc.DBAPIError as exc:
+            except RETRYABLE as exc:
                 # PostgreSQL restarting: in-memory state is a cache of the database, so
                 # drop it and carry on once the database answers again.
-                log.warning("database unavailable (%s); retrying in 2 s", exc.orig)
+                log.warning("database unavailable (%s); retrying in 2 s", exc)
                 self.core.forget()
                 self.inbox.requeue()
                 self._stop.wait(2.0)
@@ -185,33 +195,22 @@ class Scheduler:
         the lost tail of decisions is decided again, and results for the lost trials are
         refused as unknown. WAL is written in order, so a durable result never refers to a
         lost decision, and the database is always a consistent prefix of what happened."""
-        taken = self.inbox.take()
-        results = [m for m, _ in taken if isinstance(m, ResultMessage)]
-        beats = [m for m, _ in taken if isinstance(m, Heartbeat)]
-        announced = [m for m, _ in taken if isinstance(m, WorkerAnnouncement)]
-        for m, _ in taken:
-            if isinstance(m, WakeUp):
-                self.wake(m.campaign)
-        done = 0
-        try:
-            if results or beats or announced:
-                with self.core.Session() as session, session.begin():
-                    if beats:  # before a renewal, which must win over the queued lease
-                        self.outbox.flush_marks(session)
-                    self.recorder.renew_leases(session, beats)
-                    if announced and self.core.devices.record(session, self.core.store, announced):
-                        for rt in self.core.runtimes.values():
-                            rt.maybe_pending = rt.maybe_pending or rt.auto_device
-                    done += self.recorder.record(session, results)
-        except RETRYABLE as exc:
-            self.database_failed(exc, taken)
+        done = self.intake.step()
+        if done is None:
             return 0
-        self.inbox.ack(taken)
         if self.decider.wanted():
             done += self.decider.decide_and_publish()
         self.snapshots.take_due()
+        self.snapshots.evict_idle()
+        self._save_broken()
         self.hooks.gauges(self.core.in_flight(), len(self.core.runtimes))
         return done
+
+    def _save_broken(self) -> None:
+        try:
+            self.core.save_broken()
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            log.warning("broken-campaign marks not written yet (%s); retrying", exc)
 
     def database_failed(
         self, exc: Exception, handed: list[tuple[Inbound, Message]] | None = None
@@ -225,16 +224,10 @@ class Scheduler:
             self.inbox.requeue(handed)
         self._stop.wait(1.0)
 
-    def wake(self, name: str) -> None:
-        """A client committed new instances of campaign ``name``."""
-        for rt in self.core.runtimes.values():
-            if rt.name == name:
-                rt.maybe_pending = True
-                return
-        with self.core.Session() as session:
-            cid = self.core.store.campaign_id(session, name)
-            if cid is not None:
-                self.core.runtimes[cid] = load_runtime(session, cid, self.core.store)
+    def wake(self, name: str, reload: bool = False) -> None:
+        """A client committed new instances of campaign ``name`` (``reload``: its row
+        changed; see :meth:`Intake.wake`)."""
+        self.intake.wake(name, reload)
 
     def sweep(self) -> int:
         """Find pending work no message announced, relay the outbox, expire leases."""
@@ -242,8 +235,20 @@ class Scheduler:
         if self._lock is not None:
             self._lock.check()
         pending, relayed = self.reconciler.discover()
-        self.reconciler.expire_leases()
+        relayed += self._record_lost_tells()
+        if self._drained:
+            self.reconciler.expire_leases()
+        relayed += self.reconciler.reroute_orphans()
         return (self.step() if pending else 0) + relayed
+
+    def _record_lost_tells(self) -> int:
+        """Tells whose message never came, recorded from the trial rows (exactly once, as
+        any result; a failure of one campaign's update is quarantined by the recorder)."""
+        told = self.reconciler.recover_tells()
+        if not told:
+            return 0
+        with self.core.Session() as session, session.begin():
+            return self.recorder.record(session, told)
 
     def snapshot_all(self) -> None:
         self.snapshots.take_all()

@@ -42,6 +42,19 @@ class Outcome:
     device: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, Any] | None = None
+    #: the arm was stopped at its budget (and the fallback solved): ``cost`` is a lower
+    #: bound of what the arm would have cost, learnt as such ("at least this much")
+    censored: bool = False
+
+
+@dataclass
+class KindExample:
+    """A tiny instance of a kind, for the contract test suite every installed kind runs
+    (validation, arms, options, one run): arms, a spec, and campaign settings."""
+
+    arms: list[dict[str, Any]]
+    spec: dict[str, Any]
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 class TrialKind:
@@ -53,6 +66,8 @@ class TrialKind:
     default_policy: ClassVar[str | None] = None
     #: "module:callable" run on workers instead of :meth:`run` (see the module docstring)
     runner: ClassVar[str | None] = None
+    #: trials are run by the caller (ask/tell: ``Campaign.ask``), never sent to a worker
+    external: ClassVar[bool] = False
 
     # ------------------------------------------------------------ client side
     def validate_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
@@ -92,14 +107,30 @@ class TrialKind:
         resolved name. Default: unchanged."""
         return arms, settings, policy_config, features
 
+    def default_arms(self, name: str) -> list[dict[str, Any]] | None:
+        """The arms ``create_campaign(arms=name)`` stands for (e.g. ``"default"``), or None
+        when the kind has no such set. Default: none."""
+        return None
+
+    def check_instance(self, spec: dict[str, Any], arms: list[dict[str, Any]]) -> None:  # noqa: B027
+        """Raise ``InputError`` naming ``arms[i].key`` when a validated spec cannot be
+        solved by one of the campaign's arms (checked at submit). Default: nothing."""
+
     def context_features(self, spec: dict[str, Any]) -> dict[str, float]:
         """Context features this kind derives from a validated spec at submit time; they
         fill the campaign's features the caller's context leaves out. Default: none."""
         return {}
 
     def arm_label(self, arm: dict[str, Any]) -> str:
-        """A short display name for an arm. Default: its ``key=value`` pairs."""
-        return arm_name(arm)
+        """A short display name for an arm. Default: its ``key=value`` pairs, numbers as a
+        person wrote them (``omega=1.95``, not the float's ``1.9500000000000002``)."""
+        return ",".join(f"{k}={_shown(v)}" for k, v in arm.items())[:200]
+
+    def example(self) -> KindExample | None:
+        """A tiny instance (seconds to run), for the contract tests every installed kind
+        goes through (``tests/unit/test_kind_contract.py``). Default: none (the tests then
+        check only that bad specs are refused)."""
+        return None
 
     # ------------------------------------------------------------ scheduler side
     def arm_unsupported(self, arm: dict[str, Any], device_type: str) -> str | None:
@@ -113,6 +144,11 @@ class TrialKind:
         return {}
 
     # ------------------------------------------------------------ worker side
+    def warm_up(self) -> None:  # noqa: B027 - optional hook
+        """Load and compile what the first trial would (a worker calls it once at start,
+        before it takes trials, so that no trial's latency includes it). Default: nothing;
+        :func:`warm_by_example` runs the kind's example."""
+
     def run(
         self, spec: dict[str, Any], arm: dict[str, Any], options: dict[str, Any] | None = None
     ) -> Outcome:
@@ -122,6 +158,13 @@ class TrialKind:
         if self.runner is None:
             raise NotImplementedError(f"trial kind {self.name!r} defines neither run nor runner")
         return load_runner(self.runner)(spec, arm, options)
+
+
+def warm_by_example(kind: TrialKind) -> None:
+    """Run ``kind``'s example once with its first arm (a kind's :meth:`TrialKind.warm_up`)."""
+    example = kind.example()
+    if example is not None:
+        kind.run(kind.validate_spec(dict(example.spec)), example.arms[0], {})
 
 
 _RUNNERS: dict[str, Any] = {}
@@ -137,6 +180,11 @@ def load_runner(path: str) -> Any:
             fn = getattr(fn, part)
         _RUNNERS[path] = fn
     return fn
+
+
+def _shown(v: Any) -> Any:
+    """A float at 12 significant digits (what linspace meant), anything else as it is."""
+    return repr(float(f"{v:.12g}")) if isinstance(v, float) else v
 
 
 def arm_name(arm: dict[str, Any]) -> str:

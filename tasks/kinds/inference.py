@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.errors import InputError
 from tasks.kinds.accel import AccelArm
-from tasks.kinds.base import TrialKind
+from tasks.kinds.base import KindExample, TrialKind
 
 if TYPE_CHECKING:  # the model code loads where a batch is tokenized or run
     from tasks.kinds.inference_models import ModelBundle
@@ -82,6 +82,16 @@ def batch_context(
 
 class InferenceKind(TrialKind):
     name = "inference"
+
+    def example(self) -> KindExample:
+        from tasks.kinds.accel import AccelArm
+
+        return KindExample(
+            [AccelArm().to_json(), AccelArm(dtype="bf16").to_json()],
+            {"texts": ["a short sentence", "another one"], "max_length": 16},
+            {"device": {"type": "cpu"}},
+        )
+
     #: the quality floor is a constraint only constrained-ts learns
     default_policy = "constrained-ts"
     runner = "workers.kinds.inference:run"

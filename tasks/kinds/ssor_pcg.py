@@ -11,12 +11,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.kinds.base import TrialKind
+from tasks.kinds.base import KindExample, TrialKind, warm_by_example
 from tasks.kinds.linear import campaign_options, validate_omega_arms, validate_solver_spec
 
 
 class SsorPcgKind(TrialKind):
     name = "ssor-pcg"
+
+    def warm_up(self) -> None:
+        warm_by_example(self)  # loads scipy and the compiled kernels
+
+    def example(self) -> KindExample:
+        return KindExample(
+            [{"omega": 1.0}, {"omega": 1.5}],
+            {"system": {"generator": "laplace2d", "m": 8, "seed": 1}, "tol": 1e-8},
+        )
+
     runner = "workers.kinds.solvers:run_ssor_pcg"
 
     def validate_arms(self, arms: list[dict[str, Any]]) -> None:

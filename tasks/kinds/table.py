@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from app.errors import InputError, finite_number
-from tasks.kinds.base import Outcome, TrialKind
+from tasks.kinds.base import KindExample, Outcome, TrialKind
 
 MAX_ARMS = 10_000
 
@@ -25,6 +25,10 @@ class TableKind(TrialKind):
     """Stateless; ``run`` does no work beyond a lookup."""
 
     name = "table"
+
+    def example(self) -> KindExample:
+        arms = [{"omega": 1.0}, {"omega": 1.5}]
+        return KindExample(arms, {"costs": {arm_key(a): 10.0 + i for i, a in enumerate(arms)}})
 
     def validate_spec(self, spec: dict[str, Any]) -> dict[str, Any]:
         costs = spec.get("costs")

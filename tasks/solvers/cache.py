@@ -62,14 +62,28 @@ class MatrixCache:
 
 
 _CACHE: tuple[int, MatrixCache] | None = None
+_BOUND: int | None = None
+
+
+def configure_process_cache(max_bytes: int) -> None:
+    """The bound of this process's cache, from the worker's settings (the worker context
+    calls it at start; an existing cache is trimmed to it)."""
+    global _BOUND
+    _BOUND = int(max_bytes)
+    if _CACHE is not None and _CACHE[0] == os.getpid():
+        _CACHE[1].max_bytes = _BOUND
+        _CACHE[1].trim()
 
 
 def process_cache() -> MatrixCache:
-    """This process's cache (a forked pool child gets its own); the bound comes from
-    ``BANDITQ_KERNEL_CACHE_BYTES`` (default 1 GiB)."""
+    """This process's cache (a forked pool child gets its own); the bound is the configured
+    one (:func:`configure_process_cache`), else ``BANDITQ_KERNEL_CACHE_BYTES`` (default
+    1 GiB)."""
     global _CACHE
     if _CACHE is None or _CACHE[0] != os.getpid():
-        raw = os.environ.get("BANDITQ_KERNEL_CACHE_BYTES", "")
-        limit = int(raw) if raw.strip().isdigit() else DEFAULT_BYTES
+        limit = _BOUND
+        if limit is None:
+            raw = os.environ.get("BANDITQ_KERNEL_CACHE_BYTES", "")
+            limit = int(raw) if raw.strip().isdigit() else DEFAULT_BYTES
         _CACHE = (os.getpid(), MatrixCache(limit))
     return _CACHE[1]

@@ -40,14 +40,31 @@ class ArrayStore(ABC):
     def blobs(self) -> list[BlobInfo]: ...
 
     @abstractmethod
-    def delete(self, hashes: list[str]) -> int:
-        """Remove these blobs (absent ones are ignored); returns how many were removed."""
+    def delete(self, hashes: list[str], before: datetime | None = None) -> int:
+        """Remove these blobs (absent ones are ignored); with ``before``, only those still
+        older than it, checked at the delete itself (a blob re-put since gc listed it is
+        kept). Returns how many were removed."""
+
+    @abstractmethod
+    def touch(self, sha256: str) -> bool:
+        """Refresh a stored blob's timestamp to now (a re-upload of existing content is a
+        new use: gc's age rule must see it young); False when the blob is absent."""
 
     # Tags name a blob by something other than its hash (a chained instance's solution, by
     # instance id): mutable, small, the latest write wins. The value is a JSON object.
     @abstractmethod
     def set_tag(self, name: str, value: dict[str, Any]) -> None:
         """Point ``name`` at ``value`` (a reference, or an error), atomically."""
+
+    def set_error_tag(self, name: str, value: dict[str, Any]) -> bool:
+        """Point ``name`` at an error ``value`` unless it already names a solution (a
+        stale attempt's failure never hides a good result); True when written. This
+        default reads, then writes; stores that can do it atomically override it."""
+        old = self.get_tag(name)
+        if old is not None and old.get("sha256"):
+            return False
+        self.set_tag(name, value)
+        return True
 
     @abstractmethod
     def get_tag(self, name: str) -> dict[str, Any] | None:
@@ -61,7 +78,7 @@ class ArrayStore(ABC):
     def put(self, data: bytes) -> str:
         """Store ``data`` (idempotent: the same bytes are stored once); returns its hash."""
         h = digest(data)
-        if not self.exists(h):
+        if not self.touch(h):
             self._write(h, data)
         return h
 

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 CSR_MAGIC = b"BQCSR\x01\x00\x00"
-HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+HASH_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 KINDS = ("vector", "csr")
 
 
@@ -64,14 +64,23 @@ def decode(kind: str, data: bytes) -> Any:
             if data[:8] != CSR_MAGIC:
                 raise ValueError("not a CSR blob")
             n, nnz = struct.unpack("<qq", data[8:24])
+            # sizes checked before anything is read: the kernels index without bounds checks
+            if (
+                not 0 < n < 2**31
+                or not 0 <= nnz < 2**31
+                or 24 + 8 * (n + 1) + 12 * nnz != len(data)
+            ):
+                raise ValueError(f"header n={n}, nnz={nnz} does not match {len(data)} bytes")
             o = 24
             indptr = np.frombuffer(data, "<i8", n + 1, o)
             o += 8 * (n + 1)
             indices = np.frombuffer(data, "<i4", nnz, o)
             o += 4 * nnz
             values = np.frombuffer(data, "<f8", nnz, o)
-            if o + 8 * nnz != len(data):
-                raise ValueError("trailing bytes")
+            if indptr[0] != 0 or indptr[-1] != nnz or np.any(np.diff(indptr) < 0):
+                raise ValueError("indptr must start at 0, end at nnz and never decrease")
+            if nnz and (int(indices.min()) < 0 or int(indices.max()) >= n):
+                raise ValueError(f"column indices must be in 0..{n - 1}")
             A = sp.csr_matrix(
                 (values.copy(), indices.copy(), indptr.astype(np.int32)), shape=(n, n)
             )

@@ -18,6 +18,9 @@ from typing import Any
 from tasks.store.base import ArrayStore, BlobInfo
 from tasks.store.blobs import HASH_RE, BlobError
 
+#: blobs and tags: the owner writes, the store's group reads (workers under another user)
+FILE_MODE = 0o640
+
 
 class DirectoryStore(ArrayStore):
     def __init__(self, root: Path | str) -> None:
@@ -39,6 +42,7 @@ class DirectoryStore(ArrayStore):
         except OSError as exc:
             raise BlobError(f"cannot write to the store at {self.root}: {exc}") from exc
         try:
+            os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600: the store's group must read it
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -82,6 +86,7 @@ class DirectoryStore(ArrayStore):
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
+            os.fchmod(fd, FILE_MODE)
             with os.fdopen(fd, "w") as f:
                 json.dump(value, f)
             os.replace(tmp, final)
@@ -112,10 +117,22 @@ class DirectoryStore(ArrayStore):
                     n += 1
         return n
 
-    def delete(self, hashes: list[str]) -> int:
+    def delete(self, hashes: list[str], before: datetime | None = None) -> int:
         n = 0
         for h in hashes:
+            path = self._path(h)
             with contextlib.suppress(FileNotFoundError):
-                self._path(h).unlink()
+                if before is not None and path.stat().st_mtime >= before.timestamp():
+                    continue  # re-put since gc listed it
+                path.unlink()
                 n += 1
         return n
+
+    def touch(self, sha256: str) -> bool:
+        try:
+            os.utime(self._path(sha256))
+        except (FileNotFoundError, NotADirectoryError):
+            return False  # absent (a store folder that cannot hold it fails in _write)
+        except OSError as exc:
+            raise BlobError(f"cannot write to the store at {self.root}: {exc}") from exc
+        return True

@@ -77,7 +77,12 @@ def current_settings() -> Settings:
 def fetch(ref: dict[str, Any]) -> Any:
     """The array a reference names, through this host's cache (fetched from the store once
     per host, hash-checked on every read): a vector, or a CSR matrix."""
-    from tasks.store.blobs import decode
+    from tasks.store.blobs import BlobError, decode
 
     store, cache = current()
-    return decode(ref["kind"], cache.get(ref["sha256"], lambda: store.get(ref["sha256"])))
+    value = decode(ref["kind"], cache.get(ref["sha256"], lambda: store.get(ref["sha256"])))
+    declared = [int(n) for n in ref.get("shape", [])]
+    if list(value.shape) != declared:
+        # a reference's shape decides sizes downstream: it must be the blob's own
+        raise BlobError(f"blob {ref['sha256'][:12]} has shape {list(value.shape)}, not {declared}")
+    return value

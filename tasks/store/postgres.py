@@ -66,13 +66,31 @@ class PostgresStore(ArrayStore):
             rows = c.execute(text("SELECT sha256, nbytes, created_at FROM store_blobs")).all()
         return [BlobInfo(r[0], int(r[1]), r[2]) for r in rows]
 
-    def delete(self, hashes: list[str]) -> int:
+    def delete(self, hashes: list[str], before: datetime | None = None) -> int:
         if not hashes:
             return 0
         with self.engine.begin() as c:
-            c.execute(text("DELETE FROM store_chunks WHERE sha256 = ANY(:h)"), {"h": hashes})
-            res = c.execute(text("DELETE FROM store_blobs WHERE sha256 = ANY(:h)"), {"h": hashes})
-        return int(res.rowcount or 0)
+            # The blob rows first (locked): a concurrent put's touch either ran before (the
+            # row is young and stays) or waits and then finds nothing (it writes anew).
+            res = c.execute(
+                text(
+                    "DELETE FROM store_blobs WHERE sha256 = ANY(:h) "
+                    "AND (CAST(:t AS timestamptz) IS NULL OR created_at < :t) RETURNING sha256"
+                ),
+                {"h": hashes, "t": before},
+            )
+            gone = [r[0] for r in res]
+            if gone:
+                c.execute(text("DELETE FROM store_chunks WHERE sha256 = ANY(:h)"), {"h": gone})
+        return len(gone)
+
+    def touch(self, sha256: str) -> bool:
+        with self.engine.begin() as c:
+            row = c.execute(
+                text("UPDATE store_blobs SET created_at = now() WHERE sha256 = :h RETURNING 1"),
+                {"h": sha256},
+            ).first()
+        return row is not None
 
     def set_tag(self, name: str, value: dict[str, Any]) -> None:
         with self.engine.begin() as c:
@@ -84,6 +102,19 @@ class PostgresStore(ArrayStore):
                 ),
                 {"n": name, "v": json.dumps(value), "h": value.get("sha256")},
             )
+
+    def set_error_tag(self, name: str, value: dict[str, Any]) -> bool:
+        with self.engine.begin() as c:
+            row = c.execute(
+                text(
+                    "INSERT INTO store_tags (name, value, sha256, created_at) "
+                    "VALUES (:n, :v, NULL, now()) ON CONFLICT (name) DO UPDATE SET "
+                    "value = EXCLUDED.value, created_at = now() "
+                    "WHERE store_tags.sha256 IS NULL RETURNING 1"
+                ),
+                {"n": name, "v": json.dumps(value)},
+            ).first()
+        return row is not None
 
     def get_tag(self, name: str) -> dict[str, Any] | None:
         with self.engine.connect() as c:

@@ -46,6 +46,8 @@ def test_help_explains_commands_and_environment(tmp_path: Path) -> None:
         "BANDITQ_BROKER_URL",
     ):
         assert word in out.stdout
+    # the commands come before the environment variables
+    assert out.stdout.index("Commands") < out.stdout.index("Environment variables")
 
 
 def test_demo_on_the_embedded_default_then_status_and_results(tmp_path: Path) -> None:
@@ -54,8 +56,12 @@ def test_demo_on_the_embedded_default_then_status_and_results(tmp_path: Path) ->
     assert "trials succeeded: 40/40" in out.stdout
     assert "omega = 1" in out.stdout
     assert (tmp_path / ".banditq" / "banditq.db").exists()
-    names = json.loads(banditq("status", "--json", cwd=tmp_path).stdout)
-    assert len(names) == 1
+    overview = json.loads(banditq("status", "--json", cwd=tmp_path).stdout)
+    assert len(overview) == 1
+    assert overview[0]["state"] == "active" and overview[0]["done"] == 40
+    names = [overview[0]["campaign"]]
+    table = banditq("status", cwd=tmp_path).stdout
+    assert "demo-" in table and "40 / 40" in table and "active" in table
     st = json.loads(banditq("status", names[0], "--json", cwd=tmp_path).stdout)
     assert st["instances"] == {"done": 40} and st["policy_updates"] == 40
     rows = json.loads(banditq("results", names[0], "--format", "json", cwd=tmp_path).stdout)
@@ -65,8 +71,18 @@ def test_demo_on_the_embedded_default_then_status_and_results(tmp_path: Path) ->
     page = (tmp_path / "r.html").read_text()
     assert "doubly robust" in page and page.count("data:image/png;base64,") == 7
     assert len(list((tmp_path / "plots").glob("*.png"))) == 7
+    summ = json.loads(banditq("report", names[0], "--json", cwd=tmp_path).stdout)
+    assert summ["campaign"] == names[0] and summ["succeeded"] == 40
+    if summ["speedup_over_baseline"] is None:  # the baseline barely played: said, not guessed
+        assert summ["speedup_interval"] == [None, None]
+        assert any("not enough data" in n and "holdout" in n for n in summ["notes"])
+    else:
+        lo, hi = summ["speedup_interval"]
+        assert lo <= summ["speedup_over_baseline"] <= hi
     csv_out = banditq("results", names[0], "--format", "csv", cwd=tmp_path).stdout.splitlines()
     assert csv_out[0].startswith("campaign,") and len(csv_out) == 41
+    header = csv_out[0].split(",")
+    assert "arm.omega" in header and "arm" not in header and "{" not in csv_out[1]
     ope = banditq(
         "ope", names[0], "--policy", "fixed", "--config", '{"arm": 12}', "--json", cwd=tmp_path
     )
@@ -105,7 +121,7 @@ def test_compose_commands_exist_in_the_cli(tmp_path: Path) -> None:
     assert {"postgres", "rabbitmq", "migrate", "scheduler", "worker"} <= set(services)
     gpu = services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert "gpu" in gpu["capabilities"]
-    for name in ("migrate", "scheduler", "worker"):
+    for name in ("migrate", "mq-users", "scheduler", "worker"):
         svc = services[name]
         cmd = svc["command"]
         argv = cmd.split() if isinstance(cmd, str) else list(cmd)
@@ -113,7 +129,10 @@ def test_compose_commands_exist_in_the_cli(tmp_path: Path) -> None:
         out = banditq(*argv[1:], "--help", cwd=tmp_path)
         assert out.returncode == 0, f"{name}: {argv} is not a CLI command: {out.stderr}"
         env = svc.get("environment", {})
-        assert "BANDITQ_DATABASE_URL" in env and "BANDITQ_BROKER_URL" in env
+        assert "BANDITQ_DATABASE_URL" in env
+    # each long-running role connects to the broker as its own user
+    for name, user in (("scheduler", "banditq-scheduler"), ("worker", "banditq-worker")):
+        assert f"amqp://{user}:" in services[name]["environment"]["BANDITQ_BROKER_URL"]
 
 
 def _tables(tmp_path: Path) -> None:
@@ -180,3 +199,12 @@ def test_store_stats_and_gc_on_the_embedded_default(tmp_path: Path) -> None:
     assert json.loads(out.stdout)["removed"] == 1
     bad = banditq("store", "gc", "--older-than", "soon", cwd=tmp_path)
     assert bad.returncode == 2 and "--older-than" in bad.stderr
+
+
+def test_plugin_listings_say_what_must_restart(tmp_path: Path) -> None:
+    for command in ("kinds", "policies"):
+        out = banditq(command, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert "restart the scheduler" in out.stdout
+    kinds = banditq("kinds", cwd=tmp_path).stdout
+    assert "external" in kinds and "sor" in kinds

@@ -31,6 +31,24 @@ CASES = [
     ("bad-config/status", ["status"], {"BANDITQ_LEASE_SECONDS": "soon"}, "BANDITQ_LEASE_SECONDS"),
     ("bad-pool/worker", ["worker"], {"BANDITQ_WORKER_POOL": "solo"}, "must be one of prefork"),
     (
+        "postgres-scheme/status",
+        ["status"],
+        {"BANDITQ_DATABASE_URL": "postgres://u@h/db"},
+        "postgresql+psycopg://",
+    ),
+    (
+        "host-only/status",
+        ["status"],
+        {"BANDITQ_DATABASE_URL": "localhost:5432"},
+        "postgresql+psycopg://",
+    ),
+    (
+        "ampq/scheduler",
+        ["scheduler"],
+        {"BANDITQ_BROKER_URL": "ampq://guest@localhost//"},
+        "amqp://user:password@host:5672//",
+    ),
+    (
         "threads-concurrency/worker",
         ["worker", "-c", "2"],
         {"BANDITQ_WORKER_POOL": "threads"},

@@ -211,9 +211,11 @@ def test_dashboard_live_in_a_browser(
         live.screenshot(path=str(ARTIFACTS / "dashboard-campaign-before.png"), full_page=True)
 
         # Results arrive: the page (and the list) update in place, no reload.
+        # The count shown before is read first: the page may update as soon as results land.
+        shown_before = int(cell.inner_text())
         _process(sch, 70)
         expect = str(_count(client, ok_sql, c="omega-live"))
-        assert int(expect) > int(cell.inner_text())
+        assert int(expect) > shown_before
         live.wait_for_function(
             "n => document.querySelector('#summary td[data-key=\"succeeded\"]').textContent === n",
             arg=expect,

@@ -9,7 +9,7 @@ import errno
 import os
 import shutil
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -290,3 +290,68 @@ def test_gc_removes_only_unreferenced_blobs_and_stats_count_per_campaign(
     assert rows["keep"]["bytes"] == sum(x.nbytes for x in client.store.blobs() if x.sha256 in after)
     assert rows["(unreferenced)"]["blobs"] == 0
     client.close()
+
+
+# ------------------------------------------------------------------ gc against submits
+def _age(store: ArrayStore, h: str, hours: float) -> None:
+    """Make blob ``h`` look ``hours`` old."""
+    from tasks.store.directory import DirectoryStore
+    from tasks.store.postgres import PostgresStore
+
+    then = datetime.now(UTC) - timedelta(hours=hours)
+    if isinstance(store, DirectoryStore):
+        path = store._path(h)
+        os.utime(path, (then.timestamp(), then.timestamp()))
+    else:
+        assert isinstance(store, PostgresStore)
+        with store.engine.begin() as c:
+            c.execute(
+                text("UPDATE store_blobs SET created_at = :t WHERE sha256 = :h"),
+                {"t": then, "h": h},
+            )
+
+
+def test_a_re_put_blob_is_young_again_and_gc_keeps_it(
+    settings: Settings, store: ArrayStore
+) -> None:
+    data = encode_csr(sp.identity(30, format="csr") * 2.0)
+    h = store.put(data)
+    _age(store, h, 2.0)
+    assert store.put(data) == h  # a submit uploading the same content again
+    out = gc(settings, timedelta(hours=1))
+    assert out["removed"] == 0 and store.exists(h)
+    _age(store, h, 2.0)
+    assert gc(settings, timedelta(hours=1))["removed"] == 1 and not store.exists(h)
+
+
+def test_gc_that_listed_a_blob_before_a_submit_re_put_it_keeps_it(store: ArrayStore) -> None:
+    """The interleaving that lost data: gc lists an old unreferenced blob, a submit re-puts
+    it and commits its reference, then gc deletes: the delete re-checks the age."""
+    data = encode_csr(sp.identity(20, format="csr") * 3.0)
+    h = store.put(data)
+    _age(store, h, 2.0)
+    cutoff = datetime.now(UTC) - timedelta(hours=1)
+    listed = [b.sha256 for b in store.blobs() if b.created_at < cutoff]
+    assert listed == [h]
+    store.put(data)  # the submit, between gc's listing and its delete
+    assert store.delete(listed, before=cutoff) == 0 and store.exists(h)
+    assert store.get(h) == data
+
+
+def test_an_error_tag_never_replaces_a_solution_tag(store: ArrayStore) -> None:
+    ref, data = vector_ref(np.arange(3.0))
+    store.put(data)
+    assert store.set_error_tag("solution-db-1", {"error": "first try failed"})
+    store.set_tag("solution-db-1", {**ref, "attempt": 2})  # a solution replaces an error
+    assert not store.set_error_tag("solution-db-1", {"error": "stale attempt 1 failed"})
+    assert store.get_tag("solution-db-1") == {**ref, "attempt": 2}
+
+
+def test_directory_store_files_are_readable_by_the_stores_group(tmp_path: Path) -> None:
+    from tasks.store.directory import DirectoryStore
+
+    store = DirectoryStore(tmp_path / "store")
+    h = store.put(encode_csr(sp.identity(5, format="csr")))
+    store.set_tag("solution-x-1", {"sha256": h, "kind": "vector"})
+    for path in (store._path(h), *(tmp_path / "store" / "tags").glob("*.json")):
+        assert path.stat().st_mode & 0o777 == 0o640, path

@@ -9,6 +9,7 @@ import importlib
 import importlib.metadata as md
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,24 @@ def test_bad_input_to_the_plugin_names_the_field(
     assert err.value.field == "peclet"
     assert camp.counts() == {}
     client.close()
+
+
+def test_trials_go_only_to_workers_that_have_their_kind(pg_settings: Settings) -> None:
+    """A worker that runs only `sleep` never receives a `noop` trial (before, it took them
+    from the shared queue and failed each as 'invalid input'); a worker with the kind, started
+    later, runs them all."""
+    from app.dev.local import LocalCluster
+
+    client = Client(settings=pg_settings)
+    camp = client.create_campaign("routed", "noop", [{"cost": 1.0}], max_in_flight=4)
+    with LocalCluster(pg_settings, workers=1, extra_env={"BANDITQ_WORKER_KINDS": "sleep"}) as a:
+        camp.submit_many([(None, {}) for _ in range(6)])
+        time.sleep(6.0)
+        assert camp.counts().get("done", 0) == 0 and camp.counts().get("failed", 0) == 0
+        with LocalCluster(pg_settings, workers=1, scheduler=False) as b:
+            camp.wait(timeout=120)
+            b.check()
+        a.check()
+    assert camp.counts() == {"done": 6}
+    workers = {r["worker"] for r in camp.results()}
+    assert len(workers) == 1

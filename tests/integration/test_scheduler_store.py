@@ -54,6 +54,10 @@ def _trial(cid: int, iid: int, arm_id: int, n: int) -> dict[str, Any]:
         "attempt": 1,
         "created_at": _at(),
         "device_class": None,
+        "budget": None,
+        "published_at": None,
+        "started_at": None,
+        "lease_expires_at": None,
     }
 
 
@@ -145,6 +149,7 @@ def test_results_finish_trials_and_count_updates(backend: tuple[Client, Any]) ->
                     "metrics": {"k": 1},
                     "outputs": {"x": {"sha256": "ab" * 32, "nbytes": 80}} if ok else None,
                     "applied": ok,
+                    "censored": False,
                     "started_at": _at(-1),
                     "finished_at": _at(),
                     "recorded_at": _at(),
@@ -252,3 +257,35 @@ def test_snapshots_and_workers(backend: tuple[Client, Any]) -> None:
         (w,) = store.workers_seen_since(s, _at(-10))
         assert (w.name, w.device_class, w.profile["slots"]) == ("w1", "cpu-y", 4)
         assert s.scalar(select(func.count()).select_from(PolicySnapshot)) == 2
+
+
+def test_decisions_wake_their_askers_at_commit_and_a_fenced_one_wakes_none(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The askers' notices go in the decision's own statement: delivered at its commit,
+    never before it, and never for a decision that was fenced (rolled back)."""
+    import psycopg
+
+    from app.scheduler.errors import DecisionFenced
+    from tasks.messages import ASK_CHANNEL
+
+    client = Client(settings=Settings(home=tmp_path / "home", database_url=pg_url))
+    camp = client.create_campaign("c", "noop", {"cost": [1.0, 2.0, 3.0]})
+    camp.submit_many([(None, {}) for _ in range(3)])
+    store = store_for(client.engine)
+    dsn = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        listener.execute(f"LISTEN {ASK_CHANNEL}")
+        with client.Session() as s, s.begin():
+            _row, arms = store.campaign_with_arms(s, camp.id)
+            pending = store.pending_instances(s, camp.id, 2)
+            trials = [_trial(camp.id, p.id, arms[0].id, k) for k, p in enumerate(pending)]
+            store.record_decisions(s, trials, [f"asked {t['uuid']}" for t in trials])
+            assert list(listener.notifies(timeout=0.3)) == []  # not before the commit
+        got = sorted(n.payload for n in listener.notifies(timeout=2.0, stop_after=2))
+        assert got == ["asked t-0", "asked t-1"]
+        with pytest.raises(DecisionFenced), client.Session() as s, s.begin():
+            again = _trial(camp.id, pending[0].id, arms[0].id, 9)  # decided already
+            store.record_decisions(s, [again], ["asked t-9"])
+        assert list(listener.notifies(timeout=0.5)) == []
+    client.close()

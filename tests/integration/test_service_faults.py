@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -145,8 +146,17 @@ def test_leases_expiring_during_a_rabbitmq_outage_are_reissued_after_it(
 ) -> None:
     """The broker is down longer than the lease: the running trials' heartbeats cannot get
     through, so their leases run out and they are re-issued while the broker is (or has just
-    been) away. A re-issue whose publish fails must stay reachable by the outbox."""
-    settings = Settings(**{**pg_settings.__dict__, "lease_seconds": 3.0, "sweep_seconds": 1.0})
+    been) away. A re-issue whose publish fails must stay reachable by the outbox. (These
+    trials are shorter than the first heartbeat: the queued bound is lowered to the lease so
+    that their leases, too, run out in the outage.)"""
+    settings = Settings(
+        **{
+            **pg_settings.__dict__,
+            "lease_seconds": 3.0,
+            "queue_seconds": 3.0,
+            "sweep_seconds": 1.0,
+        }
+    )
     client = Client(settings=settings)
     n = 120
     events: list[str] = []
@@ -413,3 +423,40 @@ def test_quorum_queues_carry_a_campaign_exactly_once(pg_settings: Settings) -> N
         for name in (settings.queue, f"{settings.queue}.results", f"{settings.queue}.events"):
             subprocess.run(["rabbitmqctl", "delete_queue", name], capture_output=True, timeout=60)
     _check_exactly_once(client, "quorum", 200)
+
+
+def test_broker_blips_do_not_kill_a_running_trial(pg_settings: Settings) -> None:
+    """Three blips (every connection closed by RabbitMQ) while one long trial runs: it is
+    neither cancelled nor counted as a worker death (before: each blip killed it and the
+    third failed it as 'worker process died 3 times')."""
+    settings = _fast(pg_settings)
+    client = Client(settings=settings)
+    camp = client.create_campaign("blips", "sleep", [{"seconds": 9.0}], max_in_flight=1)
+    with LocalCluster(settings, workers=1) as cluster:
+        cluster.wait_ready()  # a worker still starting would start the trial after the blips
+        camp.submit_many([(None, {})])
+        deadline = time.monotonic() + 60
+        running = "SELECT count(*) FROM trials WHERE state = 'running'"
+        while time.monotonic() < deadline:
+            with client.engine.connect() as c:
+                if c.execute(text(running)).scalar():
+                    break  # its first heartbeat came: the trial runs on the worker
+            time.sleep(0.2)
+        time.sleep(0.5)
+        first_blip = datetime.now(UTC)
+        for _ in range(3):
+            subprocess.run(
+                ["rabbitmqctl", "close_all_connections", "blip"],
+                check=False,
+                capture_output=True,
+                timeout=60,
+            )
+            time.sleep(1.5)
+        camp.wait(timeout=120)
+        cluster.check()
+    rows = camp.results()
+    assert len(rows) == 1 and rows[0]["status"] == "succeeded", rows
+    with client.Session() as s:
+        started = s.scalars(select(Result.started_at)).all()
+    # the result is of the run that started before the blips (a cancelled run starts anew)
+    assert len(started) == 1 and started[0] < first_blip

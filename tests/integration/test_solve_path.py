@@ -105,3 +105,26 @@ def test_solves_survive_other_completions_and_a_lost_listener(pg_settings: Setti
     assert first.trial_id != second.trial_id != third.trial_id
     assert took < 5.0, took
     client.close()
+
+
+def test_a_client_between_waits_holds_no_listen(pg_settings: Settings) -> None:
+    """An idle client that kept LISTENing without reading held back PostgreSQL's shared
+    notification queue: it listens only while it waits."""
+    client = Client(settings=pg_settings)
+    camp = client.create_campaign("idle", "noop", [{"cost": 1.0}])
+
+    def channels() -> list[str]:
+        listen = client.completions._listen
+        return [r[0] for r in listen.execute("SELECT pg_listening_channels()").fetchall()]
+
+    with serving(pg_settings):
+        camp.submit_many([(None, {}) for _ in range(3)])
+        camp.wait(timeout=60)
+        assert channels() == []
+        solved = camp.solve(LinearSystem.laplace2d(4, 0.1), {}, timeout=60)
+        assert channels() == []
+        assert client.completions.listening() and channels() == ["banditq_done"]
+        client.completions.release()
+        solved_again = camp.solve(LinearSystem.laplace2d(4, 0.2), {}, timeout=60)
+    assert solved.trial_id != solved_again.trial_id
+    client.close()

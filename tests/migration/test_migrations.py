@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -189,20 +190,7 @@ def test_state_columns_refuse_values_outside_their_enums(empty_url: str) -> None
     db.upgrade(empty_url, "0004")
     eng = create_engine(empty_url)
     with eng.begin() as c:
-        c.execute(
-            text(
-                "INSERT INTO campaigns (name, kind, policy, policy_config, context_features, "
-                "settings, seed, max_in_flight, max_attempts, status, n_instances, n_updates, "
-                "created_at) VALUES ('old', 'noop', 'random', '{}', '[]', '{}', 0, 1, 1, "
-                "'active', 1, 0, CURRENT_TIMESTAMP)"
-            )
-        )
-        c.execute(
-            text(
-                "INSERT INTO instances (campaign_id, seq, context, spec, status, created_at) "
-                "VALUES (1, 0, '{}', '{}', 'pending', CURRENT_TIMESTAMP)"
-            )
-        )
+        _old_campaign(c, "pending")
     eng.dispose()
     db.upgrade(empty_url)
     eng = create_engine(empty_url)
@@ -222,7 +210,13 @@ def test_state_columns_refuse_values_outside_their_enums(empty_url: str) -> None
             c.execute(text("UPDATE instances SET status = :s"), {"s": status.value})
         c.execute(text("UPDATE campaigns SET status = 'paused'"))
         assert c.execute(text("SELECT name FROM campaigns")).scalars().all() == ["old"]
-    assert {s.value for s in TrialState} == {"queued", "running", "succeeded", "failed"}
+    assert {s.value for s in TrialState} == {
+        "queued",
+        "running",
+        "succeeded",
+        "failed",
+        "abandoned",
+    }
     eng.dispose()
     db.downgrade(empty_url, "0004")
     eng = create_engine(empty_url)
@@ -272,3 +266,78 @@ def test_store_tags_and_uncompressed_chunks_upgrade_in_place(empty_url: str) -> 
     eng = create_engine(empty_url)
     assert "store_tags" not in inspect(eng).get_table_names()
     eng.dispose()
+
+
+def test_external_trials_upgrade_in_place(empty_url: str) -> None:
+    """Migration 0008 on a database at 0007 holding a trial: it survives, can be told
+    (told_at, told), carry a budget, be abandoned, and its result be censored; the trial
+    state check still refuses other values; a downgrade turns abandoned trials into failed
+    ones and drops the columns."""
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import IntegrityError
+
+    db.upgrade(empty_url, "0007")
+    eng = create_engine(empty_url)
+    with eng.begin() as c:
+        _old_campaign(c, "decided")
+        c.execute(
+            text("INSERT INTO arms (campaign_id, \"index\", name, value) VALUES (1, 0, 'a', '{}')")
+        )
+        c.execute(
+            text(
+                "INSERT INTO trials (uuid, campaign_id, instance_id, arm_id, arm_index, "
+                "propensity, policy_name, policy_version, reason, state, attempt, created_at) "
+                "VALUES ('t-1', 1, 1, 1, 0, 1.0, 'random', '1', 'policy', 'running', 1, "
+                "CURRENT_TIMESTAMP)"
+            )
+        )
+    eng.dispose()
+    db.upgrade(empty_url)
+    eng = create_engine(empty_url)
+    with eng.begin() as c:
+        c.execute(
+            text(
+                "UPDATE trials SET budget = 3.5, told_at = CURRENT_TIMESTAMP, "
+                "told = '{\"cost\": 1}', state = 'abandoned'"
+            )
+        )
+        row = c.execute(text("SELECT budget, state FROM trials")).one()
+        assert tuple(row) == (3.5, "abandoned")
+        c.execute(
+            text(
+                "INSERT INTO results (trial_id, campaign_id, attempt, status, cost, metrics, "
+                "applied, censored, recorded_at) VALUES (1, 1, 1, 'succeeded', 2.0, '{}', "
+                "true, true, CURRENT_TIMESTAMP)"
+            )
+        )
+    with pytest.raises(IntegrityError, match="ck_trials_state"), eng.begin() as c:
+        c.execute(text("UPDATE trials SET state = 'lost'"))
+    eng.dispose()
+    db.downgrade(empty_url, "0007")
+    eng = create_engine(empty_url)
+    with eng.begin() as c:
+        assert c.execute(text("SELECT state FROM trials")).scalar() == "failed"
+    cols = {col["name"] for col in inspect(eng).get_columns("trials")}
+    assert not cols & {"budget", "told_at", "told"}
+    assert "censored" not in {col["name"] for col in inspect(eng).get_columns("results")}
+    eng.dispose()
+
+
+def _old_campaign(c: Any, status: str) -> None:
+    """A campaign 'old' (id 1) with one instance (id 1) of ``status``, written in SQL as any
+    schema revision since 0001 takes it."""
+    c.execute(
+        text(
+            "INSERT INTO campaigns (name, kind, policy, policy_config, context_features, "
+            "settings, seed, max_in_flight, max_attempts, status, n_instances, n_updates, "
+            "created_at) VALUES ('old', 'noop', 'random', '{}', '[]', '{}', 0, 1, 1, "
+            "'active', 1, 0, CURRENT_TIMESTAMP)"
+        )
+    )
+    c.execute(
+        text(
+            "INSERT INTO instances (campaign_id, seq, context, spec, status, created_at) "
+            "VALUES (1, 0, '{}', '{}', :s, CURRENT_TIMESTAMP)"
+        ),
+        {"s": status},
+    )

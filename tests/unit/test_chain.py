@@ -19,15 +19,16 @@ from tasks.kinds.linear import validate_solver_spec
 from tasks.store import open as store_open
 from tasks.store.blobs import csr_ref, vector_ref
 from workers import chain as wchain
+from workers import context as wcontext
 
 
 @pytest.fixture
 def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    store_open.configure(Settings(home=tmp_path, chain_wait_seconds=0.5))
-    wchain._RECENT.clear()
+    wcontext.configure(Settings(home=tmp_path, chain_wait_seconds=0.5))
+    wcontext.context().chain.recent.clear()
     yield store_open.current()[0]
     store_open._CURRENT.clear()
-    wchain._RECENT.clear()
+    wcontext.reset()
 
 
 def _put(kind: str, value: object) -> dict[str, object]:
@@ -92,7 +93,7 @@ def test_resolution_from_memory_from_a_tag_not_yet_and_never(store) -> None:  # 
     wchain.begin(12)
     np.testing.assert_allclose(wchain.resolve(wire, lambda: A, "system.b"), expect)
 
-    wchain._RECENT.clear()  # another process: only the store's tag knows
+    wcontext.context().chain.recent.clear()  # another process: only the store's tag knows
     np.testing.assert_allclose(wchain.resolve(wire, lambda: A, "system.b"), expect)
 
     missing = chain.SolutionOf(99).to_wire(3, _put)
@@ -161,3 +162,33 @@ def test_item_references_get_reserved_ids_on_the_embedded_default(tmp_path: Path
         assert spec[ids[2]]["x0"]["solution_of"] == ids[1]
         assert spec[ids[2]]["system"]["stored"]["b"]["solution_of"] == first
         assert "item" not in json.dumps(spec[ids[2]])
+
+
+def test_a_stale_attempts_failure_never_hides_a_good_solution(store) -> None:  # type: ignore[no-untyped-def]
+    x = np.array([1.0, 2.0])
+    ref, data = vector_ref(x)
+    store.put(data)
+    wchain.begin(21, database="db-a", campaign="c", attempt=2)
+    wchain.remember(x, ref)
+    tag = store.get_tag(chain.solution_tag(21, "db-a"))
+    assert tag["sha256"] == ref["sha256"] and tag["campaign"] == "c" and tag["attempt"] == 2
+    stale = {"instance": 21, "database": "db-a", "attempt": 1, "spec": {"return_solution": True}}
+    wchain.note_failure(stale, "attempt 1 timed out")  # arrives after the good attempt
+    assert store.get_tag(chain.solution_tag(21, "db-a"))["sha256"] == ref["sha256"]
+    wcontext.context().chain.recent.clear()
+    wchain.begin(22, database="db-a")
+    wire = chain.SolutionOf(21).to_wire(2, _put)
+    np.testing.assert_allclose(wchain.resolve(wire, None, "x0"), x)
+
+
+def test_a_reset_database_with_a_kept_store_never_reads_an_old_runs_solution(store) -> None:  # type: ignore[no-untyped-def]
+    old = np.array([9.0, 9.0])
+    ref, data = vector_ref(old)
+    store.put(data)
+    wchain.begin(5, database="old-db")
+    wchain.remember(old, ref)
+    wcontext.context().chain.recent.clear()
+    # the database was reset: instance 5 exists again, under a new identity, not solved yet
+    wchain.begin(6, database="new-db")
+    with pytest.raises(wchain.NotReady):
+        wchain.resolve(chain.SolutionOf(5).to_wire(2, _put), None, "x0")

@@ -126,3 +126,34 @@ def test_oversized_payload_is_refused(tmp_path) -> None:  # type: ignore[no-unty
         camp.submit(LinearSystem(A, np.ones(200)), {"shift": 0.0})
     assert info.value.field == "system"
     assert camp.counts() == {}
+
+
+def test_the_client_holds_only_its_last_uploads(embedded_settings: Settings) -> None:
+    from app.client.session import UPLOAD_MEMO
+
+    client = Client(settings=embedded_settings)
+    vectors = [np.full(8, float(i)) for i in range(UPLOAD_MEMO * 3)]
+    refs = [client._put("vector", v) for v in vectors]
+    assert len(client._uploads) == UPLOAD_MEMO
+    assert client._put("vector", vectors[-1]) is refs[-1]  # still remembered: no re-upload
+    assert client._put("vector", vectors[0]) == refs[0]  # let go: uploaded again, same ref
+    client.close()
+
+
+def test_results_as_a_frame_have_a_column_per_feature_and_arm_parameter(
+    embedded_settings: Settings,
+) -> None:
+    from tests.inline import InlineScheduler
+
+    client = Client(settings=embedded_settings)
+    camp = client.create_campaign(
+        "tidy", "noop", [{"cost": 1.0, "tag": 1}, {"cost": 2.0, "tag": 2}], context_features=["x"]
+    )
+    camp.submit_many([(None, {"x": 0.5}), (None, {"x": 1.5})])
+    InlineScheduler(embedded_settings).run_until_idle(max_rounds=50)
+    frame = camp.results(as_frame=True)
+    assert {"ctx.x", "arm.cost", "arm.tag"} <= set(frame.columns)
+    assert "context" not in frame.columns and "arm" not in frame.columns
+    assert sorted(frame["ctx.x"]) == [0.5, 1.5]
+    assert frame["arm.cost"].dtype.kind == "f"
+    client.close()

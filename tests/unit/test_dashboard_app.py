@@ -80,3 +80,19 @@ def test_token_is_required_on_every_request_when_set(client: Client) -> None:
     assert first.status_code == 200 and "httponly" in first.headers["set-cookie"].lower()
     assert web.get("/c/tab%2F1/plot/cost.png").status_code == 200  # the cookie carries it
     assert TestClient(app).get("/?token=nope").status_code == 401
+
+
+def test_a_loopback_dashboard_refuses_other_host_names(client: Client) -> None:
+    """DNS rebinding: a page on evil.example resolving to 127.0.0.1 reaches the port, but
+    its requests name evil.example."""
+    from app.dashboard.server import allowed_hosts, host_of
+
+    app = create_app(client.engine, hosts=allowed_hosts("127.0.0.1"))
+    web = TestClient(app, base_url="http://127.0.0.1:8080")
+    assert web.get("/").status_code == 200
+    assert web.get("/", headers={"host": "localhost:8080"}).status_code == 200
+    assert web.get("/", headers={"host": "[::1]:8080"}).status_code == 200
+    assert web.get("/", headers={"host": "evil.example:8080"}).status_code == 421
+    assert web.get("/api/campaigns", headers={"host": "evil.example"}).status_code == 421
+    assert allowed_hosts("0.0.0.0") is None and allowed_hosts("10.0.0.5") == {"10.0.0.5"}
+    assert host_of("[::1]:80") == "::1" and host_of("a.b:80") == "a.b" and host_of("::1") == "::1"

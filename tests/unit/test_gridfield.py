@@ -17,6 +17,7 @@ from tasks.linsys import LinearSystem, StoredMatrix
 from tasks.store import open as store_open
 from tasks.store.blobs import csr_ref
 from workers import chain as wchain
+from workers import context as wcontext
 from workers.kinds.solvers import prepared
 
 
@@ -65,8 +66,8 @@ def test_bad_fields_name_the_field() -> None:
 
 
 def test_a_field_is_a_right_hand_side_and_a_chained_term_without_any_upload(tmp_path: Path) -> None:
-    store_open.configure(Settings(home=tmp_path))
-    wchain._RECENT.clear()
+    wcontext.configure(Settings(home=tmp_path))
+    wcontext.context().chain.recent.clear()
     try:
         m = 6
         A = sp.diags(np.linspace(1.0, 2.0, m * m)).tocsr()
@@ -89,7 +90,7 @@ def test_a_field_is_a_right_hand_side_and_a_chained_term_without_any_upload(tmp_
         assert step["plus"]["grid_field"] == "gaussian"
         x = np.linspace(-1.0, 1.0, m * m)
         wchain.begin(5)
-        wchain._RECENT[5] = x
+        wcontext.context().chain.recent[(None, 5)] = x
         out = wchain.resolve(step, lambda: A, "system.b")
         np.testing.assert_allclose(out, x - 0.5 * (A @ x) + f.values())
         assert puts == []
@@ -103,4 +104,4 @@ def test_a_field_is_a_right_hand_side_and_a_chained_term_without_any_upload(tmp_
         assert err.value.field == "system.b"
     finally:
         store_open._CURRENT.clear()
-        wchain._RECENT.clear()
+        wcontext.context().chain.recent.clear()

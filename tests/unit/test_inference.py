@@ -289,3 +289,24 @@ def test_embed_blocks_and_returns_the_batchs_embeddings(embedded_settings: Setti
     assert _cosines(out, _fp32_reference(TEXTS[:3], 32)).mean() >= 0.99
     with pytest.raises(InputError, match="return_outputs"):
         camp.submit_texts([TEXTS[:1]], return_outputs="yes")  # type: ignore[arg-type]
+
+
+def test_an_output_that_is_not_a_number_is_a_violation_and_never_served() -> None:
+    """fp16 overflow gives NaN embeddings: before, the NaN quality was dropped on the wire
+    (no violation counted, nothing learnt) and the NaN output served."""
+    import torch
+
+    from workers.kinds.inference import NAN_QUALITY, judge
+
+    ref = torch.ones(3, 4)
+    bad = ref.clone()
+    bad[1, 2] = float("nan")
+    quality, fallback, metrics = judge(bad, ref, 0.99)
+    assert quality == NAN_QUALITY and fallback and metrics["quality_nan"]
+    quality, fallback, _ = judge(bad, ref, None)  # no floor: still never served
+    assert quality == NAN_QUALITY and fallback
+    inf = ref.clone()
+    inf[0, 0] = float("inf")
+    assert judge(inf, ref, None)[1]
+    quality, fallback, metrics = judge(ref * 2.0, ref, 0.99)
+    assert quality == pytest.approx(1.0) and not fallback and "quality_nan" not in metrics

@@ -120,3 +120,19 @@ def test_per_decision_options_are_a_kind_hook() -> None:
         "monitor": True,
     }
     assert get_kind("inference").decision_options(None, False) == {"monitor": False}
+
+
+def test_the_sleep_kinds_fault_injection_exists_only_in_test_builds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.errors import InputError
+    from tasks.kinds.synthetic import TEST_HOOKS_ENV, SleepKind
+
+    monkeypatch.delenv(TEST_HOOKS_ENV, raising=False)
+    with pytest.raises(InputError) as err:
+        SleepKind().validate_spec({"kill_worker": True})
+    assert err.value.field == "kill_worker" and TEST_HOOKS_ENV in err.value.message
+    # a message forged past the client does nothing either: the trial just sleeps
+    assert SleepKind().run({"kill_worker": True, "seconds": 0.0}, {}).cost == 0.0
+    monkeypatch.setenv(TEST_HOOKS_ENV, "1")
+    assert SleepKind().validate_spec({"kill_worker": True}) == {"kill_worker": True}

@@ -411,3 +411,73 @@ def test_smooth_ts_few_arms_keep_one_value_each(K: int) -> None:
         make_policy(
             "smooth-ts", 40, 1, arms=np.linspace(1, 1.9, 40)[:, None], config={"arm_basis": 3}
         )
+
+
+@pytest.mark.parametrize("K", [12, 30])  # one value per arm; a spline basis
+def test_smooth_ts_treats_arms_listed_out_of_order_as_the_same_continuum(K: int) -> None:
+    """Omegas listed out of order are still ordered points: the policy learns exactly as on
+    the sorted list (before, it fell back to unrelated arms and lost the curve)."""
+    from app.policies.smooth_ts import SmoothTSPolicy
+
+    omegas = np.linspace(1.0, 1.95, K)
+    perm = np.random.default_rng(3).permutation(K)
+    sorted_p = SmoothTSPolicy(K, 1, arms=omegas[:, None], seed=1)
+    shuffled = SmoothTSPolicy(K, 1, arms=omegas[perm][:, None], seed=1)
+    assert shuffled.ordered and sorted_p.ordered and not shuffled.basis.plain
+    where = np.argsort(perm)  # sorted arm j is listed at position where[j]
+    rng = np.random.default_rng(0)
+    for _t in range(120):
+        x = np.array([rng.uniform(0, 1)])
+        j = int(rng.integers(K))
+        cost = 10.0 * (1.0 + (omegas[j] - 1.5 - 0.2 * x[0]) ** 2)
+        sorted_p.update(x, j, cost)
+        shuffled.update(x, int(where[j]), cost)
+    x = np.array([0.4])
+    assert int(perm[shuffled.best_arm(x)]) == sorted_p.best_arm(x)
+    # the same choice distribution, arm for arm (the draw itself walks the listed order)
+    p1, p2 = sorted_p.probabilities(x, key=7), shuffled.probabilities(x, key=7)
+    np.testing.assert_allclose(p2[where], p1)
+
+
+def test_smooth_ts_does_not_smooth_over_arms_that_are_not_numbers() -> None:
+    from app.policies.registry import make_policy
+
+    configs = make_policy("smooth-ts", 9, 1, arms=None)  # e.g. solver configurations
+    assert not configs.ordered  # type: ignore[attr-defined]
+    numbers = make_policy("smooth-ts", 9, 1, arms=np.linspace(1, 2, 9)[:, None])
+    assert numbers.ordered  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_choose_many_makes_the_choices_of_one_call_each(name: str) -> None:
+    """The scheduler decides a burst with ``choose_many``: exactly the decisions (arm,
+    propensity, reason) that ``choose`` makes row by row with the same keys."""
+    tab = synthetic_table(140)
+    pol = _policy(name)
+    _train(pol, tab, 70)
+    X, keys = tab.contexts[70:134], list(range(500, 564))
+    assert pol.choose_many(X, keys) == [pol.choose(x, k) for x, k in zip(X, keys, strict=True)]
+
+
+@pytest.mark.parametrize(
+    ("d", "K", "config"),
+    [(0, 8, {}), (1, 8, {"lazy_rank": 6}), (2, 8, {"lazy_rank": 0}), (2, 40, {}), (1, 8, {})],
+)
+def test_smooth_ts_vectorized_choices_equal_the_single_ones(
+    d: int, K: int, config: dict[str, int]
+) -> None:
+    """Vectorized over the burst (no context, one and two features, pending low-rank
+    downdates or none, a spline arm basis for many arms, contexts outside the grid): the
+    same draws from each key's generator, so the same decisions."""
+    rng = np.random.default_rng(d + K)
+    pol = make_policy("smooth-ts", K, d, arms=np.linspace(1.0, 1.9, K)[:, None], config=config)
+    assert isinstance(pol, SmoothTSPolicy)
+    for t in range(90):
+        x = rng.uniform(0.0, 1.0, d)
+        a = pol.choose(x, key=t).arm
+        pol.update(x, a, float(np.exp(1.0 + (a / K - 0.3 - 0.4 * x.sum() / max(d, 1)) ** 2)))
+    X = rng.uniform(-0.5, 1.5, (48, d))  # a third past the range the grid has seen
+    keys = [int(k) for k in rng.integers(0, 2**31, 48)]
+    many = pol.choose_many(X, keys)
+    assert many == [pol.choose(x, k) for x, k in zip(X, keys, strict=True)]
+    assert len({m.arm for m in many}) > 1  # the burst is not one repeated choice

@@ -225,3 +225,30 @@ def test_inference_plot_shows_latency_quality_and_violations(embedded_settings: 
     bars = [p.get_height() for p in fig.axes[2].patches]
     assert bars == [0, int((data.rounds["arm"] == 1).sum())] and bars[1] > 0
     assert any(line.get_label().startswith("floor") for line in fig.axes[1].lines)
+
+
+def test_summary_says_not_enough_data_instead_of_a_number(embedded_settings: Settings) -> None:
+    """A baseline never logged: no speed-up, no interval, a note that says how to get one;
+    with a holdout on it the same campaign is measured, and its interval holds the
+    estimate."""
+    for name, config in (("few", None), ("held", {"holdout": {"arm": 0, "share": 0.3}})):
+        client = Client(settings=embedded_settings)
+        camp = client.create_campaign(
+            name,
+            "noop",
+            [{"cost": 1.0}, {"cost": 3.0}, {"cost": 0.5}],
+            policy="fixed",
+            policy_config={"arm": 2, **(config or {})},
+            context_features=["x"],
+        )
+        xs = np.random.default_rng(1).uniform(0, 4, 80)
+        camp.submit_many([(None, {"x": float(x)}, {"cost": float(x)}) for x in xs])
+        InlineScheduler(embedded_settings).run_until_idle()
+        s = summary(rdata.load(client.engine, name))
+        if config is None:
+            assert s["speedup_over_baseline"] is None and s["speedup_interval"] == [None, None]
+            assert "not enough data" in s["notes"][0] and "'holdout'" in s["notes"][0]
+            assert s["best_fixed_arm"] == rdata.load(client.engine, name).arm_labels[2]
+        else:
+            lo, hi = s["speedup_interval"]
+            assert lo <= s["speedup_over_baseline"] <= hi and s["notes"] == []

@@ -209,7 +209,7 @@ def test_each_policy_runs_a_campaign(embedded_settings: Settings, policy: str) -
 
 
 def test_expired_lease_reissues_then_fails_with_the_reason(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    settings = Settings(home=tmp_path, lease_seconds=0.0)
+    settings = Settings(home=tmp_path, lease_seconds=0.0, queue_seconds=0.0)
     client = Client(settings=settings)
     camp = _campaign(client, max_in_flight=1, n=2, max_attempts=2)
     sch = InlineScheduler(settings)
@@ -217,10 +217,10 @@ def test_expired_lease_reissues_then_fails_with_the_reason(tmp_path) -> None:  #
     lost = sch.published.pop(0)  # ... whose message is then lost
     sch.sweep()  # lease ran out: re-issued as attempt 2
     assert [p["attempt"] for p in sch.published] == [2]
-    sch.feed(execute(lost, "late-worker"))  # a late result of attempt 1 is fenced off
-    sch.step()
     sch.published.clear()  # attempt 2 is lost too
     sch.sweep()  # max_attempts reached: failed with the reason; the campaign goes on
+    sch.feed(execute(lost, "late-worker"))  # a late result of attempt 1 is fenced off
+    sch.step()
     with client.Session() as s:
         assert s.scalar(select(func.count()).select_from(Result)) == 0
     settings2 = Settings(home=tmp_path, lease_seconds=300.0)

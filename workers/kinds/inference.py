@@ -43,6 +43,26 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+#: the quality of an output that is not a number (NaN or inf in the embeddings): the worst
+#: cosine, so that it is a violation of any floor and the policy learns the arm's shortfall
+NAN_QUALITY = -1.0
+
+
+def judge(emb: Any, ref: Any, floor: Any) -> tuple[float, bool, dict[str, Any]]:
+    """(quality, serve the reference instead, metrics) of an arm's output ``emb`` against
+    the reference ``ref`` (torch tensors, batch x dim): quality is the mean cosine; an output
+    holding NaN or inf has quality :data:`NAN_QUALITY` and is never served."""
+    import torch
+
+    cos = torch.nn.functional.cosine_similarity(emb, ref, dim=1)
+    quality = float(cos.mean())
+    finite = math.isfinite(quality) and bool(torch.isfinite(emb).all())
+    if not finite:
+        return NAN_QUALITY, True, {"cos_min": NAN_QUALITY, "quality_nan": True}
+    below = isinstance(floor, int | float) and math.isfinite(floor) and quality < floor
+    return quality, bool(below), {"cos_min": float(cos.min())}
+
+
 def run(
     spec: dict[str, Any], arm: dict[str, Any], options: dict[str, Any] | None = None
 ) -> Outcome:
@@ -113,15 +133,10 @@ def run(
         t = time.perf_counter()
         ref = emb if accel.is_reference else forward(ref_model, None)
         metrics["reference_ms"] = (time.perf_counter() - t) * 1000.0
-        cos = torch.nn.functional.cosine_similarity(emb, ref, dim=1)
-        quality = float(cos.mean())
-        metrics["cos_min"] = float(cos.min())
-        floor = opts.get("quality_floor")
-        metrics["fallback"] = bool(
-            isinstance(floor, int | float) and math.isfinite(floor) and quality < floor
-        )
-        if metrics["fallback"]:
-            emb = ref  # below the floor: the caller gets the reference output
+        quality, fallback, extra = judge(emb, ref, opts.get("quality_floor"))
+        metrics.update(extra, fallback=fallback)
+        if fallback:
+            emb = ref  # below the floor (or not a number): the caller gets the reference
     outputs = None
     if spec.get("return_outputs"):
         from tasks.arrays import encode_array

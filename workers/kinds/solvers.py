@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from app.errors import InputError
 from tasks.chain import is_chained
 from tasks.kinds.base import Outcome
 from tasks.kinds.linear import check_omega, validate_solver_spec
@@ -31,7 +32,7 @@ def run_sor(
     omega = check_omega(arm.get("omega"), "arm.omega")
     opts = options or {}
     P, b, hit, setup = prepared(spec)
-    x0 = initial_guess(spec)
+    x0 = checked_sizes(P.n, b, initial_guess(spec))
     if opts.get("ordering", "natural") == "multicolor":
         from tasks.solvers.multicolor import multicolor_sor
 
@@ -56,9 +57,25 @@ def run_ssor_pcg(
     spec = validate_solver_spec(spec, require_spd=True)
     omega = check_omega(arm.get("omega"), "arm.omega")
     P, b, hit, setup = prepared(spec)
-    x0 = initial_guess(spec)
+    x0 = checked_sizes(P.n, b, initial_guess(spec))
     res = ssor_pcg(P, b, omega, spec["tol"], spec["max_iters"], x0)
     return outcome(res, spec, P, setup, hit)
+
+
+def checked_sizes(n: int, b: np.ndarray, x0: np.ndarray | None) -> np.ndarray | None:
+    """x0 (or None) once b and x0 are checked against the matrix's n, here where the data
+    is: the compiled kernels index without bounds checks, so a wrong size must be a failed
+    trial naming the field, never a read past an array."""
+    if b.ndim != 1 or b.shape[0] != n:
+        raise InputError("system.b", f"has {b.size} values for a matrix of n = {n}")
+    if x0 is None:
+        return None
+    x0 = np.ascontiguousarray(x0, dtype=np.float64)
+    if x0.ndim != 1 or x0.shape[0] != n:
+        raise InputError("x0", f"has {x0.size} values for a matrix of n = {n}")
+    if not np.all(np.isfinite(x0)):
+        raise InputError("x0", "must be finite (NaN or inf found)")
+    return x0
 
 
 def prepared(spec: dict[str, Any]) -> tuple[Any, np.ndarray, bool, float]:

@@ -8,13 +8,18 @@ nothing here commits. Stateless: one instance serves every part of a scheduler.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, func, insert, select, update
+from sqlalchemy import Row, delete, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from app.scheduler.errors import DecisionFenced
+from app.scheduler.store.external import ExternalStatements
+from app.scheduler.store.isolation import IsolationStatements
 from app.scheduler.store.results import ResultStatements
+from app.scheduler.store.selects import open_trials
 from models import (
     Arm,
     Campaign,
@@ -25,7 +30,13 @@ from models import (
     TrialEvent,
     WorkerRow,
 )
-from models.states import OPEN_STATES, InstanceStatus, TrialEventKind, TrialState
+from models.states import (
+    OPEN_STATES,
+    CampaignStatus,
+    InstanceStatus,
+    TrialEventKind,
+    TrialState,
+)
 
 #: columns of a trial row as :meth:`SchedulerStore.record_decisions` takes them
 TRIAL_FIELDS = (
@@ -42,26 +53,14 @@ TRIAL_FIELDS = (
     "attempt",
     "created_at",
     "device_class",
+    "budget",
+    "published_at",
+    "started_at",
+    "lease_expires_at",
 )
 
 
-def _open_trials() -> Select[Any]:
-    """An open trial with what re-publishing it needs."""
-    return select(
-        Trial.id,
-        Trial.uuid,
-        Trial.attempt,
-        Trial.campaign_id,
-        Trial.arm_index,
-        Trial.instance_id,
-        Trial.reason,
-        Instance.seq,
-        Instance.spec,
-        Trial.device_class,
-    ).join(Instance, Instance.id == Trial.instance_id)
-
-
-class SchedulerStore(ResultStatements):
+class SchedulerStore(ResultStatements, IsolationStatements, ExternalStatements):
     """The scheduler's reads and writes (portable; the SQLite implementation)."""
 
     #: PostgreSQL: set-based writes, NOTIFY, asynchronous commit of decisions
@@ -89,7 +88,13 @@ class SchedulerStore(ResultStatements):
             )
             .exists()
         )
-        return list(session.scalars(select(Campaign.id).where(has_pending)).all())
+        return list(
+            session.scalars(
+                select(Campaign.id).where(
+                    has_pending, Campaign.status != CampaignStatus.broken.value
+                )
+            ).all()
+        )
 
     def open_trial_count(self, session: Session, campaign_id: int | None = None) -> int:
         """Trials holding an in-flight slot (of one campaign, or of all)."""
@@ -108,10 +113,18 @@ class SchedulerStore(ResultStatements):
         ).first()
 
     def applied_results_after(self, session: Session, campaign_id: int, after: int) -> list[Any]:
-        """(result id, cost, arm index, context, quality) of applied results, id order."""
+        """(result id, cost, arm index, context, quality, censored) of applied results, id
+        order."""
         return list(
             session.execute(
-                select(Result.id, Result.cost, Trial.arm_index, Instance.context, Result.quality)
+                select(
+                    Result.id,
+                    Result.cost,
+                    Trial.arm_index,
+                    Instance.context,
+                    Result.quality,
+                    Result.censored,
+                )
                 .join(Trial, Trial.id == Result.trial_id)
                 .join(Instance, Instance.id == Trial.instance_id)
                 .where(
@@ -123,8 +136,20 @@ class SchedulerStore(ResultStatements):
             ).all()
         )
 
-    def add_snapshot(self, session: Session, snapshot: PolicySnapshot) -> None:
+    def add_snapshot(self, session: Session, snapshot: PolicySnapshot, keep: int = 3) -> None:
+        """Add ``snapshot`` and delete the campaign's older ones beyond the newest ``keep``
+        (a restart reads only the newest)."""
         session.add(snapshot)
+        session.flush()
+        old = (
+            select(PolicySnapshot.id)
+            .where(PolicySnapshot.campaign_id == snapshot.campaign_id)
+            .order_by(PolicySnapshot.id.desc())
+            .offset(keep)
+        )
+        ids = list(session.scalars(old))
+        if ids:
+            session.execute(delete(PolicySnapshot).where(PolicySnapshot.id.in_(ids)))
 
     # ------------------------------------------------------------------ decisions
     def pending_instances(self, session: Session, campaign_id: int, limit: int) -> list[Row[Any]]:
@@ -141,15 +166,25 @@ class SchedulerStore(ResultStatements):
             ).all()
         )
 
-    def record_decisions(self, session: Session, trials: list[dict[str, Any]]) -> None:
-        """Insert trial rows (``TRIAL_FIELDS``) and mark their instances decided."""
+    def record_decisions(
+        self, session: Session, trials: list[dict[str, Any]], asked: Sequence[str] = ()
+    ) -> None:
+        """Insert trial rows (``TRIAL_FIELDS``) and mark their instances decided, waking
+        the askers of external decisions with the notices ``asked`` at commit;
+        :class:`DecisionFenced` when one of them is no longer pending (another scheduler
+        decided it: the caller's transaction must roll back)."""
+        self.notify_asked(session, list(asked))
         if not trials:
             return
         session.execute(insert(Trial), trials)
-        session.execute(
-            update(Instance),
-            [{"id": t["instance_id"], "status": InstanceStatus.decided.value} for t in trials],
+        ids = [t["instance_id"] for t in trials]
+        res = session.execute(
+            update(Instance)
+            .where(Instance.id.in_(ids), Instance.status == InstanceStatus.pending.value)
+            .values(status=InstanceStatus.decided.value)
         )
+        if res.rowcount != len(set(ids)):  # type: ignore[attr-defined]
+            raise DecisionFenced(len(set(ids)) - res.rowcount)  # type: ignore[attr-defined]
 
     def set_contexts(self, session: Session, rows: list[dict[str, Any]]) -> None:
         """Instances' contexts (rows of ``id, context``) as a decision extended them."""
@@ -157,22 +192,33 @@ class SchedulerStore(ResultStatements):
             session.execute(update(Instance), rows)
 
     def mark_published(
-        self, session: Session, uuids: list[str], now: datetime, until: datetime
+        self,
+        session: Session,
+        uuids: list[str],
+        now: datetime,
+        until: datetime,
+        attempts: list[int] | None = None,
     ) -> None:
-        """Published trials still open get ``published_at`` and their queued lease."""
-        if uuids:
-            session.execute(
-                update(Trial)
-                .where(Trial.uuid.in_(uuids), Trial.state.in_(OPEN_STATES))
-                .values(published_at=now, lease_expires_at=until)
+        """Published trials still open get ``published_at`` and their queued lease; with
+        ``attempts`` (one per uuid), only where the trial is still at that attempt (a mark
+        of a publish must not land on a re-issued, unpublished attempt)."""
+        if not uuids:
+            return
+        q = update(Trial).where(Trial.state.in_(OPEN_STATES))
+        if attempts is None:
+            q = q.where(Trial.uuid.in_(uuids))
+        else:
+            q = q.where(
+                tuple_(Trial.uuid, Trial.attempt).in_(list(zip(uuids, attempts, strict=True)))
             )
+        session.execute(q.values(published_at=now, lease_expires_at=until))
 
     # ------------------------------------------------------------------ reconciler
     def unpublished_trials(self, session: Session, limit: int) -> list[Row[Any]]:
         """The outbox: decided trials never marked published, oldest first."""
         return list(
             session.execute(
-                _open_trials()
+                open_trials()
                 .where(Trial.state == TrialState.queued.value, Trial.published_at.is_(None))
                 .order_by(Trial.id)
                 .limit(limit)
@@ -182,8 +228,12 @@ class SchedulerStore(ResultStatements):
     def expired_trials(self, session: Session, at: datetime, limit: int) -> list[Row[Any]]:
         return list(
             session.execute(
-                _open_trials()
-                .where(Trial.state.in_(OPEN_STATES), Trial.lease_expires_at < at)
+                open_trials()
+                .where(
+                    Trial.state.in_(OPEN_STATES),
+                    Trial.lease_expires_at < at,
+                    Trial.told_at.is_(None),  # told: recorded from the tell, not expired
+                )
                 .limit(limit)
             ).all()
         )

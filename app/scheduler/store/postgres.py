@@ -20,11 +20,12 @@ from sqlalchemy import ColumnElement, String, any_, bindparam, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
+from app.scheduler.errors import DecisionFenced
 from app.scheduler.store.base import SchedulerStore
 from models import Trial
 from models.base import json_dumps
 from models.states import OPEN_STATES
-from tasks.messages import NOTIFY_CHANNEL
+from tasks.messages import ASK_CHANNEL, NOTIFY_CHANNEL
 
 TRIAL_COLUMNS = (
     ("uuid", "varchar"),
@@ -40,6 +41,10 @@ TRIAL_COLUMNS = (
     ("attempt", "integer"),
     ("created_at", "timestamptz"),
     ("device_class", "varchar"),
+    ("budget", "float8"),
+    ("published_at", "timestamptz"),
+    ("started_at", "timestamptz"),
+    ("lease_expires_at", "timestamptz"),
 )
 RESULT_COLUMNS = (
     ("trial_id", "integer"),
@@ -58,6 +63,7 @@ RESULT_COLUMNS = (
     ("metrics", "jsonb"),
     ("outputs", "jsonb"),
     ("applied", "boolean"),
+    ("censored", "boolean"),
     ("started_at", "timestamptz"),
     ("finished_at", "timestamptz"),
     ("recorded_at", "timestamptz"),
@@ -98,11 +104,24 @@ def _arrays(
 
 
 # A decision burst in one statement: the trials, and their instances marked decided.
-_DECIDE = text(
-    f"WITH ins AS (INSERT INTO trials ({', '.join(c for c, _ in TRIAL_COLUMNS)}) "
+_TRIALS_INSERT = (
+    f"INSERT INTO trials ({', '.join(c for c, _ in TRIAL_COLUMNS)}) "
     f"SELECT {_select_list(TRIAL_COLUMNS)} FROM {_unnest(TRIAL_COLUMNS)} "
-    "RETURNING instance_id) "
-    "UPDATE instances AS i SET status = 'decided' FROM ins WHERE i.id = ins.instance_id"
+    "RETURNING instance_id"
+)
+_DECIDE = text(
+    f"WITH ins AS ({_TRIALS_INSERT}) "
+    "UPDATE instances AS i SET status = 'decided' FROM ins WHERE i.id = ins.instance_id "
+    "AND i.status = 'pending' RETURNING i.id"
+)
+# The same, with the askers' NOTIFYs (a CTE with a volatile function runs once, and only
+# because the final SELECT reads it).
+_DECIDE_ASKED = text(
+    f"WITH ins AS ({_TRIALS_INSERT}), "
+    "u AS (UPDATE instances AS i SET status = 'decided' FROM ins WHERE i.id = ins.instance_id "
+    "AND i.status = 'pending' RETURNING i.id), "
+    "n AS (SELECT count(pg_notify(:c, v)) AS n FROM unnest(CAST(:notices AS text[])) AS v) "
+    "SELECT u.id FROM u CROSS JOIN n"
 )
 # A result burst in one statement (data-modifying CTEs all run, once, to completion): the
 # results, their trials finished, their instances' status, the campaigns' update counts.
@@ -135,6 +154,12 @@ _MARK_PUBLISHED = text(
     "UPDATE trials SET published_at = :now, lease_expires_at = :until "
     "WHERE uuid = ANY(CAST(:uuids AS varchar[])) AND state = ANY(CAST(:open AS varchar[]))"
 )
+_MARK_PUBLISHED_ATTEMPTS = text(
+    "UPDATE trials t SET published_at = :now, lease_expires_at = :until "
+    "FROM unnest(CAST(:uuids AS varchar[]), CAST(:attempts AS integer[])) AS m(uuid, attempt) "
+    "WHERE t.uuid = m.uuid AND t.attempt = m.attempt "
+    "AND t.state = ANY(CAST(:open AS varchar[]))"
+)
 
 
 class PostgresStore(SchedulerStore):
@@ -146,9 +171,18 @@ class PostgresStore(SchedulerStore):
         """``trials.uuid`` among ``uuids``: one array parameter, not N."""
         return Trial.uuid == any_(bindparam("uuids", uuids, type_=postgresql.ARRAY(String)))
 
-    def record_decisions(self, session: Session, trials: list[dict[str, Any]]) -> None:
-        if trials:
-            session.execute(_DECIDE, _arrays(trials, TRIAL_COLUMNS))
+    def record_decisions(
+        self, session: Session, trials: list[dict[str, Any]], asked: Sequence[str] = ()
+    ) -> None:
+        if not trials:
+            self.notify_asked(session, list(asked))
+            return
+        params = _arrays(trials, TRIAL_COLUMNS)
+        if asked:  # the askers' notices in the same statement: one round trip less
+            params.update(c=ASK_CHANNEL, notices=list(asked))
+        decided = session.execute(_DECIDE_ASKED if asked else _DECIDE, params).all()
+        if len(decided) != len(trials):
+            raise DecisionFenced(len(trials) - len(decided))
 
     def record_results(
         self,
@@ -178,13 +212,19 @@ class PostgresStore(SchedulerStore):
         return [ids[r["trial_id"]] for r in results]
 
     def mark_published(
-        self, session: Session, uuids: list[str], now: datetime, until: datetime
+        self,
+        session: Session,
+        uuids: list[str],
+        now: datetime,
+        until: datetime,
+        attempts: list[int] | None = None,
     ) -> None:
         if uuids:
-            session.execute(
-                _MARK_PUBLISHED,
-                {"uuids": uuids, "now": now, "until": until, "open": list(OPEN_STATES)},
-            )
+            params = {"uuids": uuids, "now": now, "until": until, "open": list(OPEN_STATES)}
+            if attempts is None:
+                session.execute(_MARK_PUBLISHED, params)
+            else:
+                session.execute(_MARK_PUBLISHED_ATTEMPTS, {**params, "attempts": attempts})
 
     def fail_trial(
         self, session: Session, trial_id: int, instance_id: int, reason: str, at: datetime

@@ -1,6 +1,7 @@
 """Solver kernels at real size, side by side in one run (the machine is noisy: read ratios).
 
-For n ~ 10^4, 10^5, 10^6 (and 10^7 without --quick, memory allowing), 5-point Laplacian,
+For n ~ 10^4, 10^5, 10^6 and 10^7 (memory allowing; --quick: 10^4 and 10^5, a smoke run in
+seconds), 5-point Laplacian,
 omega = 1.9, a fixed number of iterations:
 
 * SOR iteration: ``tasks.solvers.sor.sor`` (what the worker runs: the fused compiled sweep +
@@ -191,7 +192,7 @@ with open("/proc/self/clear_refs", "w") as f:  # the peak so far (inherited too)
     f.write("5")
 spec = {"system": {"generator": "laplace2d", "m": int(sys.argv[2]), "seed": 3},
         "tol": 1e-300, "max_iters": int(sys.argv[3])}
-payload = {"v": 1, "trial": "t", "attempt": 1, "kind": "sor", "spec": spec,
+payload = {"v": 1, "trial": "t", "attempt": 1, "campaign": "bench", "kind": "sor", "spec": spec,
            "arm": {"omega": 1.9}, "limits": {}}
 first = execute(payload, "bench")
 second = execute(payload, "bench")
@@ -224,11 +225,13 @@ def worker_trial(m: int, iters: int) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="10^4..10^6 only, fewer repeats")
+    ap.add_argument(
+        "--quick", action="store_true", help="a smoke run: 10^4 and 10^5 only, fewer repeats"
+    )
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     ap.add_argument("--device", default="cpu", help="device of the multicolour path: cpu|cuda")
     args = ap.parse_args()
-    grids = [100, 316, 1000] + ([] if args.quick else [3162])
+    grids = [100, 316] if args.quick else [100, 316, 1000, 3162]
     say = (lambda *a: None) if args.json else print
     copy = copy_gbps()
     say(f"copy bandwidth (numpy, read + write): {copy:.1f} GB/s")
@@ -248,7 +251,7 @@ def main() -> None:
             f"  multicolour (torch {args.device}) {r['multicolor_ms']:8.3f} ms/iter"
         )
     pcg: dict[int, dict[str, Any]] = {}
-    for m in (100, 316, 1000):
+    for m in (100, 316) if args.quick else (100, 316, 1000):
         pcg[m * m] = pcg_compare(m, 1.9 if m > 100 else 1.7, with_scipy=True)
         p = pcg[m * m]
         say(
@@ -257,9 +260,10 @@ def main() -> None:
             f"speed-up {p['ratio']:.1f}x"
             + (f"  petsc4py {p['petsc_ms']:.1f} ms" if "petsc_ms" in p else "  (no petsc4py)")
         )
-    trial = worker_trial(1000, 60)
+    trial = worker_trial(316 if args.quick else 1000, 60)
     say(
-        f"10^6 sor trial in a worker: latency / (kernel + set-up) first "
+        f"{'10^5' if args.quick else '10^6'} sor trial in a worker: latency / (kernel + "
+        "set-up) first "
         f"{trial['first']['latency_over_kernel_setup']:.3f}, cached "
         f"{trial['second']['latency_over_kernel_setup']:.3f}; memory added / CSR "
         f"{trial['added_over_csr']:.2f}"

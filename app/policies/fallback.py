@@ -1,0 +1,141 @@
+"""Fallback arm with a budget: every decision carries the cost after which its caller should
+stop the chosen arm and solve with a safe arm instead, so a bad arm costs at most
+``budget`` x (the fallback's expected cost) plus the fallback's own solve.
+
+Enabled by ``policy_config={"fallback": {"arm": i, "budget": 3.0}, ...}`` on any policy.
+The fallback's expected cost in a context comes from a per-arm log-cost ridge model (the
+guard's); until the fallback arm has been seen once it is played (reason ``fallback:first``):
+no budget can be set before that. A trial stopped at its budget, or that did not converge,
+is a censored observation ("at least this much"): the policy learns the mean of its
+log-cost model's predictive distribution beyond the bound (a truncated normal), with the
+spread of the model's own one-step prediction errors, not the bound itself.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from app.policies.base import Decision, Policy
+from app.policies.ridge import model_input
+from app.policies.wrapper import Wrapper
+
+
+class FallbackBudget(Wrapper):
+    """Wraps ``inner``; not thread-safe (as every policy)."""
+
+    version = "1"
+
+    def __init__(self, inner: Policy, arm: int, budget: float) -> None:
+        super().__init__(inner)
+        self.fallback = self.arm_index(arm, "fallback.arm")
+        ok = isinstance(budget, int | float) and not isinstance(budget, bool)
+        if not ok or not 1.0 <= float(budget) <= 1e6:
+            raise ValueError(f"policy_config.fallback.budget={budget!r} must be in 1..1e6")
+        self.factor = float(budget)
+        # a prior worth a tenth of one solve: estimates follow the data from the first trials
+        self.model = self.log_cost_model(lam=0.1)
+        # running mean of squared one-step prediction errors (log units), with one prior
+        # observation of 1.0 so that the first censored trial is not imputed as certain
+        self.err2 = [1.0, 1.0]  # [sum, count]
+        # the model fits log-costs minus the first one seen: ridge shrinks toward that
+        # solve's cost, not toward a cost of 0 (which made every estimate too low)
+        self.anchor: float | None = None
+
+    # ------------------------------------------------------------------ choosing
+    def expected_cost(self, context: np.ndarray, arm: int) -> float | None:
+        """The log-cost model's estimate of ``arm``'s cost at ``context`` (None: unseen)."""
+        if self.model.n[arm] == 0:
+            return None
+        mean, _w, _f = self.model.predict(model_input(np.asarray(context, float)))
+        return float(np.expm1(mean[arm] + (self.anchor or 0.0)))
+
+    def budget_at(self, context: np.ndarray) -> float | None:
+        base = self.expected_cost(context, self.fallback)
+        return None if base is None else max(self.factor * base, 1e-12)
+
+    def choose(self, context: np.ndarray, key: int) -> Decision:
+        if self.model.n[self.fallback] == 0:
+            return Decision(self.fallback, 1.0, "fallback:first")
+        d = self.inner.choose(context, key)
+        if d.arm == self.fallback:
+            return d
+        return Decision(d.arm, d.propensity, d.reason, budget=self.budget_at(context))
+
+    def choose_among(self, context: np.ndarray, key: int, allowed: np.ndarray) -> Decision:
+        d = self.inner.choose_among(context, key, allowed)
+        if d.arm == self.fallback:
+            return d
+        return Decision(d.arm, d.propensity, d.reason, budget=self.budget_at(context))
+
+    def probabilities(self, context: np.ndarray, key: int, draws: int = 64) -> np.ndarray:
+        if self.model.n[self.fallback] == 0:
+            p = np.zeros(self.n_arms)
+            p[self.fallback] = 1.0
+            return p
+        return self.inner.probabilities(context, key, draws)
+
+    # ------------------------------------------------------------------ learning
+    def _observe(self, x: np.ndarray, arm: int, y: float) -> None:
+        """Add log-cost ``y``; the squared error of the prediction made before it counts."""
+        if self.anchor is None:
+            self.anchor = y
+        if self.model.n[arm] > 0:
+            mean, _w, _f = self.model.predict(x)
+            self.err2[0] += float(mean[arm] + self.anchor - y) ** 2
+            self.err2[1] += 1.0
+        self.model.add(x, arm, y - self.anchor)
+
+    def _update(self, context: np.ndarray, arm: int, cost: float) -> None:
+        self._observe(model_input(context), arm, float(np.log1p(cost)))
+        self.inner.update(context, arm, cost)
+
+    def impute(self, context: np.ndarray, arm: int, bound: float) -> float:
+        """E[cost | cost >= bound] under the arm's log-cost predictive distribution: a normal
+        with the model's mean (the bound itself when the arm is unseen) and the variance of
+        its prediction errors plus its own uncertainty."""
+        lo = float(np.log1p(max(bound, 0.0)))
+        x = model_input(np.asarray(context, float))
+        sd2 = self.err2[0] / self.err2[1]
+        if self.model.n[arm] > 0:
+            mean, width, _f = self.model.predict(x)
+            mu = float(mean[arm]) + (self.anchor or 0.0)
+            sd2 += float(width[arm]) ** 2 * sd2
+        else:
+            mu = lo
+        sd = math.sqrt(max(sd2, 1e-12))
+        alpha = (lo - mu) / sd
+        # inverse Mills ratio, computed stably in the far tail
+        tail = 0.5 * math.erfc(alpha / math.sqrt(2.0))
+        dens = math.exp(-0.5 * alpha * alpha) / math.sqrt(2.0 * math.pi)
+        mills = dens / tail if tail > 1e-300 else alpha
+        y = max(lo, mu + sd * mills)
+        return float(np.expm1(y))
+
+    def update_censored(
+        self, context: np.ndarray, arm: int, bound: float, quality: float | None = None
+    ) -> None:
+        x = np.asarray(context, dtype=float)
+        cost = self.impute(x, int(arm), float(bound))
+        y = float(np.log1p(cost))
+        if self.anchor is None:
+            self.anchor = y
+        self.model.add(model_input(x), int(arm), y - self.anchor)
+        self.inner.update(x, int(arm), cost, quality)
+        self.n_updates += 1
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {
+            "inner": self.inner.get_state(),
+            "model": self.model.get_state(),
+            "err2": list(self.err2),
+            "anchor": self.anchor,
+        }
+
+    def _load_extra_state(self, s: dict[str, Any]) -> None:
+        self.inner.set_state(s["inner"])
+        self.model.set_state(s["model"])
+        self.err2 = [float(v) for v in s["err2"]]
+        self.anchor = None if s.get("anchor") is None else float(s["anchor"])

@@ -1,0 +1,65 @@
+"""From a Gaussian posterior over the arms' log costs to Thompson sampling's choice: Monte
+Carlo draws, the probability that each arm is cheapest, rare arms pruned, and the arm a
+uniform selects (used by smooth-ts for one decision and for a burst of them alike).
+
+Pure functions of arrays; the draws come from the generators given, one per decision, so a
+decision depends only on its own key."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.policies.base import Decision
+
+
+def choice_distributions(
+    mean: np.ndarray,
+    cov: np.ndarray,
+    rngs: list[np.random.Generator],
+    mc: int,
+    basis: np.ndarray | None,
+    min_prob: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """For n decisions, (n, M) posterior means and (n, M, M) covariances of the arm-curve
+    coefficients (``basis`` maps them to the arms' log costs; None: one per arm): each
+    decision's ``mc`` joint draws from its generator, then a uniform from it. Returns the
+    (n, arms) probabilities that each arm is cheapest, those below ``min_prob`` pruned, and
+    the (n,) uniforms."""
+    n, K = mean.shape
+    scale = np.maximum(np.trace(cov, axis1=1, axis2=2) / K, 1e-12)
+    jittered = cov + (1e-10 * scale)[:, None, None] * np.eye(K)
+    try:
+        L = np.linalg.cholesky(jittered)
+    except np.linalg.LinAlgError:  # one is not positive definite: each on its own
+        L = np.stack([_factor(j, c) for j, c in zip(jittered, cov, strict=True)])
+    z = np.empty((n, mc, K))
+    u = np.empty(n)
+    for i, rng in enumerate(rngs):
+        z[i] = rng.standard_normal((mc, K))
+        u[i] = rng.random()
+    draws = z @ L.transpose(0, 2, 1)
+    draws += mean[:, None, :]
+    if basis is not None:
+        draws = draws @ basis.T
+    arms = draws.shape[2]
+    best = np.argmin(draws, axis=2) + arms * np.arange(n)[:, None]  # (n, mc), row-offset
+    p = np.bincount(best.reshape(-1), minlength=n * arms).reshape(n, arms) / mc
+    p = np.where(p >= min_prob, p, 0.0)
+    return p / p.sum(axis=1, keepdims=True), u
+
+
+def _factor(jittered: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """A square root of ``cov``: Cholesky of the jittered matrix, else from its spectrum."""
+    try:
+        return np.linalg.cholesky(jittered)
+    except np.linalg.LinAlgError:
+        vals, vecs = np.linalg.eigh(cov)
+        return vecs * np.sqrt(np.maximum(vals, 0.0))  # type: ignore[no-any-return]
+
+
+def pick(p: np.ndarray, u: float) -> Decision:
+    """The arm the uniform ``u`` selects from distribution ``p``, with its propensity."""
+    arm = min(int(np.searchsorted(np.cumsum(p), u, side="right")), len(p) - 1)
+    while p[arm] == 0.0:  # guard against rounding at the top of the cumulative sum
+        arm -= 1
+    return Decision(arm, float(p[arm]), "exploit" if p[arm] >= 0.5 else "explore")

@@ -1,0 +1,232 @@
+"""Solver selection (the ``krylov`` kind) against the alternatives, on sequences of systems.
+
+Families (each a sequence whose systems vary; consecutive steps of a family reuse one
+matrix now and then, as a time-stepping code does, so cached set-ups count):
+
+* ``poisson2d``: 5-point Laplacian, a relative shift drawn per system;
+* ``poisson3d``: 7-point Laplacian, the same;
+* ``aniso``: anisotropic diffusion, eps in [1e-3, 1] per system;
+* ``contrast``: high-contrast variable diffusion, contrast 10..1e5 and a fresh coefficient
+  field per system;
+* ``elasticity``: pyamg's gallery linear elasticity (plane strain), Poisson ratio varied;
+* ``convdiff``: upwinded convection-diffusion (non-symmetric; its own default arms).
+
+Every system is solved by every configuration of the kind's default arms (wall time, set-up
+included, each configuration's set-up cached per matrix as the worker caches it), each under
+the kind's safety (stopped at BUDGET x the fallback configuration's time, or when it fails
+to converge, and then the fallback solves: both paid): a full-information table. On it,
+side by side: the per-instance oracle, the best fixed configuration in hindsight,
+banditq's default policy (learning included: it sees only the cost of what it chose, with
+the system's features as its context), Tsallis-INF over the same arms without context
+(PCGBandit's algorithm), and, timed directly, ``pyamg.solve(A, b)`` as users call it (a new
+hierarchy per call) and scipy's default ``gmres`` (restart 20; at most 100 restarts here,
+where its default of 10 n iterations took minutes). The ``mixed`` stream interleaves the
+SPD families. Figures are totals in seconds over each sequence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.offline.replay import replay_once  # noqa: E402
+from app.offline.tables import CostTable  # noqa: E402
+from tasks.kinds.krylov import DEFAULT_NONSYMMETRIC, DEFAULT_SPD  # noqa: E402
+from tasks.kinds.krylov_features import matrix_features  # noqa: E402
+from tasks.solvers.generators import build, validate  # noqa: E402
+from workers.kinds.krylov import run_krylov  # noqa: E402
+
+FAMILIES = ("poisson2d", "poisson3d", "aniso", "contrast", "elasticity", "convdiff")
+FEATURES = ("log_n", "log_cond_est", "diag_dominance", "nnz_per_row", "symmetric")
+TOL = 1e-8
+#: an arm is stopped once it has taken this many times the fallback configuration's time
+BUDGET = 5.0
+#: the fallback configurations (SPD, non-symmetric)
+fallback = (
+    {"method": "cg", "preconditioner": "amg-sa"},
+    {"method": "gmres", "preconditioner": "ilu", "drop_tol": 1e-3},
+)
+
+
+def convdiff(m: int, peclet: float) -> sp.csr_matrix:
+    one = np.ones(m)
+    T = sp.diags([-(1 + peclet) * one[:-1], (4 + peclet) * one, -one[:-1]], [-1, 0, 1])
+    S = sp.diags([-one[:-1], -one[:-1]], [-1, 1])
+    return sp.csr_matrix(sp.kron(sp.eye(m), T) + sp.kron(S, sp.eye(m)))
+
+
+def systems(family: str, T: int, n: int, rng: np.random.Generator) -> list[sp.csr_matrix]:
+    """T matrices of about n unknowns; a matrix is reused for the next step with
+    probability 0.3 (a time-stepped operator)."""
+    m2, m3 = int(round(n**0.5)), int(round(n ** (1 / 3)))
+    out: list[sp.csr_matrix] = []
+    for _t in range(T):
+        if out and rng.random() < 0.3:
+            out.append(out[-1])
+            continue
+        if family == "poisson2d":
+            A, _b = generated({"generator": "laplace2d", "m": m2, "rel_shift": rng.uniform(0, 20)})
+        elif family == "poisson3d":
+            A, _b = generated({"generator": "laplace3d", "m": m3, "rel_shift": rng.uniform(0, 20)})
+        elif family == "aniso":
+            A, _b = generated(
+                {"generator": "anisotropic2d", "m": m2, "eps": 10 ** rng.uniform(-3, 0)}
+            )
+        elif family == "contrast":
+            A, _b = generated(
+                {
+                    "generator": "variable_diffusion2d",
+                    "m": m2,
+                    "contrast": 10 ** rng.uniform(1, 5),
+                    "blocks": 8,
+                    "coeff_seed": int(rng.integers(1 << 30)),
+                }
+            )
+        elif family == "elasticity":
+            import pyamg
+
+            A, _B = pyamg.gallery.linear_elasticity(
+                (int((n / 2) ** 0.5), int((n / 2) ** 0.5)), nu=rng.uniform(0.1, 0.45)
+            )
+        else:
+            A = convdiff(m2, rng.uniform(0.5, 50))
+        out.append(sp.csr_matrix(A))
+    return out
+
+
+def generated(spec: dict[str, Any]) -> tuple[sp.csr_matrix, np.ndarray]:
+    return build(validate(spec))  # type: ignore[no-any-return]
+
+
+def spec_of(A: sp.csr_matrix, b: np.ndarray) -> dict[str, Any]:
+    return {
+        "system": {
+            "n": A.shape[0],
+            "indptr": A.indptr.tolist(),
+            "indices": A.indices.tolist(),
+            "data": A.data.tolist(),
+            "b": b.tolist(),
+        },
+        "tol": TOL,
+        "max_iters": 5000,
+    }
+
+
+def table(family: str, T: int, n: int, seed: int) -> tuple[CostTable, dict[str, float]]:
+    """The full-information table of one family, and the direct baselines' totals."""
+    rng = np.random.default_rng(seed)
+    arms = DEFAULT_NONSYMMETRIC if family == "convdiff" else DEFAULT_SPD
+    mats = systems(family, T, n, rng)
+    costs = np.zeros((T, len(arms)))
+    ctx = np.zeros((T, len(FEATURES)))
+    direct = {"pyamg.solve": 0.0, "scipy gmres": 0.0}
+    for t, A in enumerate(mats):
+        b = rng.standard_normal(A.shape[0])
+        spec = spec_of(A, b)
+        f = matrix_features(A)
+        ctx[t] = [f.get(k, 0.0) for k in FEATURES]
+        ref = fallback[family == "convdiff"]
+        with contextlib.redirect_stdout(io.StringIO()):  # pyamg prints its warnings
+            base = run_krylov(spec, ref, {"cost": "time"}).cost
+            # as the kind's safety runs them: an arm past BUDGET x the fallback's time, or
+            # unconverged, is stopped and the fallback solves (both paid)
+            opts = {"cost": "time", "budget": BUDGET * base, "fallback_arm": ref}
+            for i, arm in enumerate(arms):
+                try:
+                    costs[t, i] = run_krylov(spec, arm, opts).cost
+                except Exception:  # a set-up that fails (a singular coarse level): ditto
+                    costs[t, i] = (BUDGET + 1.0) * base
+        with contextlib.redirect_stdout(io.StringIO()):
+            direct["pyamg.solve"] += _timed(lambda A=A, b=b: _pyamg(A, b))
+        direct["scipy gmres"] += _timed(
+            lambda A=A, b=b: spla.gmres(A, b, rtol=TOL, atol=0.0, maxiter=100)
+        )
+    labels = [",".join(f"{k}={v}" for k, v in a.items()) for a in arms]
+    return CostTable(ctx, np.arange(len(arms), dtype=float), costs, list(FEATURES), labels), direct
+
+
+def _pyamg(A: sp.csr_matrix, b: np.ndarray) -> None:
+    import pyamg
+
+    pyamg.solve(A, b, tol=TOL, verb=False)
+
+
+def _timed(f: Any) -> float:
+    t0 = time.perf_counter()
+    f()
+    return time.perf_counter() - t0
+
+
+def compare(tab: CostTable, direct: dict[str, float], seed: int) -> dict[str, float]:
+    banditq = replay_once(tab, "default", seed=seed, unordered=True)
+    tsallis = replay_once(
+        CostTable(np.zeros((tab.T, 0)), tab.arms, tab.costs),
+        "tsallis-inf",
+        seed=seed,
+        unordered=True,
+    )
+    return {
+        "oracle": float(tab.costs.min(axis=1).sum()),
+        "best fixed": float(tab.costs.sum(axis=0).min()),
+        "banditq default": float(banditq.costs.sum()),
+        "tsallis-inf": float(tsallis.costs.sum()),
+        **direct,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="4 systems of ~1,600 unknowns a family")
+    ap.add_argument("--systems", type=int, default=40, help="systems per family")
+    ap.add_argument("--n", type=int, default=10_000, help="unknowns per system (about)")
+    ap.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    args = ap.parse_args()
+    T, n = (4, 1600) if args.quick else (args.systems, args.n)
+    res: dict[str, Any] = {"systems_per_family": T, "n": n, "families": {}}
+    tables = {}
+    t0 = time.perf_counter()
+    for k, fam in enumerate(FAMILIES):
+        tab, direct = table(fam, T, n, seed=100 + k)
+        tables[fam] = (tab, direct)
+        res["families"][fam] = compare(tab, direct, seed=k)
+        print(f"  {fam}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    spd = [f for f in FAMILIES if f != "convdiff"]  # one arm set: the SPD families interleave
+    order = [(f, t) for t in range(T) for f in spd]
+    mixed = CostTable(
+        np.stack([tables[f][0].contexts[t] for f, t in order]),
+        tables[spd[0]][0].arms,
+        np.stack([tables[f][0].costs[t] for f, t in order]),
+    )
+    direct = {k: sum(tables[f][1][k] for f in spd) for k in ("pyamg.solve", "scipy gmres")}
+    res["families"]["mixed (SPD)"] = compare(mixed, direct, seed=99)
+    cols = ["oracle", "best fixed", "banditq default", "tsallis-inf", "pyamg.solve", "scipy gmres"]
+    print(f"{'family':14s} " + " ".join(f"{c:>15s}" for c in cols) + "   (seconds, totals)")
+    for fam, r in res["families"].items():
+        print(f"{fam:14s} " + " ".join(f"{r[c]:15.3f}" for c in cols))
+    m = res["families"]["mixed (SPD)"]
+    print(
+        f"mixed: banditq / oracle {m['banditq default'] / m['oracle']:.2f}x, / best fixed "
+        f"{m['banditq default'] / m['best fixed']:.2f}x, / pyamg.solve "
+        f"{m['banditq default'] / m['pyamg.solve']:.2f}x"
+    )
+    res["seconds"] = time.perf_counter() - t0
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""A solver-selection campaign end to end on PostgreSQL + RabbitMQ: a mixed stream of stored
+matrices (2-D Poisson, anisotropic, elasticity), the default configurations, a fallback with
+a budget, real worker processes; every instance solved to tolerance, exactly once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyamg
+import scipy.sparse as sp
+from sqlalchemy import text
+
+from app.client import Client
+from app.config import Settings
+from app.dev.local import LocalCluster
+from tasks.linsys import LinearSystem, laplace2d
+
+
+def test_a_mixed_stream_of_stored_matrices_on_postgresql(pg_settings: Settings) -> None:
+    client = Client(settings=pg_settings)
+    camp = client.create_campaign(
+        "solvers",
+        "krylov",
+        "default",
+        context_features=[
+            "log_n",
+            "nnz_per_row",
+            "symmetric",
+        ],  # a stored matrix's reference gives these
+        policy_config={"fallback": {"arm": 10, "budget": 3.0}},  # cg + smoothed aggregation
+        max_in_flight=4,
+    )
+    elasticity, _B = pyamg.gallery.linear_elasticity((16, 16))
+    aniso = sp.csr_matrix(
+        pyamg.gallery.stencil_grid(pyamg.gallery.diffusion_stencil_2d(0.01), (24, 24))
+    )
+    mats = [client.store_matrix(A) for A in (laplace2d(24), aniso, sp.csr_matrix(elasticity))]
+    rng = np.random.default_rng(0)
+    items = []
+    for t in range(18):
+        handle = mats[t % 3]
+        b = rng.standard_normal(handle.n)
+        items.append((LinearSystem.affine(handle, b, alpha=0.0, beta=1.0), {}))
+    ids = camp.submit_many(items, tol=1e-8)
+    with LocalCluster(pg_settings, workers=2) as cluster:
+        cluster.wait_ready()
+        camp.wait(timeout=300)
+    rows = camp.results()
+    assert len(rows) == len(ids) and all(r["status"] == "succeeded" for r in rows)
+    assert all(r["converged"] and r["residual"] <= 1e-8 for r in rows)
+    assert all(r["cost"] > 0 for r in rows)
+    with client.engine.connect() as c:
+        per_instance = (
+            c.execute(
+                text(
+                    "SELECT count(*) FROM results r JOIN trials t ON t.id = r.trial_id "
+                    "WHERE r.status = 'succeeded' GROUP BY t.instance_id"
+                )
+            )
+            .scalars()
+            .all()
+        )
+        budgets = c.execute(text("SELECT count(*) FROM trials WHERE budget IS NOT NULL")).scalar()
+    assert sorted(per_instance) == [1] * len(ids)  # exactly once
+    assert budgets and budgets >= len(ids) - 4  # after the fallback's first trials
+    client.close()

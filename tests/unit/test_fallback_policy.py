@@ -1,0 +1,106 @@
+"""policy_config.fallback: a budget per decision from the fallback arm's expected cost, and
+censored observations ("at least this much") learnt as the log-cost model says."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.policies.base import Decision
+from app.policies.fallback import FallbackBudget
+from app.policies.registry import make_policy
+from app.scheduler.decisions import checked
+from app.scheduler.runtime import apply_result
+
+
+def _policy(seed: int = 0, factor: float = 3.0) -> FallbackBudget:
+    p = make_policy(
+        "smooth-ts",
+        4,
+        1,
+        arms=np.array([[1.0], [1.3], [1.6], [1.9]]),
+        seed=seed,
+        config={"fallback": {"arm": 0, "budget": factor}},
+    )
+    assert isinstance(p, FallbackBudget)
+    return p
+
+
+def test_the_fallback_is_played_first_then_every_other_arm_has_a_budget() -> None:
+    p = _policy()
+    x = np.array([0.5])
+    d = p.choose(x, 0)
+    assert (d.arm, d.reason, d.budget) == (0, "fallback:first", None)
+    for _ in range(5):
+        p.update(x, 0, 40.0)
+    budgets = []
+    for key in range(1, 60):
+        d = p.choose(x, key)
+        checked(d, 4, None)  # what the scheduler accepts
+        if d.arm == 0:
+            assert d.budget is None  # the safe arm itself is never cut short
+        else:
+            budgets.append(d.budget)
+    assert budgets, "the inner policy explores other arms"
+    assert all(b == pytest.approx(3.0 * 40.0, rel=0.05) for b in budgets)
+
+
+def test_a_censored_cost_is_learnt_beyond_its_bound() -> None:
+    p = _policy()
+    x = np.array([0.5])
+    for c in (40.0, 44.0, 37.0, 41.0):
+        p.update(x, 0, c)
+    # An unseen arm stopped at 120: the imputed cost lies beyond the bound.
+    imputed = p.impute(x, 2, 120.0)
+    assert imputed > 120.0
+    # An arm known to cost ~1000, stopped at 120: the model's own mean, not the bound.
+    for _ in range(6):
+        p.update(x, 3, 1000.0)
+    assert p.impute(x, 3, 120.0) == pytest.approx(1000.0, rel=0.15)
+    n = p.n_updates
+    p.update_censored(x, 2, 120.0)
+    assert p.n_updates == n + 1
+    assert p.expected_cost(x, 2) is not None and p.expected_cost(x, 2) > 120.0
+
+
+def test_censored_results_replay_to_the_same_state() -> None:
+    """A restart replays applied results with their censored flag: the same state."""
+    rng = np.random.default_rng(3)
+    live, fresh = _policy(5), _policy(5)
+    log = []
+    for t in range(80):
+        x = np.array([rng.random()])
+        d = live.choose(x, t)
+        cost = float(20 + 60 * abs(d.arm - 1.5 * x[0]) * rng.lognormal(0, 0.3))
+        censored = d.budget is not None and cost >= d.budget
+        if censored:
+            cost = float(d.budget)
+        apply_result(live, x, d.arm, cost, None, censored)
+        log.append((x, d.arm, cost, censored))
+    assert any(c for *_, c in log), "some trials were stopped at their budget"
+    for x, arm, cost, censored in log:
+        apply_result(fresh, x, arm, cost, None, censored)
+    s1, s2 = live.get_state(), fresh.get_state()
+    assert s1 == s2
+    restored = _policy(5)
+    restored.set_state(s1)
+    for t in range(80, 90):
+        x = np.array([0.3])
+        assert restored.choose(x, t) == live.choose(x, t)
+
+
+def test_bad_fallback_configs_are_refused() -> None:
+    for cfg, match in (
+        ({"arm": 9, "budget": 3.0}, "fallback.arm"),
+        ({"arm": 0, "budget": 0.5}, "fallback.budget"),
+        ({"arm": 0}, "fallback must be"),
+        ({"arm": True, "budget": 2.0}, "fallback.arm"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            make_policy("smooth-ts", 4, 1, config={"fallback": cfg})
+
+
+def test_checked_refuses_a_bad_budget() -> None:
+    for bad in (0.0, -1.0, float("inf"), float("nan"), True):
+        with pytest.raises(ValueError, match="budget"):
+            checked(Decision(0, 1.0, "policy", budget=bad), 2, None)  # type: ignore[arg-type]

@@ -1,0 +1,213 @@
+"""The ``krylov`` kind: whole solver configurations as arms (method x preconditioner x
+parameters), validated with the field named, run on the worker with set-up cached per
+matrix, wall time or a deterministic work count as the cost, features from the system."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from app.client import Client
+from app.config import Settings
+from app.errors import InputError
+from tasks.kinds import get_kind
+from tasks.kinds.krylov import DEFAULT_NONSYMMETRIC, DEFAULT_SPD
+from tasks.kinds.krylov_features import matrix_features, system_features
+from tasks.linsys import LinearSystem, laplace2d
+from tests.inline import InlineScheduler
+from tests.unit.test_solvers import _csr_system
+from workers.kinds.krylov import run_krylov
+
+KIND = get_kind("krylov")
+
+
+def _convection_diffusion(m: int, peclet: float) -> sp.csr_matrix:
+    """Upwinded -Laplace u + peclet * du/dx on an m x m grid: non-symmetric, an M-matrix."""
+    one = np.ones(m)
+    T = sp.diags([-(1 + peclet) * one[:-1], (4 + peclet) * one, -one[:-1]], [-1, 0, 1])
+    S = sp.diags([-one[:-1], -one[:-1]], [-1, 1])
+    return sp.csr_matrix(sp.kron(sp.eye(m), T) + sp.kron(S, sp.eye(m)))
+
+
+def test_default_grids_are_valid_and_documented_sizes() -> None:
+    assert 40 <= len(DEFAULT_SPD) <= 120 and len(DEFAULT_NONSYMMETRIC) == 21
+    for grid in (DEFAULT_SPD, DEFAULT_NONSYMMETRIC):
+        KIND.validate_arms(grid)
+        labels = [KIND.arm_label(a) for a in grid]
+        assert len(set(labels)) == len(labels)
+    assert not any(a["method"] in ("cg", "minres") for a in DEFAULT_NONSYMMETRIC)
+
+
+@pytest.mark.parametrize(
+    ("arm", "field"),
+    [
+        ({"method": "qmr", "preconditioner": "none"}, "arms[0].method"),
+        ({"method": "cg", "preconditioner": "ic"}, "arms[0].preconditioner"),
+        ({"method": "cg", "preconditioner": "ssor", "omega": 2.5}, "arms[0].omega"),
+        ({"method": "cg", "preconditioner": "jacobi", "omega": 1.2}, "arms[0].omega"),
+        ({"method": "cg", "preconditioner": "amg-sa", "smoother": "sor"}, "arms[0].smoother"),
+        ({"method": "cg", "preconditioner": "none", "restart": 10}, "arms[0].restart"),
+        ({"method": "gmres", "preconditioner": "ilu", "fill_factor": 0}, "arms[0].fill_factor"),
+        ({"method": "cg", "preconditioner": "ilu"}, "arms[0].preconditioner"),
+        ({"method": "cg", "preconditioner": "none", "tolerance": 1}, "arms[0].tolerance"),
+    ],
+)
+def test_bad_arms_are_refused_naming_the_field(arm: dict[str, object], field: str) -> None:
+    with pytest.raises(InputError) as err:
+        KIND.validate_arms([arm])
+    assert err.value.field == field
+
+
+def test_every_default_configuration_solves_a_poisson_system() -> None:
+    m = 12
+    A = laplace2d(m)
+    b = np.random.default_rng(0).standard_normal(m * m)
+    spec = KIND.validate_spec({"system": _csr_system(A, b), "tol": 1e-8, "max_iters": 2000})
+    for arm in DEFAULT_SPD:
+        out = run_krylov(spec, arm, {"cost": "work"})
+        assert out.converged, arm
+        assert out.residual is not None and out.residual <= 1e-7, (arm, out.residual)
+        assert out.cost == out.metrics["work"] > 0 and out.metrics["matvecs"] >= 1
+
+
+def test_nonsymmetric_configurations_solve_convection_diffusion() -> None:
+    A = _convection_diffusion(10, 5.0)
+    b = np.ones(A.shape[0])
+    spec = KIND.validate_spec({"system": _csr_system(A, b), "tol": 1e-8, "max_iters": 3000})
+    for arm in DEFAULT_NONSYMMETRIC:
+        out = run_krylov(spec, arm, {"cost": "time"})
+        assert out.converged, arm
+        assert out.cost == pytest.approx(
+            (out.metrics["setup_ms"] + out.metrics["solve_ms"]) / 1000.0
+        )
+
+
+def test_work_is_deterministic_and_the_second_solve_pays_no_setup() -> None:
+    spec = KIND.validate_spec({"system": {"generator": "laplace2d", "m": 24}, "tol": 1e-8})
+    arm = {"method": "cg", "preconditioner": "amg-sa", "strength": 0.0}
+    first = run_krylov(spec, arm, {"cost": "work"})
+    second = run_krylov(spec, arm, {"cost": "work"})
+    assert first.cost == second.cost and first.iterations == second.iterations
+    assert not first.metrics["precond_cached"] and second.metrics["precond_cached"]
+    assert second.metrics["setup_ms"] < first.metrics["setup_ms"]
+
+
+def test_features_from_the_system() -> None:
+    A = laplace2d(10)
+    f = matrix_features(A)
+    assert f["symmetric"] == 1.0 and f["nnz_per_row"] == pytest.approx(A.nnz / 100)
+    assert f["diag_dominance"] == pytest.approx(1.0) and f["zero_diagonal"] == 0.0
+    # the Jacobi-scaled 5-point Laplacian: cond = cot^2(pi h / 2) ~ 48 at m = 10
+    assert 1.2 < f["log_cond_est"] <= np.log10(1 / np.tan(np.pi / 22) ** 2) + 1e-9
+    g = system_features({"system": {"generator": "anisotropic2d", "m": 30, "eps": 0.001}})
+    assert g["anisotropy"] == pytest.approx(3.0) and g["log_n"] == pytest.approx(np.log10(900))
+    nonsym = matrix_features(_convection_diffusion(6, 2.0))
+    assert nonsym["symmetric"] == 0.0 and "log_cond_est" not in nonsym
+
+
+def test_a_campaign_refuses_systems_its_arms_cannot_solve(embedded_settings: Settings) -> None:
+    client = Client(settings=embedded_settings)
+    camp = client.create_campaign("solvers", "krylov", "default", settings={"cost": "work"})
+    with client.Session() as s:
+        from app.client import store
+
+        assert store.arm_values(s, camp.id) == DEFAULT_SPD
+    A = _convection_diffusion(6, 2.0)
+    with pytest.raises(InputError) as err:
+        camp.submit(LinearSystem(A, np.ones(36)))
+    assert err.value.field.startswith("arms[") and err.value.field.endswith("].method")
+    assert "default-nonsymmetric" in err.value.message
+    with pytest.raises(InputError, match="no arm set named"):
+        client.create_campaign("x", "sor", "default")
+    with pytest.raises(InputError) as err:
+        client.create_campaign("y", "krylov", "default", settings={"cost": "flops"})
+    assert err.value.field == "settings.cost"
+    # a symmetric system goes in, with its features as context, and is solved
+    ids = camp.submit_many(
+        [(LinearSystem(laplace2d(m), np.ones(m * m)), {}) for m in (8, 12)], tol=1e-8
+    )
+    ids += [camp.submit(LinearSystem.generate("anisotropic2d", 10, eps=0.01), tol=1e-8)]
+    InlineScheduler(embedded_settings).run_until_idle()
+    rows = camp.results()
+    assert len(rows) == len(ids) and all(r["status"] == "succeeded" for r in rows)
+    assert all(r["converged"] and r["cost"] > 0 for r in rows)
+    assert {"log_n", "log_cond_est", "diag_dominance"} <= set(rows[0]["context"])
+
+
+def test_an_arm_over_its_budget_stops_and_the_fallback_solves() -> None:
+    spec = KIND.validate_spec({"system": {"generator": "laplace2d", "m": 32}, "tol": 1e-8})
+    slow = {"method": "cg", "preconditioner": "none"}
+    safe = {"method": "cg", "preconditioner": "amg-sa"}
+    alone = run_krylov(spec, slow, {"cost": "work"})
+    budget = alone.cost / 4
+    out = run_krylov(spec, slow, {"cost": "work", "budget": budget, "fallback_arm": safe})
+    assert out.censored and out.converged and out.residual is not None and out.residual <= 1e-8
+    assert budget < out.metrics["arm_cost"] <= budget + 1  # stopped within one product
+    assert out.cost == pytest.approx(out.metrics["arm_cost"] + out.metrics["fallback_cost"])
+    assert out.cost < alone.cost and out.metrics["fallback"] == safe
+    # an arm that stops without converging (its iteration cap) hands over too
+    capped = KIND.validate_spec({**spec, "max_iters": 5})
+    out = run_krylov(capped, slow, {"cost": "time", "budget": 1e9, "fallback_arm": safe})
+    assert out.censored and out.metrics["arm_stopped"] == "did not converge"
+    # within budget: the arm's own solve, not censored
+    out = run_krylov(spec, safe, {"cost": "work", "budget": 1e9, "fallback_arm": slow})
+    assert not out.censored and "arm_cost" not in out.metrics
+
+
+def test_a_decision_budget_reaches_the_worker_and_comes_back_censored(
+    embedded_settings: Settings,
+) -> None:
+    """policy_config.fallback on a krylov campaign: decisions carry the budget and the
+    fallback configuration to the worker; a stopped arm's result is recorded censored."""
+    client = Client(settings=embedded_settings)
+    arms = [
+        {"method": "cg", "preconditioner": "amg-sa"},
+        {"method": "cg", "preconditioner": "none"},
+    ]
+    camp = client.create_campaign(
+        "budgeted",
+        "krylov",
+        arms,
+        policy="fixed",
+        policy_config={"arm": 1, "fallback": {"arm": 0, "budget": 1.5}},
+        settings={"cost": "work"},
+        max_in_flight=1,
+    )
+    camp.submit_many([(LinearSystem.generate("laplace2d", 32), {}) for _ in range(4)], tol=1e-8)
+    sch = InlineScheduler(embedded_settings)
+    sch.run_until_idle()
+    sent = [m for m in sch.publisher.sent if m["campaign"] == "budgeted"]
+    assert "budget" not in (sent[0].get("options") or {})  # the fallback is played first
+    later = [m["options"] for m in sent[1:]]
+    assert later and all(o["fallback_arm"] == arms[0] and o["budget"] > 0 for o in later)
+    rows = camp.results()
+    assert all(r["status"] == "succeeded" and r["converged"] for r in rows)
+    with client.engine.connect() as c:
+        censored = c.exec_driver_sql("SELECT count(*) FROM results WHERE censored").scalar()
+    assert censored == len(later)  # plain CG needs far more than 1.5x AMG's work here
+
+
+def test_every_configuration_on_an_indefinite_system_converges_or_says_so() -> None:
+    """A symmetric indefinite system (a Laplacian shifted into the middle of its spectrum):
+    each default configuration either reaches the tolerance, or reports converged=False
+    with its true residual, or raises with a message (a failed trial naming why)."""
+    m = 10
+    A = sp.csr_matrix(laplace2d(m) - 2.5 * sp.eye(m * m))
+    b = np.random.default_rng(1).standard_normal(m * m)
+    spec = KIND.validate_spec({"system": _csr_system(A, b), "tol": 1e-8, "max_iters": 500})
+    outcomes = {"converged": 0, "not converged": 0, "raised": 0}
+    for arm in DEFAULT_SPD + DEFAULT_NONSYMMETRIC:
+        try:
+            out = run_krylov(spec, arm, {"cost": "work"})
+        except Exception as exc:
+            assert str(exc), arm
+            outcomes["raised"] += 1
+            continue
+        if out.converged:
+            assert out.residual is not None and out.residual <= 1e-8, arm
+            outcomes["converged"] += 1
+        else:
+            assert out.residual is None or out.residual > 1e-8, arm
+            outcomes["not converged"] += 1
+    assert outcomes["converged"] > 0, outcomes  # MINRES and GMRES handle it

@@ -1,0 +1,60 @@
+"""Small things a newcomer meets (issue 31, item 6)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.client import Client
+from app.client.completion import SolveTimeout
+from app.config import Settings
+
+
+def test_a_timed_out_solve_says_how_long_it_waited_and_which_instance(
+    embedded_settings: Settings,
+) -> None:
+    with Client(settings=embedded_settings) as client:  # no scheduler runs
+        camp = client.create_campaign("c", "noop", [{"cost": 1.0}])
+        with pytest.raises(SolveTimeout) as err:
+            camp.solve(None, {}, timeout=0.3)
+        assert err.value.waited == 0.3
+        assert "after waiting 0.3 s" in str(err.value)
+        assert f"camp.solution({err.value.instance_id})" in str(err.value)
+        assert isinstance(err.value, TimeoutError)
+        assert camp.counts()["pending"] == 1  # still queued, not lost
+
+
+def test_a_worker_process_registers_its_tasks_without_duplicate_warnings(
+    embedded_settings: Settings,
+) -> None:
+    """A worker builds two Celery apps (its tasks', its announcer's); Celery's default
+    shared tasks made every start warn DuplicateTaskNameWarning twice."""
+    import warnings
+
+    from tasks.messages import RUN_LONG_TRIAL_TASK, RUN_TRIAL_TASK
+    from workers.celery_app import make_celery
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        apps = [make_celery(embedded_settings), make_celery(embedded_settings)]
+        for app in apps:
+            assert RUN_TRIAL_TASK in app.tasks and RUN_LONG_TRIAL_TASK in app.tasks
+    assert not [w for w in seen if "DuplicateTaskName" in w.category.__name__]
+
+
+def test_a_worker_warms_its_kinds_up_before_its_first_trial() -> None:
+    """The first trial's latency must not include loading and compiling the kernels: the
+    worker runs each kind's warm-up before it takes trials (a fresh interpreter here)."""
+    import subprocess
+    import sys
+
+    script = (
+        "from tasks.solvers import kernels\n"
+        "from workers.daemon import warm_up\n"
+        "before = {f.__name__: len(f.signatures) for f in (kernels.spmv_dot, kernels.ssor_apply)}\n"
+        "warm_up(('sor', 'ssor-pcg', 'noop', 'external'))\n"
+        "after = {f.__name__: len(f.signatures) for f in (kernels.spmv_dot, kernels.ssor_apply)}\n"
+        "print(before, after)\n"
+        "assert all(n == 0 for n in before.values()) and all(n > 0 for n in after.values())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
