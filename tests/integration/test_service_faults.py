@@ -24,7 +24,8 @@ from app.dev.local import LocalCluster
 from app.policies.base import _decode
 from app.scheduler.locks import LOCK_KEY, SchedulerLock, SchedulerLockedError
 from app.scheduler.runtime import build_policy, load_runtime
-from models import Arm, Campaign, Instance, Result, Trial
+from models import Arm, Campaign, Instance, Result, Trial, TrialEvent
+from models.states import TrialEventKind
 from tests.integration.test_faults import _check_exactly_once
 from tests.integration.test_shutdown_and_wire import _consumers, _wait_for
 
@@ -141,14 +142,15 @@ def test_rabbitmq_stopped_for_ten_seconds_mid_campaign(
     _check_exactly_once(client, "mq-outage", n)
 
 
-def test_leases_expiring_during_a_rabbitmq_outage_are_reissued_after_it(
+def test_trials_out_during_a_rabbitmq_outage_longer_than_the_lease_finish_once(
     pg_settings: Settings, restore_services: None
 ) -> None:
-    """The broker is down longer than the lease: the running trials' heartbeats cannot get
-    through, so their leases run out and they are re-issued while the broker is (or has just
-    been) away. A re-issue whose publish fails must stay reachable by the outbox. (These
-    trials are shorter than the first heartbeat: the queued bound is lowered to the lease so
-    that their leases, too, run out in the outage.)"""
+    """The broker is down longer than the lease, so no heartbeat gets through. After it, each
+    trial that was out is either redelivered by RabbitMQ (its message was never acknowledged)
+    or re-issued by its lease, whichever comes first: which one is a race, so only what must
+    hold is asserted: every instance done exactly once and no trial failed for its lease.
+    (The lease path itself, the drained inbox before expiring and a re-issue whose publish
+    fails, are tested deterministically in test_leases and test_scheduler_corrections.)"""
     settings = Settings(
         **{
             **pg_settings.__dict__,
@@ -169,8 +171,12 @@ def test_leases_expiring_during_a_rabbitmq_outage_are_reissued_after_it(
     assert events == ["stopped", "started"]
     _check_exactly_once(client, "mq-lease", n)
     with client.Session() as s:
-        reissued = s.scalar(select(func.count()).select_from(Trial).where(Trial.attempt > 1))
-    assert reissued and reissued > 0  # the outage did expire leases
+        lease_failed = s.scalar(
+            select(func.count())
+            .select_from(TrialEvent)
+            .where(TrialEvent.event == TrialEventKind.lease_failed)
+        )
+    assert lease_failed == 0
 
 
 def _pg_ctl(*args: str) -> None:
