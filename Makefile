@@ -2,9 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-EXTRAS ?= dev,bench,inference
+EXTRAS ?= dev,docs,bench,worker,inference
 
-.PHONY: install demo test lint unit integration acceptance migration bench clean services browser
+.PHONY: install demo test lint docs unit integration acceptance migration bench clean services browser
 
 install: $(VENV)/.installed
 
@@ -43,7 +43,12 @@ integration: install services
 acceptance: install services browser
 	$(VENV)/bin/pytest -q tests/acceptance
 
-test: install services browser lint
+# The guide, the API reference and the benchmarks' pages (--strict: a broken link or a
+# reference to code that moved fails the build).
+docs: install
+	$(VENV)/bin/mkdocs build --strict -q
+
+test: install services browser lint docs
 	$(VENV)/bin/pytest -q tests
 
 bench: install services

@@ -22,7 +22,11 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "broker_url",
         "kombu/Celery broker URL (default: a filesystem transport under BANDITQ_HOME)",
     ),
-    "BANDITQ_HOME": ("home", "folder of the embedded default (default: ./.banditq)"),
+    "BANDITQ_HOME": (
+        "home",
+        "folder of the embedded default (default: this user's data folder, "
+        "~/.local/share/banditq on Linux; `banditq status` prints it)",
+    ),
     "BANDITQ_QUEUE": ("queue", "Celery queue that carries trials (default: banditq.trials)"),
     "BANDITQ_MAX_PAYLOAD_BYTES": ("max_payload_bytes", "largest instance payload accepted"),
     "BANDITQ_SNAPSHOT_EVERY": ("snapshot_every", "policy snapshot every N results"),
@@ -188,7 +192,13 @@ def check_urls(database_url: str, broker_url: str) -> None:
 
 
 def _default_home() -> Path:
-    return Path(os.environ.get("BANDITQ_HOME", ".banditq")).resolve()
+    """``BANDITQ_HOME``, else this user's data folder (``~/.local/share/banditq`` on Linux):
+    the same embedded database whichever folder a command runs in."""
+    if os.environ.get("BANDITQ_HOME"):
+        return Path(os.environ["BANDITQ_HOME"]).resolve()
+    from platformdirs import user_data_path
+
+    return user_data_path("banditq", appauthor=False)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +100,30 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Apply migrations up to ``revision`` (in place: existing data is kept)."""
+    """Apply migrations up to ``revision`` (in place: existing data is kept). On SQLite the
+    processes that start together on a fresh embedded home (the client, ``banditq
+    scheduler``, ``banditq worker``) take turns under a file lock: the first migrates, the
+    others find the schema current (without the lock the second failed on "table already
+    exists" and exited)."""
     ensure_sqlite_folder(url)
-    command.upgrade(alembic_config(url), revision)
+    with _migration_lock(url):
+        command.upgrade(alembic_config(url), revision)
+
+
+@contextlib.contextmanager
+def _migration_lock(url: str) -> Iterator[None]:
+    path = url.split("///", 1)[-1] if url.startswith("sqlite") else ""
+    if not path or path == ":memory:":
+        yield  # PostgreSQL: alembic's own transaction (DDL is transactional there)
+        return
+    import fcntl
+
+    with open(f"{path}.migrate-lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def downgrade(url: str, revision: str) -> None:

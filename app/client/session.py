@@ -35,7 +35,8 @@ UPLOAD_MEMO = 16
 class Client:
     """Entry point. URLs default to ``BANDITQ_DATABASE_URL``/``BANDITQ_BROKER_URL``; with
     neither set, the embedded default (SQLite file and a filesystem broker under
-    ``BANDITQ_HOME``, default ``./.banditq``), whose schema is created on first use."""
+    ``BANDITQ_HOME``, by default this user's data folder), whose schema is created on first
+    use."""
 
     def __init__(
         self,
@@ -121,9 +122,11 @@ class Client:
         except BlobError as exc:
             raise StoreError(str(exc)) from exc
         if kind == "csr":
+            from tasks.kinds.krylov_features import upload_features
             from tasks.linsys import StoredMatrix
 
-            ref = {**ref, **StoredMatrix.describe(sp.csr_matrix(value))}
+            mat = sp.csr_matrix(value)
+            ref = {**ref, **StoredMatrix.describe(mat), **upload_features(mat)}
         self._uploads[key] = (value, ref)
         while len(self._uploads) > UPLOAD_MEMO:
             self._uploads.popitem(last=False)

@@ -2,8 +2,9 @@
 cheaply: at submit for inline systems (O(nnz), plus a 12-step Lanczos on the Jacobi-scaled
 matrix: about 15 products with A, a fraction of one solve), from the spec alone for
 generator systems (their matrices are built on the worker), from a stored matrix's
-reference (its size, entries, symmetry and diagonal range, recorded at upload: no
-download). A generator system of up to
+reference (its size, entries, symmetry, diagonal range, dominance and conditioning estimate,
+recorded at upload by the client that had it in memory: no download; a shifted form
+``alpha I + beta A`` gets the first four). A generator system of up to
 :data:`BUILD_AT_SUBMIT` unknowns is also built once per spec at submit for the matrix
 features below; beyond that, and for stored matrices, a campaign declares the features the
 spec gives (or its own).
@@ -13,11 +14,11 @@ spec gives (or its own).
 ``nnz_per_row``    stored entries per row (5 or 7 for the stencil generators)
 ``symmetric``      1 when A = A^T (to 1e-12 of its largest entry), else 0
 ``diag_dominance`` the smallest row's |a_ii| / sum_j!=i |a_ij|, capped at 10 (>= 1: diagonally
-                   dominant rows; inline systems)
+                   dominant rows; inline and stored systems)
 ``diag_spread``    log10 of max |a_ii| / min |a_ii| (inline systems)
 ``log_cond_est``   log10 of the largest over the smallest Ritz value of D^-1/2 A D^-1/2 after
                    12 Lanczos steps: an estimate (a lower bound) of its condition number
-                   (inline symmetric systems with a positive diagonal)
+                   (inline and stored symmetric systems with a positive diagonal)
 ``anisotropy``     |log10 eps| of an ``anisotropic2d`` generator, else 0
 ``contrast``       log10 of a ``variable_diffusion2d`` generator's contrast, else 0
 =================  ========================================================================
@@ -70,9 +71,32 @@ def system_features(spec: dict[str, Any]) -> dict[str, float]:
         lo, hi = A.get("diag_min"), A.get("diag_max")
         if isinstance(lo, int | float) and isinstance(hi, int | float) and lo > 0:
             out["diag_spread"] = math.log10(hi / lo)
+        st = system["stored"]
+        if st.get("alpha", 0.0) == 0.0 and st.get("beta", 1.0) == 1.0:
+            # the matrix itself (not a shifted form): what its upload recorded
+            out.update(_recorded(A))
         return out
     A, _b = build_system(system)
     return matrix_features(A)
+
+
+#: features a matrix's upload records in its reference (:func:`upload_features`)
+RECORDED = ("diag_dominance", "log_cond_est")
+
+
+def upload_features(A: sp.csr_matrix) -> dict[str, float]:
+    """What an upload records of a matrix for solver selection (the client has it in memory
+    then; afterwards only its reference travels)."""
+    return {k: v for k, v in matrix_features(A).items() if k in RECORDED}
+
+
+def _recorded(ref: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for k in RECORDED:
+        v = ref.get(k)
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            out[k] = float(v)
+    return out
 
 
 def _generator(system: dict[str, Any]) -> dict[str, float]:

@@ -18,6 +18,8 @@ def banditq(
     *args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("BANDITQ_")}
+    # each test its own embedded home (the default, a per-user folder, would be shared)
+    full_env["BANDITQ_HOME"] = str(cwd / ".banditq")
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],

@@ -341,3 +341,26 @@ def _old_campaign(c: Any, status: str) -> None:
         ),
         {"s": status},
     )
+
+
+def test_processes_starting_together_on_a_fresh_embedded_home_all_get_the_schema(
+    tmp_path: Path,
+) -> None:
+    """A newcomer starts the scheduler, a worker and a client at once: each upgrades the
+    fresh SQLite file (before the lock, the second died on "table ... already exists")."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'home' / 'banditq.db'}"
+    code = f"from app import db; db.upgrade({url!r})"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(4)
+    ]
+    outs = [(p.wait(120), p.stderr.read().decode() if p.stderr else "") for p in procs]
+    assert all(rc == 0 for rc, _ in outs), [err[-500:] for rc, err in outs if rc]
+    engine = create_engine(url)
+    assert db.is_current(engine)
+    engine.dispose()

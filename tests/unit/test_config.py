@@ -68,3 +68,17 @@ def test_worker_blas_threads_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BANDITQ_WORKER_BLAS_THREADS", "many")
     with pytest.raises(ConfigError, match="BANDITQ_WORKER_BLAS_THREADS"):
         Settings.from_env()
+
+
+def test_the_embedded_home_defaults_to_a_per_user_data_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Not the current folder: a command run elsewhere must open the same database."""
+    monkeypatch.delenv("BANDITQ_HOME", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env()
+    assert settings.home == tmp_path / "data" / "banditq"
+    assert str(tmp_path / "data" / "banditq") in settings.database_url
+    monkeypatch.setenv("BANDITQ_HOME", "here")
+    assert Settings.from_env().home == tmp_path / "here"

@@ -4,6 +4,8 @@ matrix, wall time or a deterministic work count as the cost, features from the s
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -211,3 +213,28 @@ def test_every_configuration_on_an_indefinite_system_converges_or_says_so() -> N
             assert out.residual is None or out.residual > 1e-8, arm
             outcomes["not converged"] += 1
     assert outcomes["converged"] > 0, outcomes  # MINRES and GMRES handle it
+
+
+def test_a_stored_matrix_carries_its_conditioning_features(tmp_path: Path) -> None:
+    """A matrix too large for the message goes to the store at submit; the default features
+    (log_cond_est among them) come from what its upload recorded, as for an inline one
+    (before, such a submit was refused: log_cond_est missing)."""
+    settings = Settings(home=tmp_path / "home", inline_bytes=1024)
+    client = Client(settings=settings)
+    camp = client.create_campaign("stored", "krylov", "default", settings={"cost": "work"})
+    A = laplace2d(20)
+    iid = camp.submit(LinearSystem(A, np.ones(400)), tol=1e-8)
+    with client.Session() as s:
+        from models import Instance
+
+        inst = s.get(Instance, iid)
+        assert inst is not None and "stored" in inst.spec["system"]
+        ctx = inst.context
+    assert ctx["log_cond_est"] == pytest.approx(matrix_features(A)["log_cond_est"])
+    assert ctx["diag_dominance"] == pytest.approx(1.0)
+    # a shifted form of a stored matrix: its own dominance and conditioning are unknown
+    handle = client.store_matrix(A)
+    shifted = system_features(
+        {"system": LinearSystem.affine(handle, np.ones(400), 1.0, 2.0).to_spec(client._put, 1024)}
+    )
+    assert "log_cond_est" not in shifted and shifted["symmetric"] == 1.0
