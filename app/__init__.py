@@ -36,7 +36,7 @@ _WHERE = {
     "Outcome": "tasks.kinds.base",
     "Policy": "app.policies.base",
     "Decision": "app.policies.base",
-    "InputError": "app.errors",
+    "InputError": "tasks.errors",
 }
 
 

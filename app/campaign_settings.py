@@ -8,12 +8,11 @@ Pure; thread-safe.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.errors import InputError
+from tasks.errors import InputError, bounded
 
 #: one trial's wall-time limit (``max_trial_seconds``, ``settings.limits.max_seconds``)
 MAX_TRIAL_SECONDS = 7 * 86400.0
@@ -27,9 +26,6 @@ MAX_ARMS = 4096
 MAX_FEATURES = 64
 #: a policy's seed (stored as a 32-bit integer)
 MAX_SEED = 2**31 - 1
-#: the longest lease any trial gets while queued (a lease is a timestamp: bounded)
-MAX_LEASE_SECONDS = 30 * 86400.0
-
 #: settings every kind understands, as a user gives them
 USER_KEYS = frozenset({"limits", "monitor_fraction", "device"})
 #: what creation adds to the stored settings (kind options, a kind's descriptors)
@@ -86,25 +82,3 @@ def campaign_settings(kind: str, stored: Mapping[str, Any]) -> CampaignSettings:
         device=device if isinstance(device, str | None) else dict(device),
         kind_options=dict(options),
     )
-
-
-def bounded(value: Any, field: str, lo: float, hi: float, *, open_lo: bool = False) -> float:
-    """``value`` as a float in [lo, hi] ((lo, hi] with ``open_lo``), or InputError."""
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, int | float)
-        and math.isfinite(value)
-        and (lo < value if open_lo else lo <= value)
-        and value <= hi
-    )
-    if not ok:
-        lo_br = "(" if open_lo else "["
-        raise InputError(field, f"must be a number in {lo_br}{lo:g}, {hi:g}], got {value!r}")
-    return float(value)
-
-
-def bounded_int(value: Any, field: str, lo: int, hi: int) -> int:
-    """``value`` as an integer in lo..hi (not a bool), or InputError."""
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise InputError(field, f"must be an integer in {lo}..{hi}, got {value!r}")
-    return value

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from app.errors import ConfigError
+from tasks.errors import ConfigError
 
 #: Environment variable -> (setting name, help text). The CLI prints this table in ``--help``.
 ENV_VARS: dict[str, tuple[str, str]] = {

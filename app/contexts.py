@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import InputError
+from tasks.errors import InputError
 
 
 def validate_context(context: Any, features: list[str], field: str = "context") -> dict[str, float]:

@@ -36,7 +36,7 @@ from app.offline.sorbatch import sor_iterations  # noqa: E402
 from app.offline.tables import CostTable, load_table  # noqa: E402
 from tasks.linsys import laplace2d, paper_rhs  # noqa: E402
 from tasks.solvers.csr import prepare  # noqa: E402
-from tasks.solvers.pcg import ssor_pcg  # noqa: E402
+from workers.solvers.pcg import ssor_pcg  # noqa: E402
 
 DRIFTING = ("drift2d-50", "drift3d-50", "heat-pcg")  # one table per seed of --seeds
 

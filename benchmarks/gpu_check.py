@@ -94,8 +94,8 @@ def kernels(device: Any, grids: list[int], iters: int, copy: float, budget: Budg
 
     from tasks.solvers.csr import prepare
     from tasks.solvers.generators import build, validate
-    from tasks.solvers.multicolor import multicolor_sor
-    from tasks.solvers.sor import sor
+    from workers.solvers.multicolor import multicolor_sor
+    from workers.solvers.sor import sor
 
     rows = []
     for m in grids:
@@ -146,8 +146,8 @@ def campaigns(device: Any, m: int, count: int, home: Path, budget: Budget) -> di
     from app.dev.local import LocalCluster
     from tasks.linsys import LinearSystem
     from tasks.solvers.csr import prepare
-    from tasks.solvers.multicolor import multicolor_sor
-    from tasks.solvers.pcg import ssor_pcg
+    from workers.solvers.multicolor import multicolor_sor
+    from workers.solvers.pcg import ssor_pcg
 
     shutil.rmtree(home, ignore_errors=True)  # a fresh embedded default per run
     settings = Settings(home=home, sweep_seconds=0.5)

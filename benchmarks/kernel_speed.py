@@ -4,10 +4,10 @@ For n ~ 10^4, 10^5, 10^6 and 10^7 (memory allowing; --quick: 10^4 and 10^5, a sm
 seconds), 5-point Laplacian,
 omega = 1.9, a fixed number of iterations:
 
-* SOR iteration: ``tasks.solvers.sor.sor`` (what the worker runs: the fused compiled sweep +
+* SOR iteration: ``workers.solvers.sor.sor`` (what the worker runs: the fused compiled sweep +
   residual norm) against pyamg's C++ sweep + a scipy SpMV residual;
 * effective GB/s under the byte model below, against this machine's measured copy bandwidth;
-* SSOR-PCG to tol 1e-8: ``tasks.solvers.pcg.ssor_pcg`` against what a user writes by hand
+* SSOR-PCG to tol 1e-8: ``workers.solvers.pcg.ssor_pcg`` against what a user writes by hand
   (scipy ``cg`` with an SSOR ``LinearOperator`` of two ``spsolve_triangular``), and petsc4py
   (``-ksp_type cg -pc_type sor -pc_sor_symmetric``) when it is installed;
 * multicolour SOR on torch (CPU here, CUDA with --device cuda);
@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 
 from tasks.solvers.csr import prepare  # noqa: E402
 from tasks.solvers.generators import build, validate  # noqa: E402
-from tasks.solvers.pcg import ssor_pcg  # noqa: E402
-from tasks.solvers.sor import sor  # noqa: E402
+from workers.solvers.pcg import ssor_pcg  # noqa: E402
+from workers.solvers.sor import sor  # noqa: E402
 
 OMEGA = 1.9
 
@@ -162,7 +162,7 @@ def _petsc(A: sp.csr_matrix, b: np.ndarray, omega: float) -> dict[str, Any]:
 def multicolor_ms(m: int, iters: int, device: str) -> float:
     import torch
 
-    from tasks.solvers.multicolor import multicolor_sor
+    from workers.solvers.multicolor import multicolor_sor
 
     A, b = build(validate({"generator": "laplace2d", "m": m, "seed": 1}))
     P = prepare(A)
@@ -178,7 +178,7 @@ sys.path.insert(0, sys.argv[1])
 import numpy as np
 from workers.run_trial import execute
 from tasks.kinds import get_kind
-from tasks.solvers.sor import sor
+from workers.solvers.sor import sor
 from tasks.solvers.csr import prepare
 from tasks.solvers.generators import build, validate
 A, b = build(validate({"generator": "laplace2d", "m": 20}))

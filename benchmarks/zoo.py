@@ -42,8 +42,8 @@ from app.offline.sorbatch import sor_iterations  # noqa: E402
 from app.offline.tables import CostTable, load_table  # noqa: E402
 from tasks.linsys import paper_rhs  # noqa: E402
 from tasks.solvers.csr import prepare  # noqa: E402
-from tasks.solvers.pcg import ssor_pcg  # noqa: E402
-from tasks.solvers.sor import sor  # noqa: E402
+from workers.solvers.pcg import ssor_pcg  # noqa: E402
+from workers.solvers.sor import sor  # noqa: E402
 
 DESIGN_SEEDS = range(0, 50)
 REPORT_SEEDS = range(100, 200)

@@ -47,7 +47,7 @@ from tasks.gridfield import GridField  # noqa: E402
 from tasks.linsys import LinearSystem  # noqa: E402
 from tasks.solvers.csr import prepare  # noqa: E402
 from tasks.solvers.generators import build_matrix, validate  # noqa: E402
-from tasks.solvers.pcg import ssor_pcg  # noqa: E402
+from workers.solvers.pcg import ssor_pcg  # noqa: E402
 
 ARMS = [round(1.0 + 0.05 * i, 2) for i in range(20)]
 FIXED = (1.0, 1.3, 1.5, 1.75, 1.95)

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import InputError, finite_number
 from tasks import gridfield
+from tasks.errors import InputError, finite_number
 from tasks.gridfield import GridField
 
 KEY = "solution_of"

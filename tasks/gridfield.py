@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import InputError, finite_number
+from tasks.errors import InputError, finite_number
 
 KEY = "grid_field"
 SHAPES = ("gaussian",)

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from app.errors import InputError, finite_number
 from tasks import chain, gridfield
+from tasks.errors import InputError, finite_number
 from tasks.gridfield import GridField
 from tasks.solvers import generators
 

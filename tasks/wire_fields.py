@@ -16,6 +16,8 @@ import math
 import re
 from typing import Any
 
+#: the longest lease, tell timeout or queued bound a campaign may set (30 days)
+MAX_LEASE_SECONDS = 30 * 86400.0
 #: PostgreSQL INTEGER
 INT32_MAX = 2**31 - 1
 #: a trial id: the scheduler's uuid4 text

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from app import plugins
+from tasks import plugins
 
 
 def write_dist(root: Path, dist: str, entries: dict[str, dict[str, str]]) -> Path:

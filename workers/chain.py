@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import InputError
 from tasks.chain import KEY, solution_tag
+from tasks.errors import InputError
 
 KEEP = 4
 

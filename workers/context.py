@@ -71,8 +71,8 @@ def configure(settings: Settings) -> WorkerContext:
     """Make ``settings`` this process's worker settings (at start-up, and in tests): the
     array store, the kernel cache's bound and a fresh context (forked pool children build
     their own from the same settings)."""
-    from tasks.solvers.cache import configure_process_cache
     from tasks.store.open import configure as configure_store
+    from workers.solvers.cache import configure_process_cache
 
     global _CONTEXT, _CONFIGURED
     _CONFIGURED = settings

@@ -21,8 +21,8 @@ from typing import Any
 from celery.signals import worker_process_init
 
 from app.config import Settings
-from app.errors import ConfigError
 from tasks.channel import ChannelPublisher
+from tasks.errors import ConfigError
 from tasks.messages import (
     WorkerAnnouncement,
     device_class,
@@ -135,8 +135,8 @@ def worker_kinds(settings: Settings) -> tuple[str, ...]:
     """The kinds this worker runs: ``BANDITQ_WORKER_KINDS`` (each must load here), else
     every installed kind that loads (one that fails to import is logged and left out);
     never an external kind (its callers run its trials)."""
-    from app.plugins import KINDS_GROUP, PluginError, names
     from tasks.kinds import get_kind
+    from tasks.plugins import KINDS_GROUP, PluginError, names
 
     wanted = [k.strip() for k in settings.worker_kinds.split(",") if k.strip()]
     out = []

@@ -22,10 +22,9 @@ from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 from kombu.utils.json import dumps
 
-from app.errors import InputError
-from app.plugins import PluginError
 from models.states import ResultStatus
 from tasks.channel import ChannelPublisher
+from tasks.errors import InputError
 from tasks.kinds import get_kind
 from tasks.messages import (
     RUN_LONG_TRIAL_TASK,
@@ -35,6 +34,7 @@ from tasks.messages import (
     TrialMessage,
     results_queue,
 )
+from tasks.plugins import PluginError
 from workers import chain
 from workers.heartbeat import Heartbeat
 from workers.journal import MAX_CRASHES, journal_path

@@ -49,7 +49,7 @@ def _logging(level: str) -> None:
 
 def _client() -> Any:
     from app.client import Client
-    from app.errors import SchemaMissingError
+    from tasks.errors import SchemaMissingError
 
     try:
         return Client()

@@ -23,7 +23,7 @@ def status(
     activity; a broken campaign with the reason). With one: its progress, trials per
     second, queue depth and per-arm costs."""
     from app.client.status import campaigns_overview
-    from app.errors import NotFoundError
+    from tasks.errors import NotFoundError
 
     client = _client()
     if campaign is None:
@@ -95,7 +95,7 @@ def results(
     ] = None,
 ) -> None:
     """Export the campaign's rows of the trial_results view."""
-    from app.errors import NotFoundError
+    from tasks.errors import NotFoundError
 
     if fmt not in ("csv", "json"):
         _fail(f"--format must be csv or json, got {fmt!r}")
@@ -173,9 +173,9 @@ def report(
     campaigns), arm against context with the policy's current best arm, cost per arm,
     decisions by reason, propensities, failures and workers. Reads only the views of
     `banditq db grant-reader`."""
-    from app.errors import NotFoundError
     from app.report.data import load
     from app.report.html import write_report
+    from tasks.errors import NotFoundError
 
     engine = _reader_engine(_settings())
     try:
@@ -252,7 +252,7 @@ cli.add_typer(campaign_cli, name="campaign")
 
 def _lifecycle(action: str, name: str) -> Any:
     from app.client import lifecycle
-    from app.errors import InputError, NotFoundError
+    from tasks.errors import InputError, NotFoundError
 
     ops = {
         "pause": lifecycle.pause,

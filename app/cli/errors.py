@@ -36,7 +36,7 @@ def describe(exc: BaseException) -> str | None:
     """One line for a failure a user can fix, or None for a bug (which keeps its traceback)."""
     import sqlalchemy
 
-    from app.errors import BanditqError
+    from tasks.errors import BanditqError
 
     if isinstance(exc, BanditqError):
         return str(exc)

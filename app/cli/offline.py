@@ -28,9 +28,9 @@ def replay(
 ) -> None:
     """Replay a full-information cost table in file order; the policy sees only the cost of
     the arm it chose. Reports mean cost against the per-instance oracle and best fixed arm."""
-    from app.errors import InputError
     from app.offline.replay import replay as run_replay
     from app.offline.tables import load_table
+    from tasks.errors import InputError
 
     try:
         tab = load_table(table)
@@ -58,11 +58,11 @@ def ope(
     """Off-policy evaluation: estimate another policy's mean cost from the logged decisions
     and propensities (IPS, self-normalized IPS, doubly robust; 95% intervals), and say when
     the propensities are too small to trust."""
-    from app.errors import NotFoundError
     from app.offline.ope import evaluate, load_campaign_log
     from app.policies.base import arm_positions
     from app.policies.registry import make_policy
     from models import Arm
+    from tasks.errors import NotFoundError
 
     client = _client()
     try:

@@ -14,7 +14,7 @@ from app.cli.base import cli
 def policies() -> None:
     """List the installed policies and the distribution each comes from (``default`` is the
     best one measured; a kind may name its own)."""
-    from app.plugins import POLICIES_GROUP
+    from tasks.plugins import POLICIES_GROUP
 
     _list_plugins(POLICIES_GROUP, _policy_doc)
 
@@ -22,7 +22,7 @@ def policies() -> None:
 @cli.command()
 def kinds() -> None:
     """List the installed trial kinds and the distribution each comes from."""
-    from app.plugins import KINDS_GROUP
+    from tasks.plugins import KINDS_GROUP
 
     _list_plugins(KINDS_GROUP, _kind_doc)
 
@@ -62,7 +62,7 @@ RESTART_NOTE = (
 def _list_plugins(group: str, describe: Callable[[str], str]) -> None:
     """One line per entry point: name, distribution and version, and its summary; one that
     fails to import is listed with the reason (and the exit status is 1)."""
-    from app.plugins import PluginError, plugins
+    from tasks.plugins import PluginError, plugins
 
     failed = False
     for name, p in sorted(plugins(group).items()):

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import InputError
+from tasks.errors import InputError
 from tasks.kinds.base import arm_name
 
 NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,199}\Z")

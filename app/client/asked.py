@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, bindparam, text
 
 from app.client.waiting import Poll, autocommit_connection
-from app.errors import InputError
+from tasks.errors import InputError
 from tasks.messages import ASK_CHANNEL, parse_time
 
 log = logging.getLogger("banditq.client")

@@ -23,8 +23,8 @@ from typing import Any
 from app.client.asked import AskWaiter
 from app.client.submitting import Submission
 from app.contexts import validate_context
-from app.errors import InputError, finite_number
 from models.states import ResultStatus
+from tasks.errors import InputError, finite_number
 from tasks.messages import ResultMessage
 
 log = logging.getLogger("banditq.client")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from app.client import store
-from app.errors import NotFoundError
 from models import Campaign as CampaignRow
+from tasks.errors import NotFoundError
 
 if TYPE_CHECKING:
     from app.client.session import Client

@@ -8,7 +8,7 @@ from app.client import store
 from app.client.asking import Asking
 from app.client.completion import Completion
 from app.client.rows import decode_row, tidy
-from app.errors import InputError
+from tasks.errors import InputError
 
 
 class Campaign(Completion, Asking):

@@ -15,18 +15,16 @@ from app.campaign_settings import (
     MAX_TRIAL_SECONDS,
     STORED_KEYS,
     USER_KEYS,
-    bounded,
-    bounded_int,
     campaign_settings,
 )
 from app.client import store
 from app.client.arms import FEATURE_RE, NAME_RE, expand_arms
 from app.client.campaign import Campaign
-from app.errors import InputError
 from app.policies.base import arm_positions
 from app.policies.registry import make_policy, policy_class, resolve_name
 from models import Arm, PolicySnapshot
 from models import Campaign as CampaignRow
+from tasks.errors import InputError, bounded, bounded_int
 from tasks.kinds import get_kind
 
 if TYPE_CHECKING:

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.client import store
-from app.errors import InputError
 from models import Campaign as CampaignRow
+from tasks.errors import InputError
 from tasks.kinds.inference_campaign import AUTO_DEVICE
 
 

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select, update
 
-from app.errors import InputError, NotFoundError
 from models import Campaign as CampaignRow
 from models import Instance, Trial
 from models.states import CampaignStatus, InstanceStatus, TrialState
+from tasks.errors import InputError, NotFoundError
 
 if TYPE_CHECKING:
     from app.client.session import Client

@@ -22,7 +22,7 @@ from app.client.campaign import Campaign
 from app.client.creating import create_campaign
 from app.client.waiting import Completions
 from app.config import Settings
-from app.errors import InputError, NotFoundError, SchemaMissingError, StoreError
+from tasks.errors import InputError, NotFoundError, SchemaMissingError, StoreError
 from tasks.messages import WakeUp, events_queue, results_queue
 
 log = logging.getLogger("banditq.client")

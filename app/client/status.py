@@ -28,7 +28,7 @@ def campaign_status(client: Any, name: str) -> dict[str, Any]:
     with client.Session() as s:
         camp = store.campaign_named(s, name)
         if camp is None:
-            from app.errors import NotFoundError
+            from tasks.errors import NotFoundError
 
             raise NotFoundError(f"no campaign named {name!r}")
         inst = store.status_counts(s, camp.id)

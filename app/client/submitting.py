@@ -14,9 +14,9 @@ from app.client.base import CampaignBase
 from app.client.solution import Solution
 from app.client.store import Prepared
 from app.contexts import validate_context
-from app.errors import InputError
 from models import Campaign as CampaignRow
 from tasks.chain import SolutionOf, has_items, parents, resolve_items
+from tasks.errors import InputError
 from tasks.kinds import get_kind
 from tasks.kinds.base import TrialKind
 from tasks.linsys import LinearSystem, system_size

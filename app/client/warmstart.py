@@ -8,9 +8,9 @@ from sqlalchemy.orm import Session
 
 from app.client import store
 from app.contexts import context_vector
-from app.errors import InputError
 from app.policies.base import Policy
 from models import Campaign
+from tasks.errors import InputError
 
 
 def warm_state(

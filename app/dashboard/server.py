@@ -36,9 +36,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from app.dashboard.cache import CampaignCache
-from app.errors import NotFoundError
 from app.report.html import error_cells, error_rows, fmt, shown, summary_rows
 from app.report.plots import PLOTS, plot_names
+from tasks.errors import NotFoundError
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "banditq_token"

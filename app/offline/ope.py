@@ -97,8 +97,8 @@ def load_campaign_log(session: Any, campaign: str) -> tuple[Any, list[LoggedRoun
     from sqlalchemy import select
 
     from app.contexts import context_vector
-    from app.errors import NotFoundError
     from models import Campaign, Instance, Result, Trial
+    from tasks.errors import NotFoundError
 
     camp = session.scalar(select(Campaign).where(Campaign.name == campaign))
     if camp is None:

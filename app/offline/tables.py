@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.errors import InputError
 from app.offline.sorbatch import sor_iterations
+from tasks.errors import InputError
 from tasks.linsys import laplace2d, paper_rhs
 
 PAPER_OMEGAS = np.linspace(1.0, 1.95, 20)

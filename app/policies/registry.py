@@ -1,4 +1,4 @@
-"""Policies by name, from the ``banditq.policies`` entry points (see :mod:`app.plugins`);
+"""Policies by name, from the ``banditq.policies`` entry points (see :mod:`tasks.plugins`);
 ``default`` is the best policy we have measured, or the campaign kind's own default."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from app.plugins import POLICIES_GROUP, PluginError, load, names
 from app.policies.base import Policy
 from app.policies.fallback import FallbackBudget
 from app.policies.guard import ConservativeGuard
 from app.policies.holdout import Holdout
+from tasks.plugins import POLICIES_GROUP, PluginError, load, names
 
 #: The best policy measured by benchmarks/relax.py (see the README's numbers).
 DEFAULT_POLICY = "smooth-ts"

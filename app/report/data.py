@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, Engine, text
 
-from app.errors import NotFoundError
 from app.report.queries import (
     BUCKETS,
     MAX_ROUNDS,
@@ -33,6 +32,7 @@ from app.report.queries import (
     table_costs,
 )
 from models.base import json_value
+from tasks.errors import NotFoundError
 
 
 @dataclass

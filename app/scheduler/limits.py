@@ -3,9 +3,9 @@ time limits it carries, and how long its lease lasts while it waits in the queue
 
 from __future__ import annotations
 
-from app.campaign_settings import MAX_LEASE_SECONDS
 from app.config import Settings
 from tasks.messages import RUN_LONG_TRIAL_TASK, RUN_TRIAL_TASK, TrialMessage
+from tasks.wire_fields import MAX_LEASE_SECONDS
 
 
 class TimeLimits:

@@ -11,7 +11,7 @@ from typing import IO, Any
 from sqlalchemy import Engine, text
 
 from app.config import Settings
-from app.errors import BanditqError
+from tasks.errors import BanditqError
 
 log = logging.getLogger("banditq.scheduler")
 LOCK_KEY = 0x62616E64  # "band"

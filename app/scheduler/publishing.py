@@ -11,8 +11,8 @@ from typing import Protocol
 import kombu
 
 from app.scheduler.limits import TimeLimits
+from app.scheduler.taskpublisher import TaskPublisher
 from tasks.messages import TrialMessage
-from tasks.publish import TaskPublisher
 
 log = logging.getLogger("banditq.scheduler")
 

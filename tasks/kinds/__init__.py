@@ -1,18 +1,18 @@
-"""Trial kinds by name, from the ``banditq.kinds`` entry points (see :mod:`app.plugins`)."""
+"""Trial kinds by name, from the ``banditq.kinds`` entry points (see :mod:`tasks.plugins`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from app.plugins import KINDS_GROUP, PluginError, load, names, plugin
 from tasks.kinds.base import Outcome, TrialKind
+from tasks.plugins import KINDS_GROUP, PluginError, load, names, plugin
 
-#: one instance per kind class (the loaded class is cached by app.plugins.load)
+#: one instance per kind class (the loaded class is cached by tasks.plugins.load)
 _INSTANCES: dict[Any, TrialKind] = {}
 
 
 def get_kind(name: str) -> TrialKind:
-    """The (shared, stateless) kind registered as ``name``; :class:`app.plugins.PluginError`
+    """The (shared, stateless) kind registered as ``name``; :class:`tasks.plugins.PluginError`
     (an ``InputError`` on field ``kind``) when it is unknown, fails to import or is not a
     trial kind."""
     if not isinstance(name, str):

@@ -19,7 +19,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from app.errors import InputError
+from tasks.errors import InputError
 
 DTYPES = ("fp32", "bf16", "fp16")
 COMPILE_MODES = ("none", "default", "reduce-overhead")

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.campaign_settings import MAX_LEASE_SECONDS, bounded
-from app.errors import InputError
+from tasks.errors import InputError, bounded
 from tasks.kinds.base import Outcome, TrialKind
+from tasks.wire_fields import MAX_LEASE_SECONDS
 
 DEFAULT_TELL_TIMEOUT = 3600.0
 COST_SOURCES = ("cost", "latency_ms", "iterations")

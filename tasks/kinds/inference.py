@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from app.errors import InputError
+from tasks.errors import InputError
 from tasks.kinds.accel import AccelArm
 from tasks.kinds.base import KindExample, TrialKind
 

@@ -21,7 +21,7 @@ import logging
 import os
 from typing import Any
 
-from app.errors import InputError
+from tasks.errors import InputError
 from tasks.kinds.accel import AccelArm, arms_for_device
 
 log = logging.getLogger("banditq.inference")

@@ -1,5 +1,7 @@
-"""Models for the ``inference`` kind: a small bundle interface, the bundled MiniLM encoder,
-and per-process caches of accelerated variants (one per arm and device).
+"""Models for the ``inference`` kind: a small bundle interface and the bundled MiniLM encoder
+(the client tokenizes and reads a model's descriptors; workers build and run it). Importing
+this module does not import torch; a bundle's methods do, where they need it. The accelerated
+variants a worker runs are :mod:`workers.kinds.inference_variants`.
 
 A campaign names its model by import path (``options.model``, default
 ``tasks.kinds.inference_models:minilm``); the callable returns a :class:`ModelBundle`. A user's
@@ -15,14 +17,14 @@ import os
 import threading
 import warnings
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from app.errors import InputError
-from tasks.kinds.accel import AccelArm
+from tasks.errors import InputError
 from tasks.kinds.inference import DEFAULT_MODEL as DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 class ModelBundle(ABC):
@@ -97,11 +99,15 @@ class HFEncoderBundle(ModelBundle):
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
     def layers(self, model: nn.Module) -> nn.ModuleList:
+        from torch import nn
+
         layers = getattr(model, "encoder").layer  # noqa: B009 - typed as Any on purpose
         assert isinstance(layers, nn.ModuleList)
         return layers
 
     def with_layers(self, model: nn.Module, keep: list[int]) -> nn.Module:
+        from torch import nn
+
         # copy.copy of an nn.Module shares its _modules dict: copy the dicts too, or the
         # original model would lose its layers as well.
         encoder: Any = getattr(model, "encoder")  # noqa: B009
@@ -128,8 +134,6 @@ def minilm() -> ModelBundle:
 
 _lock = threading.Lock()
 _bundles: dict[str, ModelBundle] = {}
-_variants: dict[tuple[str, AccelArm, str], nn.Module] = {}
-_warm: set[tuple[str, AccelArm, str, tuple[int, int]]] = set()
 
 
 def load_bundle(path: str) -> ModelBundle:
@@ -153,36 +157,6 @@ def load_bundle(path: str) -> ModelBundle:
         return _bundles.setdefault(path, bundle)
 
 
-def variant(model_path: str, bundle: ModelBundle, arm: AccelArm, device: torch.device) -> nn.Module:
-    """The module that runs ``arm`` on ``device`` (built once per process; autocast is applied
-    at call time, so bf16/fp16 arms share the fp32 weights' layout)."""
-    key = (model_path, arm, str(device))
-    with _lock:
-        if key in _variants:
-            return _variants[key]
-    model = bundle.build(arm.attention)
-    if arm.skip_speedup > 1.0:
-        model = bundle.with_layers(model, arm.kept_layers(len(bundle.layers(model))))
-    if arm.quantize == "int8":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.ao's deprecation notice, once per variant
-            model = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
-    model = model.to(device)
-    if arm.compile != "none":
-        # dynamic=True: one graph serves every batch shape instead of one per shape.
-        model = torch.compile(model, mode=arm.compile, dynamic=True)  # type: ignore[assignment]
-    with _lock:
-        return _variants.setdefault(key, model)
-
-
 def shape_bucket(batch_size: int, seq_len: int) -> tuple[int, int]:
     """Powers of two at or above batch size and sequence length: shapes compiled together."""
     return (1 << max(0, batch_size - 1).bit_length(), 1 << max(0, seq_len - 1).bit_length())
-
-
-def mark_warm(key: tuple[str, AccelArm, str, tuple[int, int]]) -> bool:
-    """Record a warm (arm, bucket); return whether it already was."""
-    with _lock:
-        seen = key in _warm
-        _warm.add(key)
-        return seen

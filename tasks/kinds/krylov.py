@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from app.errors import InputError
+from tasks.errors import InputError
 from tasks.kinds.base import KindExample, TrialKind, warm_by_example
 from tasks.kinds.krylov_features import FEATURES, system_features
 from tasks.kinds.linear import validate_solver_spec

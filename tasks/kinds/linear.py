@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import InputError, finite_number
 from tasks import chain
+from tasks.errors import InputError, finite_number
 from tasks.linsys import build_system, validate_generator, validate_stored
 from tasks.solvers.generators import DIMS
 from tasks.store.blobs import is_ref

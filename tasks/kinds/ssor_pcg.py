@@ -2,7 +2,7 @@
 
 Arm ``{"omega": float}`` in (0, 2); cost = CG iterations (the cap when it does not reach
 ``tol`` on the unpreconditioned relative residual). A CSR system must be symmetric with a
-positive diagonal (refused at submit time, naming the field). See ``tasks.solvers.pcg`` for
+positive diagonal (refused at submit time, naming the field). See ``workers.solvers.pcg`` for
 the preconditioner's sweep order, ``tasks.kinds.linear`` for the spec and
 ``workers.kinds.solvers`` for the run.
 """

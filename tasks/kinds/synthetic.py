@@ -7,7 +7,7 @@ import signal
 import time
 from typing import Any
 
-from app.errors import InputError, finite_number
+from tasks.errors import InputError, finite_number
 from tasks.kinds.base import KindExample, Outcome, TrialKind
 
 MAX_SLEEP = 3600.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from app.errors import InputError, finite_number
+from tasks.errors import InputError, finite_number
 from tasks.kinds.base import KindExample, Outcome, TrialKind
 
 MAX_ARMS = 10_000

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from app.errors import InputError
+from tasks.errors import InputError
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from app.errors import InputError, finite_number
+from tasks.errors import InputError, finite_number
 
 MAX_UNKNOWNS = 20_000_000
 GENERATORS = ("laplace2d", "laplace3d", "anisotropic2d", "variable_diffusion2d", "heat2d")

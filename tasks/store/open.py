@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from tasks.store.base import ArrayStore
 
-if TYPE_CHECKING:
-    from app.config import Settings
+
+class Settings(Protocol):
+    """What the store needs of a process's settings (``app.config.Settings`` has it)."""
+
+    @property
+    def store_url(self) -> str: ...
+    @property
+    def database_url(self) -> str: ...
+    @property
+    def home(self) -> Path: ...
+    @property
+    def worker_cache_bytes(self) -> int: ...
 
 
 def store_location(settings: Settings) -> str:
@@ -25,18 +35,18 @@ def store_location(settings: Settings) -> str:
 def open_store(settings: Settings) -> ArrayStore:
     url = store_location(settings)
     if url.startswith("postgresql"):
-        from app.config import redact_url
-        from app.db import make_engine
+        from sqlalchemy import create_engine
+
         from tasks.store.postgres import PostgresStore
 
-        kwargs: dict[str, Any] = {"pool_size": 2, "max_overflow": 2}
+        kwargs: dict[str, Any] = {"pool_size": 2, "max_overflow": 2, "pool_pre_ping": True}
         if url == settings.database_url:
             # Blob writes need not wait for the WAL flush: whatever refers to a blob (an
             # instance, a result) commits durably later on the same server, and a durable
             # commit flushes the WAL up to it, so a crash never keeps a reference to a lost
             # blob. A store on another server keeps durable commits.
             kwargs["connect_args"] = {"options": "-c synchronous_commit=off"}
-        return PostgresStore(make_engine(url, **kwargs), redact_url(url))
+        return PostgresStore(create_engine(url, **kwargs))
     from tasks.store.directory import DirectoryStore
 
     return DirectoryStore(Path(url.removeprefix("file://")))
@@ -54,11 +64,15 @@ def configure(settings: Settings) -> None:
 
 def current() -> tuple[ArrayStore, Any]:
     """(store, host cache) of this process, opened lazily (a forked child opens its own)."""
-    from app.config import Settings
     from tasks.store.hostcache import HostCache
 
     if _CURRENT.get("pid") != os.getpid():
-        settings = _CURRENT.get("settings") or Settings.from_env()
+        settings = _CURRENT.get("settings")
+        if settings is None:
+            raise RuntimeError(
+                "the array store is not configured in this process: call "
+                "tasks.store.open.configure(settings) first (workers do at start-up)"
+            )
         _CURRENT.update(
             pid=os.getpid(),
             store=open_store(settings),
@@ -68,10 +82,10 @@ def current() -> tuple[ArrayStore, Any]:
     return _CURRENT["store"], _CURRENT["cache"]
 
 
-def current_settings() -> Settings:
-    """The settings this process's store was configured with (or read from the environment)."""
+def current_settings() -> Any:
+    """The settings object this process's store was configured with (as given)."""
     current()  # settles them, as it does for the store
-    return _CURRENT["settings"]  # type: ignore[no-any-return]
+    return _CURRENT["settings"]
 
 
 def fetch(ref: dict[str, Any]) -> Any:

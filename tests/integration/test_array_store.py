@@ -22,8 +22,8 @@ from sqlalchemy import func, select, text
 from app.cli.storeadmin import gc, stats
 from app.client import Client
 from app.config import Settings
-from app.errors import StoreError
 from models import BlobRef, Instance
+from tasks.errors import StoreError
 from tasks.linsys import LinearSystem
 from tasks.solvers.generators import build, validate
 from tasks.store.base import ArrayStore

@@ -19,10 +19,10 @@ from sqlalchemy import select, text
 from app.client import Client
 from app.config import Settings
 from app.dev.local import LocalCluster
-from app.errors import InputError
 from app.policies.base import _decode
 from app.scheduler.runtime import apply_result, build_policy, load_runtime
 from models import Arm, Campaign, Instance, Result, Trial
+from tasks.errors import InputError
 from tests.inline import InlineScheduler
 
 ARMS = {"omega": [1.0, 1.2, 1.4, 1.6, 1.8]}

@@ -31,11 +31,11 @@ from sqlalchemy import func, select, text, update
 from app.client import Client
 from app.config import Settings
 from app.dev.local import LocalCluster
-from app.errors import InputError
+from app.scheduler.taskpublisher import TaskPublisher
 from models import Campaign, DeadLetter, Instance
+from tasks.errors import InputError
 from tasks.linsys import LinearSystem
 from tasks.messages import PROTOCOL, RUN_TRIAL_TASK, events_queue, results_queue
-from tasks.publish import TaskPublisher
 from tasks.store.blobs import CSR_MAGIC, csr_ref, digest, vector_ref
 from tests.integration.test_faults import _check_exactly_once
 

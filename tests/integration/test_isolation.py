@@ -17,13 +17,13 @@ from sqlalchemy import func, select, update
 
 from app.client import Client
 from app.config import Settings
-from app.errors import InputError
-from app.plugins import KINDS_GROUP, POLICIES_GROUP
 from app.policies.base import Decision
 from app.policies.epsilon_greedy import EpsilonGreedyPolicy
 from models import Campaign, DeadLetter, Instance, PolicySnapshot, Result, Trial, TrialEvent
+from tasks.errors import InputError
 from tasks.kinds.synthetic import NoopKind
 from tasks.messages import PROTOCOL
+from tasks.plugins import KINDS_GROUP, POLICIES_GROUP
 from tests.inline import InlineScheduler
 from tests.plugins import installed
 
@@ -529,7 +529,7 @@ def test_a_worker_without_the_campaigns_kind_does_not_fail_its_trials_as_invalid
     trials are re-issued for another worker (not failed as 'invalid input'); with none, they
     fail after max_attempts saying which kind is missing where."""
     import workers.run_trial as rt
-    from app.plugins import PluginError
+    from tasks.plugins import PluginError
 
     real = rt.get_kind
 

@@ -14,8 +14,8 @@ from sqlalchemy import func, select, update
 
 from app.client import Client
 from app.config import Settings
-from app.errors import InputError
 from models import BlobRef, Campaign, Instance, Trial
+from tasks.errors import InputError
 from tasks.linsys import LinearSystem
 from tasks.messages import WakeUp
 from tests.inline import InlineScheduler

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from app import plugins
 from app.client import Client
 from app.config import Settings
 from app.dev.local import LocalCluster
+from tasks import plugins
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "krylov_plugin"
@@ -106,7 +106,7 @@ def test_bad_input_to_the_plugin_names_the_field(
     krylov_installed: None, embedded_settings: Settings
 ) -> None:
     client = Client(settings=embedded_settings)
-    from app.errors import InputError
+    from tasks.errors import InputError
 
     with pytest.raises(InputError) as err:
         client.create_campaign("g", "scipy-gmres", [{"restart": 5}])

@@ -17,12 +17,12 @@ from sqlalchemy import func, select, text
 
 from app.client import Client
 from app.config import Settings
-from app.plugins import POLICIES_GROUP
 from app.policies import registry
 from app.policies.epsilon_greedy import EpsilonGreedyPolicy
 from app.scheduler.runtime import load_runtime
 from models import Campaign, PolicySnapshot, Result, Trial
 from tasks.messages import PROTOCOL
+from tasks.plugins import POLICIES_GROUP
 from tests.conftest import drop_pg_database, fresh_pg_database, pg_url_of
 from tests.inline import InlineScheduler
 from tests.plugins import installed
@@ -347,7 +347,7 @@ def test_auto_device_campaigns_are_decided_per_worker_device_class(settings: Set
         assert ctx["threads"] == (16.0 if cuda else 8.0)
         assert 0.0 < propensity <= 1.0
     # the routing: each class has a queue of its own
-    from tasks.publish import TaskPublisher
+    from app.scheduler.taskpublisher import TaskPublisher
 
     pub = TaskPublisher(sch.broker, settings.queue)
     assert pub._channel_for("cuda-9.0").queue.name == f"{settings.queue}.dev.cuda-9.0"

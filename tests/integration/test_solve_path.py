@@ -12,8 +12,8 @@ from sqlalchemy import text
 
 from app.client import Client
 from app.config import Settings
-from app.errors import InputError
 from app.scheduler.consumer import more_arrived as _more_arrived
+from tasks.errors import InputError
 from tasks.linsys import LinearSystem
 from tests.inline import serving
 

@@ -107,7 +107,7 @@ def test_embedded_client_applies_a_later_migration(tmp_path: Path, later_scripts
 
 def test_postgresql_client_names_the_revision_to_upgrade(later_scripts: str) -> None:
     from app.client import Client
-    from app.errors import SchemaMissingError
+    from tasks.errors import SchemaMissingError
 
     require(_port_open("127.0.0.1", 5432), "PostgreSQL on 127.0.0.1:5432")
     name = fresh_pg_database()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.errors import InputError
 from app.policies.constrained_ts import PROBE, ConstrainedTSPolicy
 from app.policies.guard import ConservativeGuard
 from app.policies.registry import make_policy, resolve_name
+from tasks.errors import InputError
 from tasks.kinds import get_kind
 from tasks.kinds.accel import STANDARD_ARMS, AccelArm, arms_for_device
 

@@ -13,8 +13,8 @@ from sqlalchemy import text
 
 from app.client import Client
 from app.config import Settings
-from app.errors import InputError
 from app.scheduler import Scheduler
+from tasks.errors import InputError
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import scipy.sparse as sp
 from sqlalchemy import text
 
 from app.config import Settings
-from app.errors import InputError
 from tasks import chain
+from tasks.errors import InputError
 from tasks.kinds.linear import validate_solver_spec
 from tasks.store import open as store_open
 from tasks.store.blobs import csr_ref, vector_ref

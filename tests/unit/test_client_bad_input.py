@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 
 from app.client import Client
 from app.config import Settings
-from app.errors import InputError
 from models import Arm, Campaign, Instance
+from tasks.errors import InputError
 from tasks.linsys import LinearSystem
 
 OMEGAS = {"omega": [1.2, 1.5]}

@@ -12,7 +12,7 @@ import pytest
 
 from app.config import ENV_VARS, Settings
 from app.dev.local import LocalCluster
-from app.errors import ConfigError
+from tasks.errors import ConfigError
 
 
 def test_to_env_rebuilds_every_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ import pytest
 import scipy.sparse as sp
 
 from app.config import Settings
-from app.errors import InputError
 from tasks import chain, gridfield
+from tasks.errors import InputError
 from tasks.gridfield import GridField
 from tasks.kinds.linear import validate_solver_spec
 from tasks.linsys import LinearSystem, StoredMatrix

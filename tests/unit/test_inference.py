@@ -10,12 +10,13 @@ from sqlalchemy import func, select, text
 
 from app.client import Client
 from app.config import Settings
-from app.errors import InputError
 from models import Arm, Campaign, Instance
+from tasks.errors import InputError
 from tasks.kinds.accel import AccelArm
 from tasks.kinds.inference import InferenceKind
-from tasks.kinds.inference_models import DEFAULT_MODEL, load_bundle, variant
+from tasks.kinds.inference_models import DEFAULT_MODEL, load_bundle
 from tests.inline import InlineScheduler, serving
+from workers.kinds.inference_variants import variant
 
 TEXTS = [f"sentence number {i} about heat flow in a sparse grid " * (1 + i % 3) for i in range(6)]
 TINY = "tests.tiny_bundle:factory"

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from app.campaign_settings import campaign_settings
-from app.errors import InputError
-from app.plugins import KINDS_GROUP, names
+from tasks.errors import InputError
 from tasks.kinds import get_kind
 from tasks.kinds.base import KindExample, Outcome, TrialKind
+from tasks.plugins import KINDS_GROUP, names
 
 BUILT_IN = {"sor", "ssor-pcg", "noop", "sleep", "table", "inference"}
 KINDS = sorted(names(KINDS_GROUP))

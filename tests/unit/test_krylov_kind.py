@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from app.client import Client
 from app.config import Settings
-from app.errors import InputError
+from tasks.errors import InputError
 from tasks.kinds import get_kind
 from tasks.kinds.krylov import DEFAULT_NONSYMMETRIC, DEFAULT_SPD
 from tasks.kinds.krylov_features import matrix_features, system_features

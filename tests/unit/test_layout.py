@@ -18,7 +18,7 @@ FORBIDDEN = {
     "app.client": ("app.scheduler", "workers", "app.dev", "app.cli", "torch"),
     "app.scheduler": ("app.client", "workers", "app.dev", "app.cli", "app.offline"),
     "workers": ("app.client", "app.scheduler", "app.dev", "app.cli", "app.offline"),
-    "tasks": ("app.client", "app.scheduler", "workers", "app.dev", "app.cli", "app.offline"),
+    "tasks": ("app", "workers"),  # the ground: nothing above it
     "models": ("app", "tasks", "workers"),
     "app.policies": ("app.client", "app.scheduler", "workers", "app.dev", "app.cli"),
 }

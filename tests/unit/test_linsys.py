@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from app.errors import InputError
+from tasks.errors import InputError
 from tasks.linsys import LinearSystem, build_system, laplace2d
 
 GOOD = laplace2d(3, 0.1)

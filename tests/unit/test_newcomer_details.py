@@ -48,7 +48,7 @@ def test_a_worker_warms_its_kinds_up_before_its_first_trial() -> None:
     import sys
 
     script = (
-        "from tasks.solvers import kernels\n"
+        "from workers.solvers import kernels\n"
         "from workers.daemon import warm_up\n"
         "before = {f.__name__: len(f.signatures) for f in (kernels.spmv_dot, kernels.ssor_apply)}\n"
         "warm_up(('sor', 'ssor-pcg', 'noop', 'external'))\n"

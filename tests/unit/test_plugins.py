@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from app.cli import cli
 from app.client import Client
 from app.config import Settings
-from app.errors import InputError
-from app.plugins import KINDS_GROUP, POLICIES_GROUP, plugins
+from tasks.errors import InputError
 from tasks.kinds import get_kind, kind_names
+from tasks.plugins import KINDS_GROUP, POLICIES_GROUP, plugins
 from tests.inline import InlineScheduler
 from tests.plugin_example import ENTRY_POINTS, CountKind
 from tests.plugins import installed
@@ -125,7 +125,7 @@ def test_per_decision_options_are_a_kind_hook() -> None:
 def test_the_sleep_kinds_fault_injection_exists_only_in_test_builds(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from app.errors import InputError
+    from tasks.errors import InputError
     from tasks.kinds.synthetic import TEST_HOOKS_ENV, SleepKind
 
     monkeypatch.delenv(TEST_HOOKS_ENV, raising=False)

@@ -9,9 +9,9 @@ import pytest
 
 from app.offline.replay import replay
 from app.offline.tables import CostTable
-from app.plugins import POLICIES_GROUP, names
 from app.policies.registry import DEFAULT_POLICY, make_policy
 from app.policies.smooth_ts import SmoothTSPolicy
+from tasks.plugins import POLICIES_GROUP, names
 
 NAMES = names(POLICIES_GROUP)
 K = 8

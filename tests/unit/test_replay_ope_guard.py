@@ -9,12 +9,12 @@ import pytest
 
 from app.client import Client
 from app.config import Settings
-from app.errors import InputError
 from app.offline.ope import LoggedRound, evaluate
 from app.offline.replay import replay, replay_once
 from app.offline.tables import CostTable, load_table
 from app.policies.registry import make_policy
 from models import PolicySnapshot
+from tasks.errors import InputError
 from tasks.linsys import LinearSystem
 from tests.inline import InlineScheduler
 from tests.unit.test_policies import ARMS, K, synthetic_table

@@ -14,7 +14,6 @@ from sqlalchemy import text, update
 
 from app.client import Client
 from app.config import Settings
-from app.errors import InputError
 from app.offline.tablecampaign import create_table_campaign, submit_table, table_arms
 from app.offline.tables import CostTable, relax_table
 from app.report import data as rdata
@@ -23,6 +22,7 @@ from app.report.html import write_report
 from app.report.plots import PLOTS, plot_names, png
 from app.report.summary import summary
 from models import Trial
+from tasks.errors import InputError
 from tasks.kinds import get_kind
 from tasks.kinds.table import arm_key
 from tests.inline import InlineScheduler

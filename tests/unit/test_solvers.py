@@ -13,15 +13,15 @@ import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from app.errors import InputError
+from tasks.errors import InputError
 from tasks.kinds import get_kind
 from tasks.linsys import LinearSystem, build_system
-from tasks.solvers.cache import MatrixCache
 from tasks.solvers.csr import prepare
 from tasks.solvers.generators import build_matrix, lambda_min, validate
-from tasks.solvers.multicolor import colors, multicolor_sor
-from tasks.solvers.pcg import ssor_pcg
-from tasks.solvers.sor import sor, sweep
+from workers.solvers.cache import MatrixCache
+from workers.solvers.multicolor import colors, multicolor_sor
+from workers.solvers.pcg import ssor_pcg
+from workers.solvers.sor import sor, sweep
 
 
 # ------------------------------------------------------------------ plain references

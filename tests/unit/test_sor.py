@@ -8,12 +8,12 @@ import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from app.errors import InputError
 from app.offline.sorbatch import sor_iterations
+from tasks.errors import InputError
 from tasks.kinds import get_kind
 from tasks.linsys import LinearSystem, laplace2d, paper_rhs
 from tasks.solvers.csr import prepare
-from tasks.solvers.sor import sor
+from workers.solvers.sor import sor
 
 
 def test_solution_solves_the_system() -> None:

@@ -9,7 +9,7 @@ import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
 from app.config import Settings
-from app.errors import ConfigError
+from tasks.errors import ConfigError
 from workers.watchdog import Watchdog
 
 

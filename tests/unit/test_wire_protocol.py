@@ -1,6 +1,7 @@
-"""The scheduler writes Celery protocol-2 task messages by hand (tasks/publish.py); this pins
-them to what Celery itself builds (``app.amqp.as_task_v2``) with the same arguments, so a
-Celery upgrade that changes the format fails here instead of silently breaking workers."""
+"""The scheduler writes Celery protocol-2 task messages by hand
+(app/scheduler/taskpublisher.py); this pins them to what Celery itself builds
+(``app.amqp.as_task_v2``) with the same arguments, so a Celery upgrade that changes the format
+fails here instead of silently breaking workers."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 import pytest
 from celery import Celery
 
+from app.scheduler.taskpublisher import TaskPublisher
 from tasks.messages import RUN_LONG_TRIAL_TASK, RUN_TRIAL_TASK
-from tasks.publish import TaskPublisher
 
 #: Headers Celery sets that the scheduler leaves out, each with the value Celery gives it for
 #: a plain task (a worker treats a missing one the same way). A new header in a Celery release

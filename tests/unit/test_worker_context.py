@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 
 from app.config import Settings
-from tasks.solvers.cache import process_cache
 from tasks.store import open as store_open
 from workers import context as wcontext
+from workers.solvers.cache import process_cache
 
 
 def test_the_kernel_cache_bound_comes_from_the_workers_settings(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import statistics
 import time
 from typing import TYPE_CHECKING, Any
 
-from app.errors import InputError
+from tasks.errors import InputError
 from tasks.kinds.accel import AccelArm
 from tasks.kinds.base import Outcome
 from tasks.kinds.inference import DEFAULT_MODEL, InferenceKind
@@ -69,7 +69,8 @@ def run(
     """Embed the batch under the arm; cost = warm latency in ms (see tasks.kinds.inference)."""
     import torch
 
-    from tasks.kinds.inference_models import load_bundle, mark_warm, shape_bucket, variant
+    from tasks.kinds.inference_models import load_bundle, shape_bucket
+    from workers.kinds.inference_variants import mark_warm, variant
 
     spec = InferenceKind().validate_spec(spec)
     opts = options or {}

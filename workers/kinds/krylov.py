@@ -23,8 +23,8 @@ import scipy.sparse.linalg as spla
 from tasks.kinds.base import Outcome
 from tasks.kinds.krylov import check_arm, resolved
 from tasks.kinds.linear import validate_solver_spec
-from tasks.solvers import kernels
 from workers.kinds.solvers import checked_sizes, initial_guess, prepared, store_solution
+from workers.solvers import kernels
 
 #: solves from the last iterate when a method stopped on its own estimate above the tolerance
 MAX_RESTARTS = 4

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import InputError
 from tasks.chain import is_chained
+from tasks.errors import InputError
 from tasks.kinds.base import Outcome
 from tasks.kinds.linear import check_omega, validate_solver_spec
 from tasks.linsys import build_system, validate_stored, vector
@@ -34,13 +34,13 @@ def run_sor(
     P, b, hit, setup = prepared(spec)
     x0 = checked_sizes(P.n, b, initial_guess(spec))
     if opts.get("ordering", "natural") == "multicolor":
-        from tasks.solvers.multicolor import multicolor_sor
+        from workers.solvers.multicolor import multicolor_sor
 
         res = multicolor_sor(
             P, b, omega, spec["tol"], spec["max_iters"], x0, dtype=opts.get("dtype", "float64")
         )
     else:
-        from tasks.solvers.sor import sor
+        from workers.solvers.sor import sor
 
         res = sor(P, b, omega, spec["tol"], spec["max_iters"], x0)
     out = outcome(res, spec, P, setup, hit)
@@ -52,7 +52,7 @@ def run_ssor_pcg(
     spec: dict[str, Any], arm: dict[str, Any], options: dict[str, Any] | None = None
 ) -> Outcome:
     """Conjugate gradients preconditioned by SSOR(omega), natural order."""
-    from tasks.solvers.pcg import ssor_pcg
+    from workers.solvers.pcg import ssor_pcg
 
     spec = validate_solver_spec(spec, require_spd=True)
     omega = check_omega(arm.get("omega"), "arm.omega")
@@ -81,7 +81,7 @@ def checked_sizes(n: int, b: np.ndarray, x0: np.ndarray | None) -> np.ndarray | 
 def prepared(spec: dict[str, Any]) -> tuple[Any, np.ndarray, bool, float]:
     """(prepared matrix, b, cache hit, set-up seconds) of a spec's system, from this
     process's byte-bounded cache."""
-    from tasks.solvers.cache import process_cache, spec_key
+    from workers.solvers.cache import process_cache, spec_key
 
     t0 = time.perf_counter()
     system = spec["system"]
@@ -106,8 +106,8 @@ def prepared(spec: dict[str, Any]) -> tuple[Any, np.ndarray, bool, float]:
 
 def stored_matrix(ref: dict[str, Any]) -> tuple[Any, bool]:
     """(the prepared matrix a reference names, cache hit), from this process's cache."""
-    from tasks.solvers.cache import process_cache
     from tasks.solvers.csr import prepare
+    from workers.solvers.cache import process_cache
 
     def base() -> tuple[Any, None]:
         return prepare(fetch(ref)), None

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from tasks.solvers import kernels
 from tasks.solvers.csr import PreparedMatrix
+from workers.solvers import kernels
 
 DIVERGED = 1e12
 ORDERINGS = ("natural", "multicolor")

@@ -15,9 +15,9 @@ import time
 
 import numpy as np
 
-from tasks.solvers import kernels
 from tasks.solvers.csr import PreparedMatrix
-from tasks.solvers.sor import SolveResult, _start, finish, stopped
+from workers.solvers import kernels
+from workers.solvers.sor import SolveResult, _start, finish, stopped
 
 
 def ssor_pcg(

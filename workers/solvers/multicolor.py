@@ -18,9 +18,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from tasks.solvers import kernels
 from tasks.solvers.csr import PreparedMatrix
-from tasks.solvers.sor import SolveResult, _check, finish, stopped
+from workers.solvers import kernels
+from workers.solvers.sor import SolveResult, _check, finish, stopped
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 

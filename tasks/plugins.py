@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from app.errors import InputError
+from tasks.errors import InputError
 
 KINDS_GROUP = "banditq.kinds"
 POLICIES_GROUP = "banditq.policies"
