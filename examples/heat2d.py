@@ -242,6 +242,7 @@ def main() -> None:
         ratio = sum(chosen) / max(1, sum(best_sampled))
         per_step_best = int(round(total_it / ratio))
     out = {
+        "beat_fixed": {str(w): total_it < v for w, v in fixed.items()},
         "steps": steps,
         "n": n,
         "total_iterations": total_it,
@@ -257,7 +258,7 @@ def main() -> None:
     }
     say(f"banditq (ssor-pcg, omega learnt per step): {total_it} iterations")
     for w, v in fixed.items():
-        say(f"fixed omega {w:<5}: {v} iterations ({v / total_it:.2f}x)")
+        say(f"fixed omega {w:<5}: {v} iterations; {_verdict(total_it, v)}")
     if cg is not None and ratio is not None:
         say(f"unpreconditioned CG : {cg} iterations ({cg / total_it:.2f}x)")
         say(
@@ -271,5 +272,15 @@ def main() -> None:
     print(json.dumps(out))
 
 
+def _verdict(ours: int, theirs: int) -> str:
+    """Plainly: did banditq beat this fixed setting, and by how much."""
+    if ours < theirs:
+        return f"banditq beat it ({100 * (1 - ours / theirs):.0f}% fewer iterations)"
+    if ours == theirs:
+        return "banditq did not beat it (a tie)"
+    return f"banditq did not beat it ({100 * (ours / theirs - 1):.0f}% more iterations)"
+
+
 if __name__ == "__main__":
     main()
+

@@ -27,6 +27,10 @@ def test_heat_example_runs_and_reports_its_json_line(tmp_path: Path) -> None:
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["steps"] == 40 and report["n"] == 144
     assert set(report["fixed_iterations"]) == {"1.0", "1.3", "1.5", "1.75", "1.95"}
+    for w, v in report["fixed_iterations"].items():  # said plainly, per fixed omega
+        assert report["beat_fixed"][w] == (report["total_iterations"] < v)
+        verdict = "banditq beat it" if report["beat_fixed"][w] else "did not beat it"
+        assert any(f"fixed omega {w}" in ln and verdict in ln for ln in out.stderr.splitlines())
     assert report["total_iterations"] > 40  # every step ran at least one iteration
     assert report["cg_iterations"] > 0 and report["sampled_steps"] == 4
     assert 0.0 < report["solve_s"] < report["wall_s"]

@@ -58,3 +58,36 @@ def test_a_worker_warms_its_kinds_up_before_its_first_trial() -> None:
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_progress_bar_counts_what_the_call_waits_for(
+    embedded_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``wait(instance_ids=...)`` counts those instances, not the whole campaign."""
+    from app.client import completion
+    from tests.inline import InlineScheduler
+
+    seen: list[tuple[int, int]] = []
+
+    class Bar:
+        def __init__(self, name: str, total: int) -> None:
+            seen.append((0, total))
+
+        def update(self, done: int, total: int) -> None:
+            seen.append((done, total))
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(completion, "_Bar", Bar)
+    with Client(settings=embedded_settings) as client:
+        camp = client.create_campaign("bar", "noop", [{"cost": 1.0}])
+        ids = camp.submit_many([(None, {}) for _ in range(5)])
+        InlineScheduler(embedded_settings).run_until_idle()
+        camp.submit_many([(None, {}) for _ in range(3)])  # not waited for below
+        camp.wait(timeout=10, progress=True, instance_ids=ids[:2])
+        assert seen and all(total == 2 for _done, total in seen) and seen[-1] == (2, 2)
+        seen.clear()
+        with pytest.raises(TimeoutError):
+            camp.wait(timeout=0.2, progress=True)  # the whole campaign: 8, 5 done
+        assert seen[-1] == (5, 8)
