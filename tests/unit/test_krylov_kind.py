@@ -238,3 +238,30 @@ def test_a_stored_matrix_carries_its_conditioning_features(tmp_path: Path) -> No
         {"system": LinearSystem.affine(handle, np.ones(400), 1.0, 2.0).to_spec(client._put, 1024)}
     )
     assert "log_cond_est" not in shifted and shifted["symmetric"] == 1.0
+
+
+def test_a_time_step_with_the_same_stored_matrix_pays_no_set_up_again(tmp_path: Path) -> None:
+    """I + s L of one stored L, solved twice in a worker process (a constant time step): the
+    second trial finds the shifted form and its AMG hierarchy cached (before, each trial
+    built a new shifted form and so a new hierarchy)."""
+    from workers import context as wcontext
+
+    settings = Settings(home=tmp_path / "home", inline_bytes=1024)
+    client = Client(settings=settings)
+    wcontext.configure(settings)
+    try:
+        handle = client.store_matrix(laplace2d(40) * 41**2)
+        system = LinearSystem.affine(handle, np.ones(1600), 1.0, 5e-4)
+        spec = KIND.validate_spec({"system": system.to_spec(client._put, 1024), "tol": 1e-8})
+        arm = {"method": "cg", "preconditioner": "amg-sa"}
+        first = run_krylov(spec, arm, {"cost": "time"})
+        second = run_krylov(spec, arm, {"cost": "time"})
+        assert first.converged and second.converged
+        assert not first.metrics["precond_cached"] and second.metrics["precond_cached"]
+        assert second.metrics["setup_ms"] < 0.05 * first.metrics["setup_ms"]
+        other = LinearSystem.affine(handle, np.ones(1600), 1.0, 1e-3)  # another step size
+        spec2 = KIND.validate_spec({"system": other.to_spec(client._put, 1024), "tol": 1e-8})
+        assert not run_krylov(spec2, arm, {"cost": "time"}).metrics["precond_cached"]
+    finally:
+        wcontext.reset()
+        client.close()
