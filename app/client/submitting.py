@@ -105,7 +105,7 @@ class Submission(CampaignBase):
                 own = {**spec, **item[2]} if len(item) == 3 else spec
                 out = self._spec(row, system, own, where, i, item_ids)
                 self._check_instance(s, kind, out, where)
-                derived = kind.context_features(out)
+                derived = {**kind.context_features(out), **self._reuse(kind, out)}
                 if derived and isinstance(context, Mapping):  # the caller's values win
                     context = {**{k: v for k, v in derived.items() if k in features}, **context}
                 ctx = validate_context(context, features, f"{where}context")
@@ -114,6 +114,17 @@ class Submission(CampaignBase):
             ids = self._insert(s, prepared, reserved or None)
         self.client._wake(self.name)
         return ids
+
+    def _reuse(self, kind: Any, spec: dict[str, Any]) -> dict[str, float]:
+        """``setup_cached``: whether this handle submitted an instance with the same reuse
+        key before (what a worker caches across trials; see ``TrialKind.reuse_key``)."""
+        key = kind.reuse_key(spec)
+        if key is None:
+            return {}
+        seen: set[str] = self.__dict__.setdefault("_reuse_seen", set())
+        warm = key in seen
+        seen.add(key)
+        return {"setup_cached": 1.0 if warm else 0.0}
 
     def _check_instance(self, s: Any, kind: Any, spec: dict[str, Any], where: str) -> None:
         """The kind's say on whether the campaign's arms can solve this instance (the arms

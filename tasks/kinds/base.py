@@ -121,6 +121,14 @@ class TrialKind:
         fill the campaign's features the caller's context leaves out. Default: none."""
         return {}
 
+    def reuse_key(self, spec: dict[str, Any]) -> str | None:
+        """What a worker keeps between trials of this kind (a prepared matrix and the
+        preconditioners set up on it), as a key of a validated spec: an instance whose key
+        the submitting handle has seen before gets the context feature ``setup_cached`` = 1
+        (else 0), as a repeated shape bucket is warm for the inference kind. Default: None
+        (no such feature)."""
+        return None
+
     def arm_label(self, arm: dict[str, Any]) -> str:
         """A short display name for an arm. Default: its ``key=value`` pairs, numbers as a
         person wrote them (``omega=1.95``, not the float's ``1.9500000000000002``)."""

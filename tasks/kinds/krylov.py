@@ -22,7 +22,9 @@ data is: see :mod:`tasks.kinds.krylov_features`. The run is ``workers.kinds.kryl
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from typing import Any
 
 from tasks.errors import InputError
@@ -191,6 +193,16 @@ class KrylovKind(TrialKind):
 
     def context_features(self, spec: dict[str, Any]) -> dict[str, float]:
         return {k: v for k, v in system_features(spec).items() if k in FEATURES}
+
+    def reuse_key(self, spec: dict[str, Any]) -> str | None:
+        # The worker's keys: a stored matrix by its hash (and the shifted form), any other
+        # system by its whole spec.
+        system = spec.get("system") or {}
+        if "stored" in system:
+            st = system["stored"]
+            return f"csr:{st['A']['sha256']}:{st.get('alpha', 0.0)!r}:{st.get('beta', 1.0)!r}"
+        text = json.dumps(system, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def prepare_campaign(
         self,

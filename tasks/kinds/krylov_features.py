@@ -21,6 +21,9 @@ spec gives (or its own).
                    (inline and stored symmetric systems with a positive diagonal)
 ``anisotropy``     |log10 eps| of an ``anisotropic2d`` generator, else 0
 ``contrast``       log10 of a ``variable_diffusion2d`` generator's contrast, else 0
+``setup_cached``   1 when the submitting handle sent the same matrix (the same stored matrix
+                   and shift, or the same system spec) before, else 0: a worker that solved
+                   it keeps its preconditioners (set by the client, ``TrialKind.reuse_key``)
 =================  ========================================================================
 
 ``zero_diagonal`` (1 when some a_ii = 0) is derived too, for refusing arms, not as a feature.

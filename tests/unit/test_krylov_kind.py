@@ -265,3 +265,28 @@ def test_a_time_step_with_the_same_stored_matrix_pays_no_set_up_again(tmp_path: 
     finally:
         wcontext.reset()
         client.close()
+
+
+def test_a_repeated_matrix_is_a_warm_context(tmp_path: Path) -> None:
+    """``setup_cached``: 0 for a matrix this handle has not sent, 1 for one it has (the same
+    stored matrix and shift, or the same spec)."""
+    settings = Settings(home=tmp_path / "home", inline_bytes=1024)
+    client = Client(settings=settings)
+    camp = client.create_campaign(
+        "warm",
+        "krylov",
+        "default",
+        context_features=["log_n", "diag_spread", "setup_cached"],
+        settings={"cost": "time"},
+    )
+    handle = client.store_matrix(laplace2d(20))
+    step = LinearSystem.affine(handle, np.ones(400), 1.0, 0.01)
+    other = LinearSystem.affine(handle, np.ones(400), 1.0, 0.02)
+    gen = LinearSystem.generate("anisotropic2d", 12, eps=0.1)
+    ids = camp.submit_many([(s, {}) for s in (step, step, other, gen, gen)], tol=1e-8)
+    with client.Session() as s:
+        from models import Instance
+
+        warm = [s.get(Instance, i).context["setup_cached"] for i in ids]  # type: ignore[union-attr]
+    assert warm == [0.0, 1.0, 0.0, 0.0, 1.0]
+    client.close()
