@@ -6,6 +6,8 @@ the wire) apply the same rules and name the same fields.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -136,6 +138,14 @@ def system_size(system: Any) -> int | None:
         return int(system["m"]) ** generators.DIMS.get(system["generator"], 2)
     n = system.get("n")
     return int(n) if isinstance(n, int) else None
+
+
+def spec_key(system: dict[str, Any]) -> str:
+    """A stable key for a system spec (its canonical JSON's sha256): how a worker process
+    caches the prepared matrix of a system that is not stored, and how a client tells that
+    it sent the same system before."""
+    text = json.dumps(system, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def stored_bytes(spec: dict[str, Any]) -> int:

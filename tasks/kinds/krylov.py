@@ -22,15 +22,14 @@ data is: see :mod:`tasks.kinds.krylov_features`. The run is ``workers.kinds.kryl
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from typing import Any
 
 from tasks.errors import InputError
 from tasks.kinds.base import KindExample, TrialKind, warm_by_example
 from tasks.kinds.krylov_features import FEATURES, system_features
 from tasks.kinds.linear import validate_solver_spec
+from tasks.linsys import spec_key
 
 METHODS = ("cg", "gmres", "bicgstab", "minres")
 PRECONDITIONERS = ("none", "jacobi", "ssor", "ilu", "amg-sa", "amg-rs", "chebyshev")
@@ -201,8 +200,7 @@ class KrylovKind(TrialKind):
         if "stored" in system:
             st = system["stored"]
             return f"csr:{st['A']['sha256']}:{st.get('alpha', 0.0)!r}:{st.get('beta', 1.0)!r}"
-        text = json.dumps(system, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return spec_key(system)
 
     def prepare_campaign(
         self,

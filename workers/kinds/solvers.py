@@ -18,7 +18,7 @@ from tasks.chain import is_chained
 from tasks.errors import InputError
 from tasks.kinds.base import Outcome
 from tasks.kinds.linear import check_omega, validate_solver_spec
-from tasks.linsys import build_system, validate_stored, vector
+from tasks.linsys import build_system, spec_key, validate_stored, vector
 from tasks.store.blobs import is_ref
 from tasks.store.open import fetch
 from workers import chain
@@ -82,7 +82,7 @@ def checked_sizes(n: int, b: np.ndarray, x0: np.ndarray | None) -> np.ndarray | 
 def prepared(spec: dict[str, Any]) -> tuple[Any, np.ndarray, bool, float]:
     """(prepared matrix, b, cache hit, set-up seconds) of a spec's system, from this
     process's byte-bounded cache."""
-    from workers.solvers.cache import process_cache, spec_key
+    from workers.solvers.cache import process_cache
 
     t0 = time.perf_counter()
     system = spec["system"]

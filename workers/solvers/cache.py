@@ -7,8 +7,6 @@ entry. Not thread-safe: one per process (trials run one at a time per pool proce
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections import OrderedDict
 from collections.abc import Callable
@@ -17,12 +15,6 @@ from typing import Any
 from tasks.solvers.csr import PreparedMatrix
 
 DEFAULT_BYTES = 1 << 30
-
-
-def spec_key(spec: dict[str, Any]) -> str:
-    """A stable key for a system spec (its canonical JSON's sha256)."""
-    text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class MatrixCache:
