@@ -56,13 +56,23 @@ def _row(values: Any) -> Row:
     )
 
 
-def _notice(payload: str) -> tuple[int, Row] | None:
-    """A decision notice (see ``app.scheduler.decisions.asked_notice``); None if not one."""
+def _notices(payload: str) -> list[tuple[int, Row]]:
+    """The decisions in a notice: a JSON array of them (see
+    ``app.scheduler.decisions.packed_notices``) or, from an older scheduler, one; what does
+    not parse is left out."""
     try:
         values = json.loads(payload)
-        return int(values[0]), _row(values[1:])
-    except (ValueError, TypeError, IndexError):
-        return None
+    except ValueError:
+        return []
+    if not isinstance(values, list):
+        return []
+    out = []
+    for v in values if values and isinstance(values[0], list) else [values]:
+        try:
+            out.append((int(v[0]), _row(v[1:])))
+        except (ValueError, TypeError, IndexError):
+            continue
+    return out
 
 
 class AskWaiter:
@@ -172,11 +182,11 @@ class AskWaiter:
         left = min(1.0, max(0.0, deadline - time.monotonic()))
         try:
             for n in self._pg().notifies(timeout=left):
-                row = _notice(n.payload)
-                if row is not None and row[0] in ids:
-                    got[row[0]] = row[1]
-                    if len(got) == len(ids):
-                        return
+                for iid, row in _notices(n.payload):
+                    if iid in ids:
+                        got[iid] = row
+                if len(got) == len(ids):
+                    return
         except Exception as exc:
             log.debug("ask connection lost (%s); reconnecting", exc)
             self.close()

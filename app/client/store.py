@@ -29,13 +29,14 @@ def _insert_pg(ids: bool) -> TextClause:
     """One statement: take the campaign's next sequence numbers (only while it is active)
     and insert the rows, with ids given (``ids``) or from the id sequence."""
     # the id column, its value and its input array: present only with ids given
-    col, val, arr = ("id, ", "v.id, ", "CAST(:ids AS integer[]), ") if ids else ("", "", "")
+    col, val, arr = ("id, ", "v.id, ", "unnest(CAST(:ids AS integer[])), ") if ids else ("", "", "")
     return text(
         "WITH c AS (UPDATE campaigns SET n_instances = n_instances + :n "
         "WHERE id = :cid AND status = 'active' RETURNING n_instances) "
         f"INSERT INTO instances ({col}campaign_id, seq, context, spec, status, created_at) "
         f"SELECT {val}:cid, c.n_instances - :n + v.ord - 1, v.context, v.spec, 'pending', "
-        f":now FROM c, unnest({arr}CAST(:contexts AS jsonb[]), CAST(:specs AS jsonb[])) "
+        f":now FROM c, ROWS FROM ({arr}jsonb_array_elements(CAST(:contexts AS jsonb)), "
+        "jsonb_array_elements(CAST(:specs AS jsonb))) "
         f"WITH ORDINALITY AS v({col}context, spec, ord) RETURNING id, seq"
     )
 
@@ -45,12 +46,13 @@ _INSERT_PG_PSYCOPG: list[str] = []
 
 
 def insert_pg_params(campaign_id: int, prepared: Prepared) -> dict[str, Any]:
-    """The parameters of ``_INSERT_PG`` for ``prepared`` (context, spec) pairs."""
+    """The parameters of ``_INSERT_PG`` for ``prepared`` (context, spec) pairs: the
+    contexts and specs each as one JSON array (one string each for the driver to pass)."""
     return {
         "cid": campaign_id,
         "n": len(prepared),
-        "contexts": [json_dumps(ctx) for ctx, _sp in prepared],
-        "specs": [json_dumps(sp) for _ctx, sp in prepared],
+        "contexts": "[" + ",".join(json_dumps(ctx) for ctx, _sp in prepared) + "]",
+        "specs": "[" + ",".join(json_dumps(sp) for _ctx, sp in prepared) + "]",
         "now": utcnow(),
     }
 

@@ -179,7 +179,7 @@ class Decider:
             out.append((msg, choose_ms))
             rt.in_flight += 1
             rt.last_active = time.monotonic()
-        self.core.store.record_decisions(session, trials, asked)
+        self.core.store.record_decisions(session, trials, packed_notices(asked))
         # the device features the decision used are what the update will see
         self.core.store.set_contexts(session, contexts)
         return out
@@ -280,8 +280,9 @@ class Decider:
 
 
 def asked_notice(trial: dict[str, Any]) -> str:
-    """What an external decision's asker is woken with (PostgreSQL NOTIFY payload): the
-    decision itself, so that the ask needs no read after it (``app.client.asked``)."""
+    """One external decision as its asker reads it (in a NOTIFY payload, see
+    :func:`packed_notices`): the decision itself, so that the ask needs no read after it
+    (``app.client.asked``)."""
     return json.dumps(
         [
             trial["instance_id"],
@@ -295,6 +296,27 @@ def asked_notice(trial: dict[str, Any]) -> str:
             trial["created_at"].isoformat(),
         ]
     )
+
+
+#: PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more
+MAX_NOTICE_BYTES = 7900
+
+
+def packed_notices(notices: list[str]) -> list[str]:
+    """``notices`` (each a JSON array, ASCII) grouped into as few NOTIFY payloads as fit:
+    each a JSON array of them. A burst's askers read one or two notices, not one each."""
+    out: list[str] = []
+    group: list[str] = []
+    size = 2
+    for n in notices:
+        if group and size + len(n) + 1 > MAX_NOTICE_BYTES:
+            out.append("[" + ",".join(group) + "]")
+            group, size = [], 2
+        group.append(n)
+        size += len(n) + 1
+    if group:
+        out.append("[" + ",".join(group) + "]")
+    return out
 
 
 #: the trials.reason column's length

@@ -99,4 +99,3 @@ def test_client_scheduler_and_report_run_without_torch_or_numba(
     assert report.returncode == 0, report.stderr[-3000:]
     summary = json.loads(report.stdout)
     assert summary["trials"] == 20
-

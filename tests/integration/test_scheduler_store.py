@@ -289,3 +289,64 @@ def test_decisions_wake_their_askers_at_commit_and_a_fenced_one_wakes_none(
             store.record_decisions(s, [again], ["asked t-9"])
         assert list(listener.notifies(timeout=0.5)) == []
     client.close()
+
+
+def test_values_cross_the_statement_exactly(backend: tuple[Client, Any]) -> None:
+    """A decision's and a result's values land as given: floats to the last bit, timestamps
+    to the microsecond, quotes and non-ASCII text, and (PostgreSQL, which stores them) a
+    non-finite residual; NaN in a JSON column becomes null on both."""
+    client, camp = backend
+    store = store_for(client.engine)
+    at = datetime(2026, 12, 6, 17, 30, 1, 123457, tzinfo=UTC)
+    with client.Session() as s, s.begin():
+        _camp, arms = store.campaign_with_arms(s, camp.id)
+        (p,) = store.pending_instances(s, camp.id, 1)
+        trial = _trial(camp.id, p.id, arms[0].id, 0)
+        trial.update(propensity=0.1 + 0.2, reason='q"\\é{', created_at=at, budget=1e-300)
+        store.record_decisions(s, [trial])
+    with client.Session() as s, s.begin():
+        (t,) = store.trials_for_results(s, ["t-0"])
+        residual = float("nan") if store.pg else 1e-12
+        result = {
+            "trial_id": t.id,
+            "campaign_id": camp.id,
+            "attempt": 1,
+            "status": "succeeded",
+            "cost": 1 / 3,
+            "iterations": 2**31 - 1,
+            "converged": False,
+            "residual": residual,
+            "latency_ms": float("inf") if store.pg else 5e-324,
+            "quality": None,
+            "device": "cpu",
+            "worker": "w\u00e9",
+            "error": None,
+            "metrics": {"nan": float("nan"), "s": "a\"b'c"},
+            "outputs": None,
+            "applied": True,
+            "censored": True,
+            "started_at": at,
+            "finished_at": at,
+            "recorded_at": at,
+        }
+        finish = {
+            "id": t.id,
+            "state": "succeeded",
+            "worker": "w\u00e9",
+            "started_at": at,
+            "finished_at": at,
+            "error": None,
+        }
+        store.record_results(s, [result], [finish], [], {camp.id: 1})
+    with client.Session() as s:
+        row = s.scalars(select(Trial).where(Trial.uuid == "t-0")).one()
+        assert row.propensity == 0.1 + 0.2 and row.reason == 'q"\\é{' and row.budget == 1e-300
+        assert row.created_at.replace(tzinfo=UTC) == at and row.worker == "w\u00e9"
+        assert row.finished_at.replace(tzinfo=UTC) == at  # type: ignore[union-attr]
+        r = s.scalars(select(Result)).one()
+        assert r.cost == 1 / 3 and r.iterations == 2**31 - 1 and r.censored is True
+        assert r.metrics == {"nan": None, "s": "a\"b'c"}
+        if store.pg:
+            assert r.residual != r.residual and r.latency_ms == float("inf")
+        else:
+            assert r.residual == 1e-12 and r.latency_ms == 5e-324

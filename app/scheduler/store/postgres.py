@@ -1,17 +1,19 @@
 """The PostgreSQL store: the hot-path writes as one statement per kind of write per burst.
 
-Each write takes its rows as arrays and ``unnest``s them, so the statement text is the same
-whatever the burst size: psycopg converts and caches (then prepares) it once. SQLAlchemy's
-portable forms cost the scheduler a large share of its time here (profiled at 8,000 trials):
+Each write takes its rows as one JSON document (``jsonb_to_recordset``), so the statement
+text is the same whatever the burst size: psycopg converts and caches (then prepares) it
+once. SQLAlchemy's portable forms cost the scheduler a large share of its time here:
 "insertmanyvalues" renders a new multi-row INSERT for every batch size, which psycopg
-re-parses each time (``_query2pg_nocache``), and ORM bulk UPDATEs by primary key run one
-statement per row. A finished instance raises a NOTIFY for the clients waiting on it.
+re-parses each time, and ORM bulk UPDATEs by primary key run one statement per row. A
+finished instance raises a NOTIFY for the clients waiting on it.
 
 Ownership: as :class:`~app.scheduler.store.base.SchedulerStore`.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -23,7 +25,7 @@ from sqlalchemy.orm import Session
 from app.scheduler.errors import DecisionFenced
 from app.scheduler.store.base import SchedulerStore
 from models import Trial
-from models.base import json_dumps
+from models.base import finite_json
 from models.states import OPEN_STATES
 from tasks.messages import ASK_CHANNEL, NOTIFY_CHANNEL
 
@@ -79,34 +81,52 @@ FINISH_COLUMNS = (
 JSON_COLUMNS = frozenset({"metrics", "outputs"})
 
 
-def _unnest(columns: Sequence[tuple[str, str]], prefix: str = "") -> str:
-    """``unnest(CAST(:a AS t[]), ...) AS v(a, ...)``; JSON travels as text (cast per row)."""
-    args = ", ".join(
-        f"CAST(:{prefix}{c} AS {'text' if c in JSON_COLUMNS else t}[])" for c, t in columns
-    )
-    return f"unnest({args}) AS v({', '.join(c for c, _ in columns)})"
+def _recordset(columns: Sequence[tuple[str, str]], prefix: str = "") -> str:
+    """``jsonb_to_recordset(CAST(:<prefix>rows AS jsonb)) AS v(a t, ...)``: a burst's rows as
+    one JSON document (see :func:`_records`)."""
+    cols = ", ".join(f"{c} {t}" for c, t in columns)
+    return f"jsonb_to_recordset(CAST(:{prefix}rows AS jsonb)) AS v({cols})"
 
 
 def _select_list(columns: Sequence[tuple[str, str]]) -> str:
-    return ", ".join(f"CAST(v.{c} AS jsonb)" if c in JSON_COLUMNS else f"v.{c}" for c, _ in columns)
+    return ", ".join(f"v.{c}" for c, _ in columns)
 
 
-def _arrays(
-    rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], prefix: str = ""
-) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for c, _t in columns:
+def _records(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
+    """``rows``' ``columns`` as the JSON array :func:`_recordset` reads: one string, which
+    the driver passes as is (an array parameter per column costs psycopg a regular
+    expression per text element), timestamps in ISO form. A non-finite float in a plain
+    column travels as PostgreSQL's own spelling ("NaN", "Infinity"); in a JSON column it
+    becomes null, as :func:`models.base.json_dumps` stores it."""
+    stamps = [c for c, t in columns if t == "timestamptz"]
+    data = [{c: r[c] for c, _t in columns} for r in rows]
+    for d in data:
+        for c in stamps:
+            v = d[c]
+            if v is not None:
+                d[c] = v.isoformat()
+    try:
+        return json.dumps(data, allow_nan=False)
+    except ValueError:
+        return json.dumps([_spelled(d) for d in data], allow_nan=False)
+
+
+def _spelled(row: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for c, v in row.items():
         if c in JSON_COLUMNS:
-            out[prefix + c] = [None if r[c] is None else json_dumps(r[c]) for r in rows]
+            out[c] = finite_json(v)
+        elif isinstance(v, float) and not math.isfinite(v):
+            out[c] = "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
         else:
-            out[prefix + c] = [r[c] for r in rows]
+            out[c] = v
     return out
 
 
 # A decision burst in one statement: the trials, and their instances marked decided.
 _TRIALS_INSERT = (
     f"INSERT INTO trials ({', '.join(c for c, _ in TRIAL_COLUMNS)}) "
-    f"SELECT {_select_list(TRIAL_COLUMNS)} FROM {_unnest(TRIAL_COLUMNS)} "
+    f"SELECT {_select_list(TRIAL_COLUMNS)} FROM {_recordset(TRIAL_COLUMNS)} "
     "RETURNING instance_id"
 )
 _DECIDE = text(
@@ -129,11 +149,11 @@ _DECIDE_ASKED = text(
 # never depends on the order rows come back in.
 _RECORD = text(
     f"WITH r AS (INSERT INTO results ({', '.join(c for c, _ in RESULT_COLUMNS)}) "
-    f"SELECT {_select_list(RESULT_COLUMNS)} FROM {_unnest(RESULT_COLUMNS)} "
+    f"SELECT {_select_list(RESULT_COLUMNS)} FROM {_recordset(RESULT_COLUMNS)} "
     "RETURNING id, trial_id), "
     "t AS (UPDATE trials AS t SET state = v.state, worker = v.worker, "
     "started_at = v.started_at, finished_at = v.finished_at, error = v.error "
-    f"FROM {_unnest(FINISH_COLUMNS, 'f_')} WHERE t.id = v.id), "
+    f"FROM {_recordset(FINISH_COLUMNS, 'f_')} WHERE t.id = v.id), "
     "i AS (UPDATE instances AS i SET status = v.status "
     "FROM unnest(CAST(:i_id AS integer[]), CAST(:i_status AS varchar[])) AS v(id, status) "
     "WHERE i.id = v.id), "
@@ -177,7 +197,7 @@ class PostgresStore(SchedulerStore):
         if not trials:
             self.notify_asked(session, list(asked))
             return
-        params = _arrays(trials, TRIAL_COLUMNS)
+        params: dict[str, Any] = {"rows": _records(trials, TRIAL_COLUMNS)}
         if asked:  # the askers' notices in the same statement: one round trip less
             params.update(c=ASK_CHANNEL, notices=list(asked))
         decided = session.execute(_DECIDE_ASKED if asked else _DECIDE, params).all()
@@ -197,8 +217,8 @@ class PostgresStore(SchedulerStore):
             return []
         links = links or []
         params = {
-            **_arrays(results, RESULT_COLUMNS),
-            **_arrays(finished, FINISH_COLUMNS, "f_"),
+            "rows": _records(results, RESULT_COLUMNS),
+            "f_rows": _records(finished, FINISH_COLUMNS),
             "i_id": [r["id"] for r in statuses],
             "i_status": [r["status"] for r in statuses],
             "c_id": list(per_campaign),
