@@ -71,7 +71,7 @@ class Policy(ABC):
         # default_rng's stream, built without its argument dispatch (half its cost, which
         # a burst of decisions pays once per key)
         return np.random.Generator(
-            np.random.SFC64([self.seed & 0xFFFFFFFF, int(key) & 0xFFFFFFFF, 7])
+            np.random.PCG64([self.seed & 0xFFFFFFFF, int(key) & 0xFFFFFFFF, 7])
         )
 
     @abstractmethod
