@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.offline.replay import replay_once  # noqa: E402
-from app.offline.tables import CostTable  # noqa: E402
+from app.offline.tables import CostTable, load_table  # noqa: E402
 from tasks.kinds.krylov import DEFAULT_NONSYMMETRIC, DEFAULT_SPD  # noqa: E402
 from tasks.kinds.krylov_features import matrix_features  # noqa: E402
 from tasks.solvers.generators import build, validate  # noqa: E402
@@ -159,6 +159,24 @@ def table(family: str, T: int, n: int, seed: int) -> tuple[CostTable, dict[str, 
     return CostTable(ctx, np.arange(len(arms), dtype=float), costs, list(FEATURES), labels), direct
 
 
+def cached_table(
+    folder: str | None, family: str, T: int, n: int, seed: int
+) -> tuple[CostTable, dict[str, float]]:
+    """:func:`table`, kept in ``folder`` (when given) under its parameters and read from
+    there when present: policies can be compared again on the same measured table."""
+    if folder is None:
+        return table(family, T, n, seed)
+    stem = Path(folder) / f"{family}-T{T}-n{n}-seed{seed}"
+    if stem.with_suffix(".npz").exists():
+        direct = json.loads(stem.with_suffix(".json").read_text())
+        return load_table(stem.with_suffix(".npz")), direct
+    tab, direct = table(family, T, n, seed)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    tab.save(stem.with_suffix(".npz"))
+    stem.with_suffix(".json").write_text(json.dumps(direct))
+    return tab, direct
+
+
 def _pyamg(A: sp.csr_matrix, b: np.ndarray) -> None:
     import pyamg
 
@@ -175,6 +193,8 @@ def compare(tab: CostTable, direct: dict[str, float], seed: int, fb: int) -> dic
     banditq = replay_once(tab, "default", seed=seed, unordered=True)
     guard = {"guard": {"baseline_arm": fb, "tolerance": GUARD_TOLERANCE}}
     guarded = replay_once(tab, "default", seed=seed, config=guard, unordered=True)
+    shared = replay_once(tab, "shared-ts", seed=seed, unordered=True)
+    shared_guarded = replay_once(tab, "shared-ts", seed=seed, config=guard, unordered=True)
     tsallis = replay_once(
         CostTable(np.zeros((tab.T, 0)), tab.arms, tab.costs),
         "tsallis-inf",
@@ -186,6 +206,8 @@ def compare(tab: CostTable, direct: dict[str, float], seed: int, fb: int) -> dic
         "best fixed": float(tab.costs.sum(axis=0).min()),
         "banditq default": float(banditq.costs.sum()),
         "banditq guarded": float(guarded.costs.sum()),
+        "shared-ts": float(shared.costs.sum()),
+        "shared-ts guarded": float(shared_guarded.costs.sum()),
         "fallback alone": float(tab.costs[:, fb].sum()),
         "tsallis-inf": float(tsallis.costs.sum()),
         **direct,
@@ -198,6 +220,11 @@ def main() -> int:
     ap.add_argument("--systems", type=int, default=40, help="systems per family")
     ap.add_argument("--n", type=int, default=10_000, help="unknowns per system (about)")
     ap.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    ap.add_argument(
+        "--tables",
+        default=None,
+        help="folder to keep each family's measured table in (and read it from next time)",
+    )
     ap.add_argument(
         "--seed",
         type=int,
@@ -220,7 +247,7 @@ def main() -> int:
     t0 = time.perf_counter()
     for fam in families:
         k = FAMILIES.index(fam)  # a family's seeds do not depend on which others run
-        tab, direct = table(fam, T, n, seed=args.seed + k)
+        tab, direct = cached_table(args.tables, fam, T, n, seed=args.seed + k)
         tables[fam] = (tab, direct)
         res["families"][fam] = compare(tab, direct, seed=k, fb=FALLBACK[fam == "convdiff"])
         print(f"  {fam}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
@@ -230,6 +257,7 @@ def main() -> int:
         np.stack([tables[f][0].contexts[t] for f, t in order]),
         tables[spd[0]][0].arms,
         np.stack([tables[f][0].costs[t] for f, t in order]),
+        arm_names=tables[spd[0]][0].arm_names,
     )
     direct = {k: sum(tables[f][1][k] for f in spd) for k in ("pyamg.solve", "scipy gmres")}
     res["families"]["mixed (SPD)"] = compare(mixed, direct, seed=99, fb=FALLBACK[0])
@@ -239,6 +267,8 @@ def main() -> int:
         "fallback alone",
         "banditq default",
         "banditq guarded",
+        "shared-ts",
+        "shared-ts guarded",
         "tsallis-inf",
         "pyamg.solve",
         "scipy gmres",
@@ -247,7 +277,7 @@ def main() -> int:
     for fam, r in res["families"].items():
         print(f"{fam:14s} " + " ".join(f"{r[c]:15.3f}" for c in cols))
     m = res["families"]["mixed (SPD)"]
-    for col in ("banditq default", "banditq guarded"):
+    for col in ("banditq default", "banditq guarded", "shared-ts", "shared-ts guarded"):
         print(
             f"mixed, {col}: / oracle {m[col] / m['oracle']:.2f}x, / best fixed "
             f"{m[col] / m['best fixed']:.2f}x, / pyamg.solve {m[col] / m['pyamg.solve']:.2f}x"

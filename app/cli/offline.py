@@ -77,6 +77,7 @@ def ope(
             len(camp.context_features),
             arms=arm_positions(arms),
             seed=seed,
+            arm_values=arms,
             config=json.loads(config) if config else None,
         )
         out = evaluate(target, log, keys)

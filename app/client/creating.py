@@ -138,6 +138,7 @@ def create_campaign(
             arms=arm_positions(arm_list),
             seed=seed,
             config=config,
+            arm_values=arm_list,
         )
     except ValueError as exc:
         raise InputError("policy_config", str(exc)) from exc

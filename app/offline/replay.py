@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from app.offline.tables import CostTable
+from app.policies.arm_features import parse_arm_label
 from app.policies.registry import make_policy
 
 
@@ -39,6 +40,7 @@ def replay_once(
         arms=None if unordered else table.arm_positions(),
         seed=seed,
         config=config,
+        arm_values=[parse_arm_label(n) for n in table.arm_names] if table.arm_names else None,
     )
     if warm is not None:  # earlier campaigns' logged bandit feedback (one arm per instance)
         wrng = np.random.default_rng(seed + 991)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -83,8 +84,11 @@ def make_policy(
     arms: np.ndarray | None = None,
     seed: int = 0,
     config: dict[str, Any] | None = None,
+    arm_values: Sequence[Mapping[str, Any]] | None = None,
 ) -> Policy:
-    """Build a policy by name; unknown names and bad config raise ``ValueError``."""
+    """Build a policy by name; unknown names and bad config raise ``ValueError``.
+    ``arm_values``: the arms' parameter mappings, for policies that model arms by their
+    parameters (``takes_arm_values``)."""
     real = resolve_name(name, n_features=n_features)
     try:
         cls = policy_class(real)
@@ -96,6 +100,8 @@ def make_policy(
     fallback = cfg.pop("fallback", None)
     holdout = cfg.pop("holdout", None)
     try:
+        if getattr(cls, "takes_arm_values", False):
+            cfg["arm_values"] = arm_values
         policy = cls(n_arms, n_features, arms=arms, seed=seed, **cfg)
     except TypeError as exc:
         raise ValueError(f"policy_config for {real!r} is invalid: {exc}") from exc

@@ -109,6 +109,7 @@ class ReportData:
             arms=arm_positions([a["arm"] for a in self.arms]),
             seed=int(self.overview["seed"] or 0),
             config=dict(self.overview.get("policy_config") or {}),
+            arm_values=[a["arm"] for a in self.arms],
         )
         if self.policy_state is not None:
             if pol.version != self.policy_version:

@@ -166,6 +166,7 @@ def build_policy(camp: Campaign, arms: list[Arm]) -> Policy:
         arms=arm_positions(values),
         seed=camp.seed,
         config=camp.policy_config,
+        arm_values=values,
     )
 
 

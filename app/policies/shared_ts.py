@@ -1,0 +1,211 @@
+"""``shared-ts``: Thompson sampling among arms that are configurations described by
+parameters (a Krylov method, a preconditioner, its parameters), with one Bayesian linear model
+of the log cost shared across them.
+
+The log cost of arm ``a`` at context ``x`` is modelled as ``g(a) . W . (1, z(x)) + b_a``:
+``g(a)`` the arm's encoded parameters (:func:`app.policies.arm_features.arm_features`), ``z``
+the context scaled to [-1, 1], ``W`` shared by every arm (prior sd ``shared_sd`` for a parameter's main effect, half that
+for its change across the context range), ``b_a`` the arm's own offset. One
+slow unpreconditioned solve moves the estimate of every unpreconditioned arm; an arm's offset
+(prior sd ``offset_sd``, in log cost) lets it differ from what its parameters predict once it
+has been seen. Without parameters (plain arms) only the offsets remain: independent arms.
+
+Costs are learnt as ``log(cost + floor)``, ``floor`` a thousandth of the first positive cost
+(costs in seconds and in iterations alike: multiplicative noise is additive here); the noise
+variance is the running mean of the one-step prediction errors of arms already seen. A
+decision draws ``mc`` joint samples of the arms' log costs from the posterior predictive,
+picks the arm cheapest in a uniform's draw and logs the share of draws it won as its
+propensity. Not thread-safe (as every policy); ``update`` costs O(p^2) for p = q (d + 1) + K
+model terms, plus a refit from the last ``buffer`` results when the context range grows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy.linalg import solve_triangular
+
+from app.policies.arm_features import arm_features
+from app.policies.base import Decision, Policy
+from app.policies.features import RangeScaler
+from app.policies.thompson_draws import choice_distributions, pick
+from app.policies.window import Window, Windowed
+
+#: model terms above which the policy refuses the arms (its matrices are p x p)
+MAX_TERMS = 512
+
+
+def _positive(name: str, v: Any, lo: float, hi: float) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= float(v) <= hi:
+        raise ValueError(f"policy_config.{name}={v!r} must be a number in [{lo:g}, {hi:g}]")
+    return float(v)
+
+
+class SharedTSPolicy(Policy, Windowed):
+    name = "shared-ts"
+    version = "1"
+    #: make_policy passes the arms' parameter mappings as ``arm_values``
+    takes_arm_values: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        n_arms: int,
+        n_features: int,
+        *,
+        arms: np.ndarray | None = None,
+        seed: int = 0,
+        arm_values: Sequence[Mapping[str, Any]] | None = None,
+        shared_sd: float = 2.0,
+        offset_sd: float = 1.0,
+        explore: float = 1.0,
+        mc: int = 256,
+        buffer: int = 4096,
+    ) -> None:
+        super().__init__(n_arms, n_features, arms=arms, seed=seed)
+        shared = _positive("shared_sd", shared_sd, 1e-3, 1e3)
+        offset = _positive("offset_sd", offset_sd, 1e-3, 1e3)
+        self.explore = _positive("explore", explore, 0.0, 100.0)
+        self.mc = int(_positive("mc", mc, 16, 4096))
+        buf = int(_positive("buffer", buffer, 16, 1_000_000))
+        given = arm_values is not None and len(arm_values) == n_arms
+        self.G = arm_features(arm_values) if given else np.zeros((n_arms, 0))
+        self.d = int(n_features)
+        self.q = int(self.G.shape[1])
+        self.p = self.q * (self.d + 1) + self.n_arms
+        if self.p > MAX_TERMS:
+            raise ValueError(
+                f"shared-ts: {self.n_arms} arms x {self.q} parameter columns x "
+                f"{self.d + 1} context terms is {self.p} model terms, over {MAX_TERMS}"
+            )
+        # prior precisions, term by term: a parameter's main effect (sd ``shared_sd``), its
+        # change across the context range (half that: a priori, context shifts a
+        # configuration's cost by less than the configuration itself), the arm's own offset
+        per_param = np.full(self.d + 1, (shared / 2.0) ** -2)
+        per_param[0] = shared**-2
+        self.prior = np.concatenate(
+            [np.tile(per_param, self.q), np.full(self.n_arms, offset**-2)]
+        )
+        self.scaler = RangeScaler(self.d)
+        self._window = Window(self.d + 2, buf)  # rows: x..., arm, log cost
+        self.S = np.zeros((self.p, self.p))  # sum of phi phi'
+        self.r = np.zeros(self.p)  # sum of phi (y - y0)
+        self.n = np.zeros(self.n_arms)
+        self.y0 = 0.0  # the first log cost: the prior mean of every arm
+        self.have_y0 = False
+        self.floor = 0.0  # added to costs before the log (set by the first positive cost)
+        self.resid = [0.25, 1.0]  # squared one-step errors: a prior worth one result
+        self._post: tuple[np.ndarray, np.ndarray] | None = None
+
+    # ------------------------------------------------------------------ model
+    def _phi(self, X: np.ndarray) -> np.ndarray:
+        """(n, K, p) model terms of every arm at each row of ``X`` (n x d, raw contexts)."""
+        X = np.asarray(X, float).reshape(-1, self.d) if self.d else np.zeros((len(X), 0))
+        n = len(X)
+        z = np.concatenate([np.ones((n, 1)), self.scaler.scale(X)], axis=1)
+        shared = np.einsum("kq,nj->nkqj", self.G, z).reshape(n, self.n_arms, -1)
+        eye = np.broadcast_to(np.eye(self.n_arms), (n, self.n_arms, self.n_arms))
+        return np.concatenate([shared, eye], axis=2)
+
+    def _sigma2(self) -> float:
+        return max(self.resid[0] / self.resid[1], 1e-6)
+
+    def _posterior(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, L^-1) of the coefficients, L the Cholesky factor of their precision;
+        computed once per update, at the first decision after it."""
+        if self._post is None:
+            s2 = self._sigma2()
+            P = np.diag(self.prior) + self.S / s2
+            L = np.linalg.cholesky(P)
+            Linv = solve_triangular(L, np.eye(self.p), lower=True)
+            mean = Linv.T @ (Linv @ (self.r / s2))
+            self._post = (mean, Linv)
+        return self._post
+
+    def _predictive(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, K) means and (n, K, K) covariances of the arms' log costs at the rows of X."""
+        mean, Linv = self._posterior()
+        Phi = self._phi(X)
+        V = np.einsum("pq,nkq->nkp", Linv, Phi)
+        return Phi @ mean + self.y0, np.einsum("nkp,njp->nkj", V, V)
+
+    def _refit(self) -> None:
+        rows = self._window.rows
+        self.S = np.zeros((self.p, self.p))
+        self.r = np.zeros(self.p)
+        self.n = np.zeros(self.n_arms)
+        if len(rows):
+            arms = rows[:, self.d].astype(np.int64)
+            Phi = self._phi(rows[:, : self.d])[np.arange(len(rows)), arms]
+            self.S = Phi.T @ Phi
+            self.r = Phi.T @ (rows[:, self.d + 1] - self.y0)
+            self.n = np.bincount(arms, minlength=self.n_arms).astype(float)
+        self._post = None
+
+    # ------------------------------------------------------------------ interface
+    def _distributions(self, X: np.ndarray, keys: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        mean, cov = self._predictive(X)
+        rngs = [self.rng(int(k)) for k in keys]
+        return choice_distributions(mean, cov * self.explore**2, rngs, self.mc, None, 0.0)
+
+    def choose(self, context: np.ndarray, key: int) -> Decision:
+        P, U = self._distributions(np.asarray(context, float)[None], [key])
+        return pick(P[0], float(U[0]))
+
+    def choose_many(self, contexts: np.ndarray, keys: Sequence[int]) -> list[Decision]:
+        P, U = self._distributions(np.asarray(contexts, float), keys)
+        return [pick(p, float(u)) for p, u in zip(P, U, strict=True)]
+
+    def probabilities(self, context: np.ndarray, key: int, draws: int = 64) -> np.ndarray:
+        P, _U = self._distributions(np.asarray(context, float)[None], [key])
+        return P[0]
+
+    def best_arm(self, context: np.ndarray) -> int:
+        mean, _cov = self._predictive(np.asarray(context, float)[None])
+        return int(np.argmin(mean[0]))
+
+    def _update(self, context: np.ndarray, arm: int, cost: float) -> None:
+        if self.floor == 0.0 and cost > 0:
+            self.floor = 1e-3 * cost
+        y = math.log(cost + self.floor) if cost + self.floor > 0 else math.log(1e-300)
+        x = np.asarray(context, float)[: self.d]
+        if not self.have_y0:
+            self.y0, self.have_y0 = y, True
+        if self.n[arm] > 0:
+            mean, _Linv = self._posterior()
+            pred = float(self._phi(x[None])[0, arm] @ mean) + self.y0
+            self.resid[0] += (y - pred) ** 2
+            self.resid[1] += 1.0
+        self._window.append(np.concatenate([x, [arm, y]]))
+        if self.d and self.scaler.observe(x):
+            self._refit()  # the scaled contexts of every kept result moved
+            return
+        f = self._phi(x[None])[0, arm]
+        self.S += np.outer(f, f)
+        self.r += f * (y - self.y0)
+        self.n[arm] += 1
+        self._post = None
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {
+            "S": self.S,
+            "r": self.r,
+            "n": self.n,
+            "buf": self._window.rows.copy(),
+            "lo": self.scaler.lo,
+            "hi": self.scaler.hi,
+            "y0": [self.y0, float(self.have_y0), self.floor],
+            "resid": list(self.resid),
+        }
+
+    def _load_extra_state(self, s: dict[str, Any]) -> None:
+        self._window.load(np.asarray(s["buf"], float).reshape(-1, self.d + 2))
+        self.scaler.lo = np.asarray(s["lo"], float)
+        self.scaler.hi = np.asarray(s["hi"], float)
+        self.y0, have, self.floor = (float(v) for v in s["y0"])
+        self.have_y0 = bool(have)
+        self.resid = [float(v) for v in s["resid"]]
+        self.S, self.r, self.n = (np.asarray(s[k], float) for k in ("S", "r", "n"))
+        self._post = None
