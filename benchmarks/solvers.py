@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.offline.replay import replay_once  # noqa: E402
 from app.offline.tables import CostTable, load_table  # noqa: E402
-from tasks.kinds.krylov import DEFAULT_NONSYMMETRIC, DEFAULT_SPD  # noqa: E402
+from tasks.kinds.krylov import DEFAULT_NONSYMMETRIC, DEFAULT_SPD, KrylovKind  # noqa: E402
 from tasks.kinds.krylov_features import matrix_features  # noqa: E402
 from tasks.solvers.generators import build, validate  # noqa: E402
 from workers.kinds.krylov import run_krylov  # noqa: E402
@@ -57,6 +57,8 @@ BUDGET = 5.0
 #: the fallback configurations (SPD, non-symmetric): CG with smoothed-aggregation AMG as
 #: pyamg sets it up by default, GMRES with ILU(1e-3)
 FALLBACK = (10, 6)
+#: the policy ``policy="default"`` gives a krylov campaign
+DEFAULT = KrylovKind.default_policy or "default"
 #: the guard's tolerance: the issue's own bound on a family's total against its fallback
 GUARD_TOLERANCE = 0.10
 fallback = (DEFAULT_SPD[FALLBACK[0]], DEFAULT_NONSYMMETRIC[FALLBACK[1]])
@@ -190,11 +192,10 @@ def _timed(f: Any) -> float:
 
 
 def compare(tab: CostTable, direct: dict[str, float], seed: int, fb: int) -> dict[str, float]:
-    banditq = replay_once(tab, "default", seed=seed, unordered=True)
+    banditq = replay_once(tab, DEFAULT, seed=seed, unordered=True)
     guard = {"guard": {"baseline_arm": fb, "tolerance": GUARD_TOLERANCE}}
-    guarded = replay_once(tab, "default", seed=seed, config=guard, unordered=True)
-    shared = replay_once(tab, "shared-ts", seed=seed, unordered=True)
-    shared_guarded = replay_once(tab, "shared-ts", seed=seed, config=guard, unordered=True)
+    guarded = replay_once(tab, DEFAULT, seed=seed, config=guard, unordered=True)
+    smooth = replay_once(tab, "smooth-ts", seed=seed, unordered=True)
     tsallis = replay_once(
         CostTable(np.zeros((tab.T, 0)), tab.arms, tab.costs),
         "tsallis-inf",
@@ -206,8 +207,7 @@ def compare(tab: CostTable, direct: dict[str, float], seed: int, fb: int) -> dic
         "best fixed": float(tab.costs.sum(axis=0).min()),
         "banditq default": float(banditq.costs.sum()),
         "banditq guarded": float(guarded.costs.sum()),
-        "shared-ts": float(shared.costs.sum()),
-        "shared-ts guarded": float(shared_guarded.costs.sum()),
+        "smooth-ts": float(smooth.costs.sum()),
         "fallback alone": float(tab.costs[:, fb].sum()),
         "tsallis-inf": float(tsallis.costs.sum()),
         **direct,
@@ -267,8 +267,7 @@ def main() -> int:
         "fallback alone",
         "banditq default",
         "banditq guarded",
-        "shared-ts",
-        "shared-ts guarded",
+        "smooth-ts",
         "tsallis-inf",
         "pyamg.solve",
         "scipy gmres",
@@ -277,7 +276,7 @@ def main() -> int:
     for fam, r in res["families"].items():
         print(f"{fam:14s} " + " ".join(f"{r[c]:15.3f}" for c in cols))
     m = res["families"]["mixed (SPD)"]
-    for col in ("banditq default", "banditq guarded", "shared-ts", "shared-ts guarded"):
+    for col in ("banditq default", "banditq guarded", "smooth-ts"):
         print(
             f"mixed, {col}: / oracle {m[col] / m['oracle']:.2f}x, / best fixed "
             f"{m[col] / m['best fixed']:.2f}x, / pyamg.solve {m[col] / m['pyamg.solve']:.2f}x"

@@ -3,20 +3,28 @@ parameters (a Krylov method, a preconditioner, its parameters), with one Bayesia
 of the log cost shared across them.
 
 The log cost of arm ``a`` at context ``x`` is modelled as ``g(a) . W . (1, z(x)) + b_a``:
-``g(a)`` the arm's encoded parameters (:func:`app.policies.arm_features.arm_features`), ``z``
-the context scaled to [-1, 1], ``W`` shared by every arm (prior sd ``shared_sd`` for a parameter's main effect, half that
-for its change across the context range), ``b_a`` the arm's own offset. One
-slow unpreconditioned solve moves the estimate of every unpreconditioned arm; an arm's offset
-(prior sd ``offset_sd``, in log cost) lets it differ from what its parameters predict once it
-has been seen. Without parameters (plain arms) only the offsets remain: independent arms.
+``g(a)`` the arm's encoded parameters (:func:`app.policies.arm_features.arm_features`),
+``z`` the context scaled to [-1, 1], ``W`` shared by every arm (prior sd ``shared_sd`` for a
+parameter's main effect, half that for its change across the context range), ``b_a`` the
+arm's own offset (prior sd ``offset_sd``, in log cost). One slow unpreconditioned solve
+moves the estimate of every unpreconditioned arm; an arm's offset lets it differ from what
+its parameters predict once it has been seen. Without parameters (plain arms) only the
+offsets remain: independent arms.
+
+A draw picks, among the arms within ``tolerance`` (a ratio: 0.1 is 10%) of its cheapest,
+the one with the lowest posterior mean (satisficing Thompson sampling): with dozens of
+configurations and a sequence of tens to hundreds of solves, an arm is tried only where it
+may beat the known ones by more than the tolerance, not wherever it might be best.
 
 Costs are learnt as ``log(cost + floor)``, ``floor`` a thousandth of the first positive cost
 (costs in seconds and in iterations alike: multiplicative noise is additive here); the noise
-variance is the running mean of the one-step prediction errors of arms already seen. A
-decision draws ``mc`` joint samples of the arms' log costs from the posterior predictive,
-picks the arm cheapest in a uniform's draw and logs the share of draws it won as its
-propensity. Not thread-safe (as every policy); ``update`` costs O(p^2) for p = q (d + 1) + K
-model terms, plus a refit from the last ``buffer`` results when the context range grows.
+variance is re-estimated at each result from the residuals of the fit before it, with a
+prior worth ``NOISE_WEIGHT`` results. A decision draws ``mc`` joint samples of the arms'
+log costs from the posterior predictive and logs the share of draws that picked its arm as
+the propensity. Not thread-safe (as every policy); an update costs O(p^3) for
+p = q (d + 1) + K model terms (the posterior's Cholesky factor, ~200 terms for the krylov
+kind's 42 default arms and 3 features), plus a refit from the last ``buffer`` results when
+the context range grows.
 """
 
 from __future__ import annotations
@@ -36,6 +44,9 @@ from app.policies.window import Window, Windowed
 
 #: model terms above which the policy refuses the arms (its matrices are p x p)
 MAX_TERMS = 512
+#: the noise variance of a log cost before any result (sd ~0.3: a timing's spread of ~30%),
+#: worth this many results against the residuals
+NOISE_PRIOR, NOISE_WEIGHT = 0.1, 4.0
 
 
 def _positive(name: str, v: Any, lo: float, hi: float) -> float:
@@ -59,8 +70,9 @@ class SharedTSPolicy(Policy, Windowed):
         seed: int = 0,
         arm_values: Sequence[Mapping[str, Any]] | None = None,
         shared_sd: float = 2.0,
-        offset_sd: float = 1.0,
+        offset_sd: float = 0.5,
         explore: float = 1.0,
+        tolerance: float = 0.1,
         mc: int = 256,
         buffer: int = 4096,
     ) -> None:
@@ -68,6 +80,7 @@ class SharedTSPolicy(Policy, Windowed):
         shared = _positive("shared_sd", shared_sd, 1e-3, 1e3)
         offset = _positive("offset_sd", offset_sd, 1e-3, 1e3)
         self.explore = _positive("explore", explore, 0.0, 100.0)
+        self.tolerance = math.log1p(_positive("tolerance", tolerance, 0.0, 10.0))
         self.mc = int(_positive("mc", mc, 16, 4096))
         buf = int(_positive("buffer", buffer, 16, 1_000_000))
         given = arm_values is not None and len(arm_values) == n_arms
@@ -82,12 +95,11 @@ class SharedTSPolicy(Policy, Windowed):
             )
         # prior precisions, term by term: a parameter's main effect (sd ``shared_sd``), its
         # change across the context range (half that: a priori, context shifts a
-        # configuration's cost by less than the configuration itself), the arm's own offset
-        per_param = np.full(self.d + 1, (shared / 2.0) ** -2)
+        # configuration's cost by less than the configuration itself; split across the
+        # context features, whose effects add up), the arm's own offset
+        per_param = np.full(self.d + 1, (shared / 2.0) ** -2 * max(self.d, 1))
         per_param[0] = shared**-2
-        self.prior = np.concatenate(
-            [np.tile(per_param, self.q), np.full(self.n_arms, offset**-2)]
-        )
+        self.prior = np.concatenate([np.tile(per_param, self.q), np.full(self.n_arms, offset**-2)])
         self.scaler = RangeScaler(self.d)
         self._window = Window(self.d + 2, buf)  # rows: x..., arm, log cost
         self.S = np.zeros((self.p, self.p))  # sum of phi phi'
@@ -96,7 +108,8 @@ class SharedTSPolicy(Policy, Windowed):
         self.y0 = 0.0  # the first log cost: the prior mean of every arm
         self.have_y0 = False
         self.floor = 0.0  # added to costs before the log (set by the first positive cost)
-        self.resid = [0.25, 1.0]  # squared one-step errors: a prior worth one result
+        self.yy = 0.0  # sum of (y - y0)^2
+        self.s2 = NOISE_PRIOR  # the noise variance (log cost), re-estimated at each update
         self._post: tuple[np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ model
@@ -109,14 +122,11 @@ class SharedTSPolicy(Policy, Windowed):
         eye = np.broadcast_to(np.eye(self.n_arms), (n, self.n_arms, self.n_arms))
         return np.concatenate([shared, eye], axis=2)
 
-    def _sigma2(self) -> float:
-        return max(self.resid[0] / self.resid[1], 1e-6)
-
     def _posterior(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, L^-1) of the coefficients, L the Cholesky factor of their precision;
         computed once per update, at the first decision after it."""
         if self._post is None:
-            s2 = self._sigma2()
+            s2 = self.s2
             P = np.diag(self.prior) + self.S / s2
             L = np.linalg.cholesky(P)
             Linv = solve_triangular(L, np.eye(self.p), lower=True)
@@ -136,11 +146,13 @@ class SharedTSPolicy(Policy, Windowed):
         self.S = np.zeros((self.p, self.p))
         self.r = np.zeros(self.p)
         self.n = np.zeros(self.n_arms)
+        self.yy = 0.0
         if len(rows):
             arms = rows[:, self.d].astype(np.int64)
             Phi = self._phi(rows[:, : self.d])[np.arange(len(rows)), arms]
             self.S = Phi.T @ Phi
             self.r = Phi.T @ (rows[:, self.d + 1] - self.y0)
+            self.yy = float(np.sum((rows[:, self.d + 1] - self.y0) ** 2))
             self.n = np.bincount(arms, minlength=self.n_arms).astype(float)
         self._post = None
 
@@ -148,7 +160,9 @@ class SharedTSPolicy(Policy, Windowed):
     def _distributions(self, X: np.ndarray, keys: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         mean, cov = self._predictive(X)
         rngs = [self.rng(int(k)) for k in keys]
-        return choice_distributions(mean, cov * self.explore**2, rngs, self.mc, None, 0.0)
+        return choice_distributions(
+            mean, cov * self.explore**2, rngs, self.mc, None, 0.0, self.tolerance
+        )
 
     def choose(self, context: np.ndarray, key: int) -> Decision:
         P, U = self._distributions(np.asarray(context, float)[None], [key])
@@ -173,19 +187,20 @@ class SharedTSPolicy(Policy, Windowed):
         x = np.asarray(context, float)[: self.d]
         if not self.have_y0:
             self.y0, self.have_y0 = y, True
-        if self.n[arm] > 0:
-            mean, _Linv = self._posterior()
-            pred = float(self._phi(x[None])[0, arm] @ mean) + self.y0
-            self.resid[0] += (y - pred) ** 2
-            self.resid[1] += 1.0
+        mean = self._posterior()[0]  # before this result: the fit it is judged against
         self._window.append(np.concatenate([x, [arm, y]]))
         if self.d and self.scaler.observe(x):
             self._refit()  # the scaled contexts of every kept result moved
-            return
-        f = self._phi(x[None])[0, arm]
-        self.S += np.outer(f, f)
-        self.r += f * (y - self.y0)
-        self.n[arm] += 1
+            mean = self._posterior()[0]
+        else:
+            f = self._phi(x[None])[0, arm]
+            self.S += np.outer(f, f)
+            self.r += f * (y - self.y0)
+            self.yy += (y - self.y0) ** 2
+            self.n[arm] += 1
+        # the residual sum of squares at that fit, with a prior worth NOISE_WEIGHT results
+        ssr = max(self.yy - 2.0 * mean @ self.r + mean @ self.S @ mean, 0.0)
+        self.s2 = (NOISE_WEIGHT * NOISE_PRIOR + ssr) / (NOISE_WEIGHT + self.n.sum())
         self._post = None
 
     def _extra_state(self) -> dict[str, Any]:
@@ -197,7 +212,7 @@ class SharedTSPolicy(Policy, Windowed):
             "lo": self.scaler.lo,
             "hi": self.scaler.hi,
             "y0": [self.y0, float(self.have_y0), self.floor],
-            "resid": list(self.resid),
+            "noise": [self.yy, self.s2],
         }
 
     def _load_extra_state(self, s: dict[str, Any]) -> None:
@@ -206,6 +221,6 @@ class SharedTSPolicy(Policy, Windowed):
         self.scaler.hi = np.asarray(s["hi"], float)
         self.y0, have, self.floor = (float(v) for v in s["y0"])
         self.have_y0 = bool(have)
-        self.resid = [float(v) for v in s["resid"]]
+        self.yy, self.s2 = (float(v) for v in s["noise"])
         self.S, self.r, self.n = (np.asarray(s[k], float) for k in ("S", "r", "n"))
         self._post = None

@@ -19,12 +19,16 @@ def choice_distributions(
     mc: int,
     basis: np.ndarray | None,
     min_prob: float,
+    tolerance: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For n decisions, (n, M) posterior means and (n, M, M) covariances of the arm-curve
     coefficients (``basis`` maps them to the arms' log costs; None: one per arm): each
     decision's ``mc`` joint draws from its generator, then a uniform from it. Returns the
     (n, arms) probabilities that each arm is cheapest, those below ``min_prob`` pruned, and
-    the (n,) uniforms."""
+    the (n,) uniforms. With ``tolerance`` > 0 (in log cost) a draw picks, among the arms
+    within ``tolerance`` of its cheapest, the one with the lowest posterior mean
+    (satisficing Thompson sampling, Russo and Van Roy 2022): an arm is tried only where it
+    may beat the known ones by more than the tolerance."""
     n, K = mean.shape
     scale = np.maximum(np.trace(cov, axis1=1, axis2=2) / K, 1e-12)
     jittered = cov + (1e-10 * scale)[:, None, None] * np.eye(K)
@@ -42,7 +46,13 @@ def choice_distributions(
     if basis is not None:
         draws = draws @ basis.T
     arms = draws.shape[2]
-    best = np.argmin(draws, axis=2) + arms * np.arange(n)[:, None]  # (n, mc), row-offset
+    if tolerance > 0.0:
+        arm_mean = mean if basis is None else mean @ basis.T
+        near = draws <= draws.min(axis=2, keepdims=True) + tolerance
+        best = np.argmin(np.where(near, arm_mean[:, None, :], np.inf), axis=2)
+    else:
+        best = np.argmin(draws, axis=2)
+    best = best + arms * np.arange(n)[:, None]  # (n, mc), row-offset
     p = np.bincount(best.reshape(-1), minlength=n * arms).reshape(n, arms) / mc
     p = np.where(p >= min_prob, p, 0.0)
     return p / p.sum(axis=1, keepdims=True), u

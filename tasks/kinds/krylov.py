@@ -148,6 +148,8 @@ class KrylovKind(TrialKind):
 
     name = "krylov"
     runner = "workers.kinds.krylov:run_krylov"
+    #: configurations share what is learnt through their parameters (app.policies.shared_ts)
+    default_policy = "shared-ts"
 
     def example(self) -> KindExample:
         return KindExample(
