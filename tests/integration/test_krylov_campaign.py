@@ -60,6 +60,14 @@ def test_a_mixed_stream_of_stored_matrices_on_postgresql(pg_settings: Settings) 
             .all()
         )
         budgets = c.execute(text("SELECT count(*) FROM trials WHERE budget IS NOT NULL")).scalar()
+        logged = c.execute(
+            text("SELECT DISTINCT policy_name FROM trials WHERE reason <> 'fallback:first'")
+        ).scalars()
+        policies = sorted(logged)
+        low, high = c.execute(text("SELECT min(propensity), max(propensity) FROM trials")).one()
     assert sorted(per_instance) == [1] * len(ids)  # exactly once
     assert budgets and budgets >= len(ids) - 4  # after the fallback's first trials
+    # "default" on a krylov campaign: configurations that share what is learnt
+    assert any("shared-ts" in p for p in policies), policies
+    assert 0.0 < low <= high <= 1.0
     client.close()
