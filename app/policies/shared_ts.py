@@ -41,18 +41,13 @@ from app.policies.base import Decision, Policy
 from app.policies.features import RangeScaler
 from app.policies.thompson_draws import choice_distributions, pick
 from app.policies.window import Window, Windowed
+from tasks.errors import bounded
 
 #: model terms above which the policy refuses the arms (its matrices are p x p)
 MAX_TERMS = 512
 #: the noise variance of a log cost before any result (sd ~0.3: a timing's spread of ~30%),
 #: worth this many results against the residuals
 NOISE_PRIOR, NOISE_WEIGHT = 0.1, 4.0
-
-
-def _positive(name: str, v: Any, lo: float, hi: float) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= float(v) <= hi:
-        raise ValueError(f"policy_config.{name}={v!r} must be a number in [{lo:g}, {hi:g}]")
-    return float(v)
 
 
 class SharedTSPolicy(Policy, Windowed):
@@ -77,12 +72,12 @@ class SharedTSPolicy(Policy, Windowed):
         buffer: int = 4096,
     ) -> None:
         super().__init__(n_arms, n_features, arms=arms, seed=seed)
-        shared = _positive("shared_sd", shared_sd, 1e-3, 1e3)
-        offset = _positive("offset_sd", offset_sd, 1e-3, 1e3)
-        self.explore = _positive("explore", explore, 0.0, 100.0)
-        self.tolerance = math.log1p(_positive("tolerance", tolerance, 0.0, 10.0))
-        self.mc = int(_positive("mc", mc, 16, 4096))
-        buf = int(_positive("buffer", buffer, 16, 1_000_000))
+        shared = bounded(shared_sd, "policy_config.shared_sd", 1e-3, 1e3)
+        offset = bounded(offset_sd, "policy_config.offset_sd", 1e-3, 1e3)
+        self.explore = bounded(explore, "policy_config.explore", 0.0, 100.0)
+        self.tolerance = math.log1p(bounded(tolerance, "policy_config.tolerance", 0.0, 10.0))
+        self.mc = int(bounded(mc, "policy_config.mc", 16, 4096))
+        buf = int(bounded(buffer, "policy_config.buffer", 16, 1_000_000))
         given = arm_values is not None and len(arm_values) == n_arms
         self.G = arm_features(arm_values) if given else np.zeros((n_arms, 0))
         self.d = int(n_features)
@@ -113,14 +108,25 @@ class SharedTSPolicy(Policy, Windowed):
         self._post: tuple[np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ model
+    def _terms(self, X: np.ndarray, n: int) -> np.ndarray:
+        """(n, d + 1): 1 and the scaled context, per row of ``X`` (n raw contexts)."""
+        X = np.asarray(X, float).reshape(-1, self.d) if self.d else np.zeros((n, 0))
+        return np.concatenate([np.ones((len(X), 1)), self.scaler.scale(X)], axis=1)
+
     def _phi(self, X: np.ndarray) -> np.ndarray:
         """(n, K, p) model terms of every arm at each row of ``X`` (n x d, raw contexts)."""
-        X = np.asarray(X, float).reshape(-1, self.d) if self.d else np.zeros((len(X), 0))
-        n = len(X)
-        z = np.concatenate([np.ones((n, 1)), self.scaler.scale(X)], axis=1)
+        z = self._terms(X, len(X))
+        n = len(z)
         shared = np.einsum("kq,nj->nkqj", self.G, z).reshape(n, self.n_arms, -1)
         eye = np.broadcast_to(np.eye(self.n_arms), (n, self.n_arms, self.n_arms))
         return np.concatenate([shared, eye], axis=2)
+
+    def _phi_rows(self, X: np.ndarray, arms: np.ndarray) -> np.ndarray:
+        """(n, p) model terms of arm ``arms[i]`` at row ``X[i]``: the rows :meth:`_phi`
+        would give, without the other K - 1 arms' (a refit's buffer holds thousands)."""
+        z = self._terms(X, len(arms))
+        shared = np.einsum("nq,nj->nqj", self.G[arms], z).reshape(len(z), -1)
+        return np.concatenate([shared, np.eye(self.n_arms)[arms]], axis=1)
 
     def _posterior(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, L^-1) of the coefficients, L the Cholesky factor of their precision;
@@ -149,7 +155,7 @@ class SharedTSPolicy(Policy, Windowed):
         self.yy = 0.0
         if len(rows):
             arms = rows[:, self.d].astype(np.int64)
-            Phi = self._phi(rows[:, : self.d])[np.arange(len(rows)), arms]
+            Phi = self._phi_rows(rows[:, : self.d], arms)
             self.S = Phi.T @ Phi
             self.r = Phi.T @ (rows[:, self.d + 1] - self.y0)
             self.yy = float(np.sum((rows[:, self.d + 1] - self.y0) ** 2))
@@ -193,7 +199,7 @@ class SharedTSPolicy(Policy, Windowed):
             self._refit()  # the scaled contexts of every kept result moved
             mean = self._posterior()[0]
         else:
-            f = self._phi(x[None])[0, arm]
+            f = self._phi_rows(x[None], np.array([arm]))[0]
             self.S += np.outer(f, f)
             self.r += f * (y - self.y0)
             self.yy += (y - self.y0) ** 2
