@@ -66,6 +66,30 @@ class Channel(filesystem.Channel):
                 self._routes[key] = found
         return found
 
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        """Bind ``queue``; a new exchange's file is created whole. kombu creates it empty and
+        then locks and writes it, so a process reading or binding in between (a client's
+        first tell while the scheduler declares the same queue) read an empty file and failed
+        with ``JSONDecodeError``. Here the first binding is written aside and linked into
+        place (atomic, fails if the file exists); a file already there is updated by kombu
+        under its exclusive lock, as before."""
+        file = self._exchange_file(exchange)
+        if not file.exists():
+            self.control_folder.mkdir(exist_ok=True)
+            row = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
+            tmp = file.with_name(f".{file.name}.{uuid.uuid4().hex}.part")
+            try:
+                tmp.write_bytes(str_to_bytes(dumps([row])))
+                os.link(tmp, file)
+                return
+            except FileExistsError:
+                pass  # another process created it first: add ours under its lock
+            except OSError as exc:
+                raise ChannelError(f"Cannot create {file}") from exc
+            finally:
+                tmp.unlink(missing_ok=True)
+        super()._queue_bind(exchange, routing_key, pattern, queue)
+
     def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         name = message_name(queue)
         final = os.path.join(self.data_folder_out, name)

@@ -3,6 +3,7 @@ publisher sent them."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from kombu import Connection, Exchange, Queue
@@ -85,6 +86,7 @@ def test_a_queue_bound_after_the_first_publish_still_gets_its_messages(tmp_path:
 
 CONSUMER = """
 import json, sys
+import threading
 from pathlib import Path
 from kombu import Connection, Exchange, Queue
 from app.config import Settings
@@ -150,3 +152,40 @@ def test_two_consumers_with_temp_on_a_tmpfs_take_each_message_exactly_once(
     got = [i for out, _err in outs for i in json.loads(out.strip().splitlines()[-1])]
     assert sorted(got) == list(range(n))
     assert all(json.loads(out.strip().splitlines()[-1]) for out, _ in outs)  # both took some
+
+
+def test_binding_a_new_exchange_races_no_reader_into_an_empty_file(tmp_path: Path) -> None:
+    """Processes declaring the same queues at start-up (a client's first tell, the scheduler)
+    bind to an exchange file one of them is creating. kombu creates it empty, then locks and
+    writes it: a reader in between failed with ``JSONDecodeError`` and the tell was not sent.
+    Each round here binds a fresh exchange from several threads (each its own connection,
+    so each its own file locks) while others read its table."""
+    settings = Settings(home=tmp_path)
+    opts = settings.broker_transport_options()
+    errors: list[BaseException] = []
+    rounds, binders = 40, 4
+
+    def bind(name: str, i: int, start: threading.Barrier) -> None:
+        try:
+            with Connection(settings.broker_url, transport_options=opts) as conn:
+                channel = conn.default_channel
+                start.wait()
+                Queue(f"q{i}", Exchange(name, type="direct"), routing_key=f"q{i}")(
+                    channel
+                ).declare()
+                channel.get_table(name)
+        except BaseException as exc:  # collected: a thread's failure must fail the test
+            errors.append(exc)
+
+    for r in range(rounds):
+        start = threading.Barrier(binders)
+        threads = [threading.Thread(target=bind, args=(f"ex{r}", i, start)) for i in range(binders)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+    with Connection(settings.broker_url, transport_options=opts) as conn:
+        for r in range(rounds):
+            queues = {q.queue for q in conn.default_channel.get_table(f"ex{r}")}
+            assert queues == {f"q{i}" for i in range(binders)}  # no binding lost either
