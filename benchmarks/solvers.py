@@ -16,11 +16,14 @@ included, each configuration's set-up cached per matrix as the worker caches it)
 the kind's safety (stopped at BUDGET x the fallback configuration's time, or when it fails
 to converge, and then the fallback solves: both paid): a full-information table. On it,
 side by side: the per-instance oracle, the best fixed configuration in hindsight,
-banditq's default policy (learning included: it sees only the cost of what it chose, with
-the system's features as its context), Tsallis-INF over the same arms without context
-(PCGBandit's algorithm), and, timed directly, ``pyamg.solve(A, b)`` as users call it (a new
-hierarchy per call) and scipy's default ``gmres`` (restart 20; at most 100 restarts here,
-where its default of 10 n iterations took minutes). The ``mixed`` stream interleaves the
+banditq's default policy as a krylov campaign gets it (learning included: it sees only the
+cost of what it chose, with the system's features as its context; its default fallback
+budget applied: an arm past 2x the fallback's expected time is stopped and the fallback
+solves, both paid), the same without the budget, Tsallis-INF over the same arms without
+context and with the same budget (PCGBandit's algorithm and safety), and, timed directly,
+``pyamg.solve(A, b)`` as users call it (a new hierarchy per call) and scipy's default
+``gmres`` (restart 20; at most 100 restarts here, where its default of 10 n iterations took
+minutes). The ``mixed`` stream interleaves the
 SPD families. Figures are totals in seconds over each sequence.
 """
 
@@ -44,7 +47,13 @@ sys.path.insert(0, str(ROOT))
 
 from app.offline.replay import replay_once  # noqa: E402
 from app.offline.tables import CostTable, load_table  # noqa: E402
-from tasks.kinds.krylov import DEFAULT_NONSYMMETRIC, DEFAULT_SPD, KrylovKind  # noqa: E402
+from app.policies.fallback import fallback_arm  # noqa: E402
+from tasks.kinds.krylov import (  # noqa: E402
+    DEFAULT_NONSYMMETRIC,
+    DEFAULT_SPD,
+    KrylovKind,
+    safe_arm,
+)
 from tasks.kinds.krylov_features import matrix_features  # noqa: E402
 from tasks.solvers.generators import build, validate  # noqa: E402
 from workers.kinds.krylov import run_krylov  # noqa: E402
@@ -52,15 +61,17 @@ from workers.kinds.krylov import run_krylov  # noqa: E402
 FAMILIES = ("poisson2d", "poisson3d", "aniso", "contrast", "elasticity", "convdiff")
 FEATURES = ("log_n", "log_cond_est", "diag_dominance", "nnz_per_row", "symmetric")
 TOL = 1e-8
-#: an arm is stopped once it has taken this many times the fallback configuration's time
+#: the table's safety: an arm is stopped once it has taken this many times the fallback
+#: configuration's time (a policy's own, smaller, budget is applied in the replay)
 BUDGET = 5.0
-#: the fallback configurations (SPD, non-symmetric): CG with smoothed-aggregation AMG as
-#: pyamg sets it up by default, GMRES with ILU(1e-3)
-FALLBACK = (10, 6)
+#: the fallback configurations (SPD, non-symmetric) a krylov campaign gets by default: CG
+#: with smoothed-aggregation AMG as pyamg sets it up by default, GMRES with ILU(1e-3)
+FALLBACK = (safe_arm(DEFAULT_SPD), safe_arm(DEFAULT_NONSYMMETRIC))
 #: the policy ``policy="default"`` gives a krylov campaign
 DEFAULT = KrylovKind.default_policy or "default"
 #: the guard's tolerance: the issue's own bound on a family's total against its fallback
 GUARD_TOLERANCE = 0.10
+assert FALLBACK[0] is not None and FALLBACK[1] is not None
 fallback = (DEFAULT_SPD[FALLBACK[0]], DEFAULT_NONSYMMETRIC[FALLBACK[1]])
 
 
@@ -191,22 +202,32 @@ def _timed(f: Any) -> float:
     return time.perf_counter() - t0
 
 
-def compare(tab: CostTable, direct: dict[str, float], seed: int, fb: int) -> dict[str, float]:
-    banditq = replay_once(tab, DEFAULT, seed=seed, unordered=True)
-    guard = {"guard": {"baseline_arm": fb, "tolerance": GUARD_TOLERANCE}}
+def compare(
+    tab: CostTable, direct: dict[str, float], seed: int, arms: list[dict[str, Any]]
+) -> dict[str, float]:
+    # the policy_config a krylov campaign over these arms gets (its fallback and budget)
+    config = KrylovKind().prepare_campaign(arms, {}, DEFAULT, {}, list(FEATURES))[2]
+    fb = fallback_arm(config)
+    assert fb is not None
+    banditq = replay_once(tab, DEFAULT, seed=seed, config=config, unordered=True)
+    unbudgeted = replay_once(tab, DEFAULT, seed=seed, config={"fallback": None}, unordered=True)
+    guard = {**config, "guard": {"baseline_arm": fb, "tolerance": GUARD_TOLERANCE}}
     guarded = replay_once(tab, DEFAULT, seed=seed, config=guard, unordered=True)
     # what "default" gives a campaign of a kind without its own (lin-ts at five features)
     generic = replay_once(tab, "default", seed=seed, unordered=True)
+    # PCGBandit's algorithm, with the same fallback and budget (PCGBandit has one)
     tsallis = replay_once(
         CostTable(np.zeros((tab.T, 0)), tab.arms, tab.costs),
         "tsallis-inf",
         seed=seed,
+        config=config,
         unordered=True,
     )
     return {
         "oracle": float(tab.costs.min(axis=1).sum()),
         "best fixed": float(tab.costs.sum(axis=0).min()),
         "banditq default": float(banditq.costs.sum()),
+        "default, no budget": float(unbudgeted.costs.sum()),
         "banditq guarded": float(guarded.costs.sum()),
         "generic default": float(generic.costs.sum()),
         "fallback alone": float(tab.costs[:, fb].sum()),
@@ -250,7 +271,8 @@ def main() -> int:
         k = FAMILIES.index(fam)  # a family's seeds do not depend on which others run
         tab, direct = cached_table(args.tables, fam, T, n, seed=args.seed + k)
         tables[fam] = (tab, direct)
-        res["families"][fam] = compare(tab, direct, seed=k, fb=FALLBACK[fam == "convdiff"])
+        arms = DEFAULT_NONSYMMETRIC if fam == "convdiff" else DEFAULT_SPD
+        res["families"][fam] = compare(tab, direct, seed=k, arms=arms)
         print(f"  {fam}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     spd = [f for f in families if f != "convdiff"]  # one arm set: the SPD families interleave
     order = [(f, t) for t in range(T) for f in spd]
@@ -261,12 +283,13 @@ def main() -> int:
         arm_names=tables[spd[0]][0].arm_names,
     )
     direct = {k: sum(tables[f][1][k] for f in spd) for k in ("pyamg.solve", "scipy gmres")}
-    res["families"]["mixed (SPD)"] = compare(mixed, direct, seed=99, fb=FALLBACK[0])
+    res["families"]["mixed (SPD)"] = compare(mixed, direct, seed=99, arms=DEFAULT_SPD)
     cols = [
         "oracle",
         "best fixed",
         "fallback alone",
         "banditq default",
+        "default, no budget",
         "banditq guarded",
         "generic default",
         "tsallis-inf",
@@ -277,7 +300,7 @@ def main() -> int:
     for fam, r in res["families"].items():
         print(f"{fam:14s} " + " ".join(f"{r[c]:15.3f}" for c in cols))
     m = res["families"]["mixed (SPD)"]
-    for col in ("banditq default", "banditq guarded", "generic default"):
+    for col in ("banditq default", "default, no budget", "banditq guarded", "generic default"):
         print(
             f"mixed, {col}: / oracle {m[col] / m['oracle']:.2f}x, / best fixed "
             f"{m[col] / m['best fixed']:.2f}x, / pyamg.solve {m[col] / m['pyamg.solve']:.2f}x"

@@ -1,5 +1,10 @@
 """Replay evaluation on full-information cost tables: the policy sees only the cost of the
-arm it chose, instances in file order."""
+arm it chose, instances in file order.
+
+With ``policy_config.fallback`` a decision's budget is honoured as a worker honours it: an
+arm whose cost in the table exceeds its budget is stopped there and the fallback arm solves,
+so the instance costs the budget plus the fallback's cost in that row, and the policy learns
+that cost as a censored observation (what the scheduler does with such a trial's report)."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import numpy as np
 
 from app.offline.tables import CostTable
 from app.policies.arm_features import parse_arm_label
+from app.policies.fallback import fallback_arm
 from app.policies.registry import make_policy
 
 
@@ -49,14 +55,22 @@ def replay_once(
             pol.update(warm.contexts[t], a, float(warm.costs[t, a]))
     chosen = np.zeros(table.T, dtype=np.int64)
     props = np.zeros(table.T)
+    paid = np.zeros(table.T)
+    fb = fallback_arm(config)
     t0 = time.perf_counter()
     for t in range(table.T):
         d = pol.choose(table.contexts[t], key=t)
         chosen[t] = d.arm
         props[t] = d.propensity
-        pol.update(table.contexts[t], d.arm, float(table.costs[t, d.arm]))
+        cost = float(table.costs[t, d.arm])
+        if fb is not None and d.budget is not None and cost > d.budget:
+            paid[t] = d.budget + float(table.costs[t, fb])
+            pol.update_censored(table.contexts[t], d.arm, float(paid[t]))
+        else:
+            paid[t] = cost
+            pol.update(table.contexts[t], d.arm, cost)
     secs = time.perf_counter() - t0
-    return ReplayRun(pol.name, chosen, table.costs[np.arange(table.T), chosen], props, secs)
+    return ReplayRun(pol.name, chosen, paid, props, secs)
 
 
 def summarize(table: CostTable, runs: list[ReplayRun]) -> dict[str, Any]:

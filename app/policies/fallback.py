@@ -23,6 +23,13 @@ from app.policies.ridge import model_input
 from app.policies.wrapper import Wrapper
 
 
+def fallback_arm(config: dict[str, Any] | None) -> int | None:
+    """``policy_config.fallback.arm`` (validated with the policy), or None."""
+    fb = (config or {}).get("fallback")
+    arm = fb.get("arm") if isinstance(fb, dict) else None
+    return arm if isinstance(arm, int) and not isinstance(arm, bool) else None
+
+
 class FallbackBudget(Wrapper):
     """Wraps ``inner``; not thread-safe (as every policy)."""
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from app.campaign_settings import campaign_settings
 from app.contexts import context_vector
 from app.policies.base import PROBE, Policy, arm_positions
+from app.policies.fallback import fallback_arm
 from app.policies.registry import make_policy
 from app.scheduler.store import SchedulerStore, store_for
 from models import Arm, Campaign
@@ -148,13 +149,6 @@ def sampled(campaign_id: int, seq: int, fraction: float) -> bool:
         return False
     h = hashlib.blake2b(f"{campaign_id}:{seq}".encode(), digest_size=8).digest()
     return int.from_bytes(h, "big") / 2.0**64 < fraction
-
-
-def fallback_arm(config: dict[str, Any] | None) -> int | None:
-    """``policy_config.fallback.arm`` (validated with the policy), or None."""
-    fb = (config or {}).get("fallback")
-    arm = fb.get("arm") if isinstance(fb, dict) else None
-    return arm if isinstance(arm, int) and not isinstance(arm, bool) else None
 
 
 def build_policy(camp: Campaign, arms: list[Arm]) -> Policy:

@@ -104,6 +104,16 @@ DEFAULT_NONSYMMETRIC: list[dict[str, Any]] = [
     *_grid("bicgstab", "amg-rs", strength=[0.25, 0.5]),
 ]
 DEFAULT_ARMS = {"default": DEFAULT_SPD, "default-nonsymmetric": DEFAULT_NONSYMMETRIC}
+#: the safe configurations a campaign falls back to unless its policy_config says otherwise:
+#: CG with smoothed-aggregation AMG as pyamg sets it up by default (SPD), GMRES with ILU
+SAFE_ARMS: tuple[dict[str, Any], ...] = (
+    {"method": "cg", "preconditioner": "amg-sa"},
+    {"method": "gmres", "preconditioner": "ilu", "drop_tol": 1e-3},
+)
+#: the default budget, in units of the fallback's expected time: a configuration twice as
+#: slow as the safe one is no candidate (the default policy's tolerance is 10%), so finishing
+#: it would only measure how bad it is
+DEFAULT_BUDGET = 2.0
 
 
 def check_arm(arm: dict[str, Any], field: str) -> dict[str, Any]:
@@ -141,6 +151,17 @@ def resolved(arm: dict[str, Any]) -> dict[str, Any]:
                 key, DEFAULTS.get(key, 0.25 if arm["preconditioner"] == "amg-rs" else 0.0)
             )
     return out
+
+
+def safe_arm(arms: list[dict[str, Any]]) -> int | None:
+    """The index of the first arm that is one of :data:`SAFE_ARMS` (parameters compared with
+    their defaults filled in), in the order of that tuple; None if none is."""
+    wanted = [resolved(check_arm(a, "safe")) for a in SAFE_ARMS]
+    have = [resolved(check_arm(a, f"arms[{i}]")) for i, a in enumerate(arms)]
+    for safe in wanted:
+        if safe in have:
+            return have.index(safe)
+    return None
 
 
 class KrylovKind(TrialKind):
@@ -213,6 +234,15 @@ class KrylovKind(TrialKind):
         features: list[str],
     ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], list[str]]:
         # Arms as written (their labels stay short); the worker fills in the defaults.
+        # Safe by default: a bad configuration is stopped at DEFAULT_BUDGET x the safe one's
+        # expected time and the safe one solves. ``"fallback": None`` opts out.
+        if "fallback" not in policy_config:
+            safe = safe_arm(arms)
+            if safe is not None:
+                policy_config = {
+                    **policy_config,
+                    "fallback": {"arm": safe, "budget": DEFAULT_BUDGET},
+                }
         return (
             arms,
             settings,

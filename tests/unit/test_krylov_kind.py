@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from sqlalchemy import select
 
 from app.client import Client
 from app.config import Settings
+from models import Campaign
 from tasks.errors import InputError
 from tasks.kinds import get_kind
-from tasks.kinds.krylov import DEFAULT_NONSYMMETRIC, DEFAULT_SPD
+from tasks.kinds.krylov import DEFAULT_BUDGET, DEFAULT_NONSYMMETRIC, DEFAULT_SPD
 from tasks.kinds.krylov_features import matrix_features, system_features
 from tasks.linsys import LinearSystem, laplace2d
 from tests.inline import InlineScheduler
@@ -22,6 +24,7 @@ from tests.unit.test_solvers import _csr_system
 from workers.kinds.krylov import run_krylov
 
 KIND = get_kind("krylov")
+AMG_DEFAULTS = {"strength": 0.0, "smoother": "gauss_seidel"}
 
 
 def _convection_diffusion(m: int, peclet: float) -> sp.csr_matrix:
@@ -290,3 +293,36 @@ def test_a_repeated_matrix_is_a_warm_context(tmp_path: Path) -> None:
         warm = [s.get(Instance, i).context["setup_cached"] for i in ids]  # type: ignore[union-attr]
     assert warm == [0.0, 1.0, 0.0, 0.0, 1.0]
     client.close()
+
+
+def test_a_campaign_falls_back_to_the_safe_configuration_by_default(
+    embedded_settings: Settings,
+) -> None:
+    """Unless policy_config says otherwise, a krylov campaign whose arms hold the kind's safe
+    configuration gets it as fallback with the default budget; ``"fallback": None`` opts
+    out; arms without it get none."""
+    client = Client(settings=embedded_settings)
+
+    def config(name: str, arms: object, **kwargs: object) -> dict[str, object]:
+        client.create_campaign(name, "krylov", arms, **kwargs)  # type: ignore[arg-type]
+        with client.Session() as s:
+            camp = s.scalars(select(Campaign).where(Campaign.name == name)).one()
+            return dict(camp.policy_config or {})
+
+    safe = DEFAULT_SPD.index({"method": "cg", "preconditioner": "amg-sa", **AMG_DEFAULTS})
+    assert config("spd", "default")["fallback"] == {"arm": safe, "budget": DEFAULT_BUDGET}
+    ns = config("ns", "default-nonsymmetric")["fallback"]
+    assert DEFAULT_NONSYMMETRIC[ns["arm"]] == {  # type: ignore[index]
+        "method": "gmres",
+        "preconditioner": "ilu",
+        "drop_tol": 1e-3,
+        "restart": 30,
+    }
+    own = [{"method": "cg", "preconditioner": "jacobi"}, {"method": "cg"}]
+    assert "fallback" not in config("own", own)
+    # written without its defaults, the safe configuration is still found
+    mine = [{"method": "cg"}, {"method": "cg", "preconditioner": "amg-sa", "strength": 0.0}]
+    assert config("mine", mine)["fallback"] == {"arm": 1, "budget": DEFAULT_BUDGET}
+    assert config("off", "default", policy_config={"fallback": None})["fallback"] is None
+    chosen = {"arm": 0, "budget": 4.0}
+    assert config("set", "default", policy_config={"fallback": chosen})["fallback"] == chosen

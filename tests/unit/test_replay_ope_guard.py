@@ -178,6 +178,29 @@ def test_guard_bounds_cost_against_the_baseline() -> None:
     assert overrides > 0
 
 
+def test_replay_stops_an_arm_at_its_budget_as_a_worker_would() -> None:
+    """With policy_config.fallback, a chosen arm whose cost exceeds its decision's budget
+    costs the budget plus the fallback's cost in that row, learnt as censored."""
+    T = 200
+    rng = np.random.default_rng(5)
+    fb_cost = rng.uniform(1.0, 1.2, T)
+    costs = np.column_stack([fb_cost, np.full(T, 100.0), 0.5 * fb_cost])
+    tab = CostTable(rng.uniform(-1, 1, (T, 1)), np.arange(3.0), costs, ["x"], [])
+    config = {"fallback": {"arm": 0, "budget": 2.0}}
+    run = replay_once(tab, "random", seed=1, config=config)
+    slow = run.chosen == 1
+    assert run.chosen[0] == 0 and slow.sum() > 30  # the fallback first, then uniform
+    # stopped at ~2x the fallback's estimate, then the fallback solved
+    assert np.all(run.costs[slow] < 2.0 * 1.3 + fb_cost[slow])
+    assert np.all(run.costs[slow] > fb_cost[slow] + 1.5)
+    assert np.array_equal(run.costs[~slow], costs[~slow, run.chosen[~slow]])
+    plain = replay_once(tab, "random", seed=1)
+    assert np.all(plain.costs[plain.chosen == 1] == 100.0)
+    # a policy that learns sees the censored costs and keeps away from the slow arm
+    learnt = replay_once(tab, "lin-ts", seed=1, config=config)
+    assert (learnt.chosen[T // 2 :] == 1).sum() <= 2
+
+
 def test_warm_start_cuts_early_regret_on_a_table() -> None:
     tab = synthetic_table(400, seed=1)
     earlier = synthetic_table(400, seed=2)
