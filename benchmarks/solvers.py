@@ -49,6 +49,7 @@ from app.offline.replay import replay_once  # noqa: E402
 from app.offline.tables import CostTable, load_table  # noqa: E402
 from app.policies.fallback import fallback_arm  # noqa: E402
 from tasks.kinds.krylov import (  # noqa: E402
+    DEFAULT_FEATURES,
     DEFAULT_NONSYMMETRIC,
     DEFAULT_SPD,
     KrylovKind,
@@ -59,7 +60,9 @@ from tasks.solvers.generators import build, validate  # noqa: E402
 from workers.kinds.krylov import run_krylov  # noqa: E402
 
 FAMILIES = ("poisson2d", "poisson3d", "aniso", "contrast", "elasticity", "convdiff")
-FEATURES = ("log_n", "log_cond_est", "diag_dominance", "nnz_per_row", "symmetric")
+#: the context a krylov campaign gets by default (setup_cached: the matrix repeats the
+#: previous step's, whose configurations' set-ups the table's worker holds)
+FEATURES = DEFAULT_FEATURES
 TOL = 1e-8
 #: the table's safety: an arm is stopped once it has taken this many times the fallback
 #: configuration's time (a policy's own, smaller, budget is applied in the replay)
@@ -150,7 +153,7 @@ def table(family: str, T: int, n: int, seed: int) -> tuple[CostTable, dict[str, 
     for t, A in enumerate(mats):
         b = rng.standard_normal(A.shape[0])
         spec = spec_of(A, b)
-        f = matrix_features(A)
+        f = {**matrix_features(A), "setup_cached": float(t > 0 and A is mats[t - 1])}
         ctx[t] = [f.get(k, 0.0) for k in FEATURES]
         ref = fallback[family == "convdiff"]
         with contextlib.redirect_stdout(io.StringIO()):  # pyamg prints its warnings
@@ -181,8 +184,9 @@ def cached_table(
         return table(family, T, n, seed)
     stem = Path(folder) / f"{family}-T{T}-n{n}-seed{seed}"
     if stem.with_suffix(".npz").exists():
-        direct = json.loads(stem.with_suffix(".json").read_text())
-        return load_table(stem.with_suffix(".npz")), direct
+        kept = load_table(stem.with_suffix(".npz"))
+        if kept.context_names == list(FEATURES):  # else measured for another context: again
+            return kept, json.loads(stem.with_suffix(".json").read_text())
     tab, direct = table(family, T, n, seed)
     stem.parent.mkdir(parents=True, exist_ok=True)
     tab.save(stem.with_suffix(".npz"))

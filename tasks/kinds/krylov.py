@@ -110,6 +110,10 @@ SAFE_ARMS: tuple[dict[str, Any], ...] = (
     {"method": "cg", "preconditioner": "amg-sa"},
     {"method": "gmres", "preconditioner": "ilu", "drop_tol": 1e-3},
 )
+#: a campaign's context unless it names its own: size, conditioning, dominance, the stencil's
+#: width, and whether the worker may hold the matrix's set-up already (the default cost,
+#: wall time, includes the set-up: an AMG hierarchy built or reused differs several-fold)
+DEFAULT_FEATURES = ("log_n", "log_cond_est", "diag_dominance", "nnz_per_row", "setup_cached")
 #: the default budget, in units of the fallback's expected time: a configuration twice as
 #: slow as the safe one is no candidate (the default policy's tolerance is 10%), so finishing
 #: it would only measure how bad it is
@@ -247,7 +251,7 @@ class KrylovKind(TrialKind):
             arms,
             settings,
             policy_config,
-            features or ["log_n", "log_cond_est", "diag_dominance"],
+            features or list(DEFAULT_FEATURES),
         )
 
     def campaign_options(self, settings: dict[str, Any]) -> dict[str, Any]:
