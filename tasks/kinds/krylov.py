@@ -239,8 +239,9 @@ class KrylovKind(TrialKind):
     ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], list[str]]:
         # Arms as written (their labels stay short); the worker fills in the defaults.
         # Safe by default: a bad configuration is stopped at DEFAULT_BUDGET x the safe one's
-        # expected time and the safe one solves. ``"fallback": None`` opts out.
-        if "fallback" not in policy_config:
+        # expected time and the safe one solves. ``"fallback": None`` opts out; a fixed
+        # policy runs its one arm as asked.
+        if "fallback" not in policy_config and policy != "fixed":
             safe = safe_arm(arms)
             if safe is not None:
                 policy_config = {

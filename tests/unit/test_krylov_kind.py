@@ -324,5 +324,7 @@ def test_a_campaign_falls_back_to_the_safe_configuration_by_default(
     mine = [{"method": "cg"}, {"method": "cg", "preconditioner": "amg-sa", "strength": 0.0}]
     assert config("mine", mine)["fallback"] == {"arm": 1, "budget": DEFAULT_BUDGET}
     assert config("off", "default", policy_config={"fallback": None})["fallback"] is None
+    fixed = config("fixed", "default", policy="fixed", policy_config={"arm": 3})
+    assert "fallback" not in fixed  # the one arm asked for, from the first trial on
     chosen = {"arm": 0, "budget": 4.0}
     assert config("set", "default", policy_config={"fallback": chosen})["fallback"] == chosen
