@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import uuid
 from queue import Empty
 from time import monotonic_ns
@@ -65,6 +66,15 @@ class Channel(filesystem.Channel):
             if found and found != [fallback]:
                 self._routes[key] = found
         return found
+
+    def queue_bind(self, *args: Any, **kwargs: Any) -> Any:
+        """kombu records a binding in the process's broker state before it writes the
+        exchange's file; a second thread of the process declaring the same queue (a
+        scheduler thread beside a client) saw it declared, returned and published into a
+        file that did not list the queue yet: the message was dropped. Held under one lock
+        per broker folder, a declaration returns only once the file lists the queue."""
+        with self.connection.bind_lock:
+            return super().queue_bind(*args, **kwargs)
 
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
         """Bind ``queue``; a new exchange's file is created whole. kombu creates it empty and
@@ -123,8 +133,10 @@ class Channel(filesystem.Channel):
         raise Empty()
 
 
-#: declared exchanges and bindings per broker folder (kombu keeps one for the whole process)
+#: declared exchanges and bindings per broker folder (kombu keeps one for the whole process),
+#: and the lock its declarations take
 _STATES: dict[str, Any] = {}
+_BIND_LOCKS: dict[str, threading.Lock] = {}
 
 
 class Transport(filesystem.Transport):
@@ -138,8 +150,9 @@ class Transport(filesystem.Transport):
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
-        folder = str((client.transport_options or {}).get("control_folder", ""))
-        self.state = _STATES.setdefault(os.path.realpath(folder), virtual.BrokerState())
+        folder = os.path.realpath(str((client.transport_options or {}).get("control_folder", "")))
+        self.state = _STATES.setdefault(folder, virtual.BrokerState())
+        self.bind_lock = _BIND_LOCKS.setdefault(folder, threading.Lock())
 
 
 def register() -> None:

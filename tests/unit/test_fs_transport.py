@@ -189,3 +189,49 @@ def test_binding_a_new_exchange_races_no_reader_into_an_empty_file(tmp_path: Pat
         for r in range(rounds):
             queues = {q.queue for q in conn.default_channel.get_table(f"ex{r}")}
             assert queues == {f"q{i}" for i in range(binders)}  # no binding lost either
+
+
+def test_a_queue_declared_by_two_threads_at_once_loses_no_message(tmp_path: Path) -> None:
+    """A scheduler thread and a client in one process (a notebook, these tests) declare the
+    same queue: kombu marks the binding declared in the process's broker state before it
+    writes the exchange's file, so the second declarer returned at once and published into
+    a table that did not list the queue yet (the message was dropped: a tell went missing).
+    Each round, several threads declare a fresh queue and publish one message at once."""
+    settings = Settings(home=tmp_path)
+    opts = settings.broker_transport_options()
+    rounds, threads_per_round = 30, 4
+    errors: list[BaseException] = []
+
+    def declare_and_publish(queue: Queue, start: threading.Barrier) -> None:
+        try:
+            with Connection(settings.broker_url, transport_options=opts) as conn:
+                producer = conn.Producer(serializer="json")
+                start.wait()
+                producer.publish(
+                    {"n": 1},
+                    exchange=queue.exchange,
+                    routing_key=queue.routing_key,
+                    declare=[queue],
+                )
+        except BaseException as exc:  # collected: a thread's failure must fail the test
+            errors.append(exc)
+
+    queues = [
+        Queue(f"q{r}", Exchange(f"ex{r}", type="direct"), routing_key=f"q{r}")
+        for r in range(rounds)
+    ]
+    for queue in queues:
+        start = threading.Barrier(threads_per_round)
+        threads = [
+            threading.Thread(target=declare_and_publish, args=(queue, start))
+            for _ in range(threads_per_round)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+    with Connection(settings.broker_url, transport_options=opts) as conn:
+        for queue in queues:
+            with conn.SimpleQueue(queue) as sq:
+                assert sq.qsize() == threads_per_round, queue.name
