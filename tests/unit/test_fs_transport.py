@@ -4,6 +4,7 @@ publisher sent them."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from kombu import Connection, Exchange, Queue
@@ -154,6 +155,26 @@ def test_two_consumers_with_temp_on_a_tmpfs_take_each_message_exactly_once(
     assert all(json.loads(out.strip().splitlines()[-1]) for out, _ in outs)  # both took some
 
 
+def _at_once(n: int, work: Callable[[int, threading.Barrier], None]) -> list[BaseException]:
+    """``work(i, start)`` for i < n, each in its own thread; ``start`` is a barrier the n
+    share (each waits on it where the race should begin). Returns what the threads raised."""
+    start = threading.Barrier(n)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            work(i, start)
+        except BaseException as exc:  # collected: a thread's failure must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 def test_binding_a_new_exchange_races_no_reader_into_an_empty_file(tmp_path: Path) -> None:
     """Processes declaring the same queues at start-up (a client's first tell, the scheduler)
     bind to an exchange file one of them is creating. kombu creates it empty, then locks and
@@ -166,24 +187,14 @@ def test_binding_a_new_exchange_races_no_reader_into_an_empty_file(tmp_path: Pat
     rounds, binders = 40, 4
 
     def bind(name: str, i: int, start: threading.Barrier) -> None:
-        try:
-            with Connection(settings.broker_url, transport_options=opts) as conn:
-                channel = conn.default_channel
-                start.wait()
-                Queue(f"q{i}", Exchange(name, type="direct"), routing_key=f"q{i}")(
-                    channel
-                ).declare()
-                channel.get_table(name)
-        except BaseException as exc:  # collected: a thread's failure must fail the test
-            errors.append(exc)
+        with Connection(settings.broker_url, transport_options=opts) as conn:
+            channel = conn.default_channel
+            start.wait()
+            Queue(f"q{i}", Exchange(name, type="direct"), routing_key=f"q{i}")(channel).declare()
+            channel.get_table(name)
 
     for r in range(rounds):
-        start = threading.Barrier(binders)
-        threads = [threading.Thread(target=bind, args=(f"ex{r}", i, start)) for i in range(binders)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        errors += _at_once(binders, lambda i, start, r=r: bind(f"ex{r}", i, start))
     assert errors == []
     with Connection(settings.broker_url, transport_options=opts) as conn:
         for r in range(rounds):
@@ -203,33 +214,24 @@ def test_a_queue_declared_by_two_threads_at_once_loses_no_message(tmp_path: Path
     errors: list[BaseException] = []
 
     def declare_and_publish(queue: Queue, start: threading.Barrier) -> None:
-        try:
-            with Connection(settings.broker_url, transport_options=opts) as conn:
-                producer = conn.Producer(serializer="json")
-                start.wait()
-                producer.publish(
-                    {"n": 1},
-                    exchange=queue.exchange,
-                    routing_key=queue.routing_key,
-                    declare=[queue],
-                )
-        except BaseException as exc:  # collected: a thread's failure must fail the test
-            errors.append(exc)
+        with Connection(settings.broker_url, transport_options=opts) as conn:
+            producer = conn.Producer(serializer="json")
+            start.wait()
+            producer.publish(
+                {"n": 1},
+                exchange=queue.exchange,
+                routing_key=queue.routing_key,
+                declare=[queue],
+            )
 
     queues = [
         Queue(f"q{r}", Exchange(f"ex{r}", type="direct"), routing_key=f"q{r}")
         for r in range(rounds)
     ]
     for queue in queues:
-        start = threading.Barrier(threads_per_round)
-        threads = [
-            threading.Thread(target=declare_and_publish, args=(queue, start))
-            for _ in range(threads_per_round)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        errors += _at_once(
+            threads_per_round, lambda _i, start, q=queue: declare_and_publish(q, start)
+        )
     assert errors == []
     with Connection(settings.broker_url, transport_options=opts) as conn:
         for queue in queues:
