@@ -253,8 +253,8 @@ def test_a_time_step_with_the_same_stored_matrix_pays_no_set_up_again(tmp_path: 
     client = Client(settings=settings)
     wcontext.configure(settings)
     try:
-        handle = client.store_matrix(laplace2d(40) * 41**2)
-        system = LinearSystem.affine(handle, np.ones(1600), 1.0, 5e-4)
+        handle = client.store_matrix(laplace2d(80) * 81**2)
+        system = LinearSystem.affine(handle, np.ones(6400), 1.0, 5e-4)
         spec = KIND.validate_spec({"system": system.to_spec(client._put, 1024), "tol": 1e-8})
         arm = {"method": "cg", "preconditioner": "amg-sa"}
         first = run_krylov(spec, arm, {"cost": "time"})
@@ -262,7 +262,7 @@ def test_a_time_step_with_the_same_stored_matrix_pays_no_set_up_again(tmp_path: 
         assert first.converged and second.converged
         assert not first.metrics["precond_cached"] and second.metrics["precond_cached"]
         assert second.metrics["setup_ms"] < 0.05 * first.metrics["setup_ms"]
-        other = LinearSystem.affine(handle, np.ones(1600), 1.0, 1e-3)  # another step size
+        other = LinearSystem.affine(handle, np.ones(6400), 1.0, 1e-3)  # another step size
         spec2 = KIND.validate_spec({"system": other.to_spec(client._put, 1024), "tol": 1e-8})
         assert not run_krylov(spec2, arm, {"cost": "time"}).metrics["precond_cached"]
     finally:
