@@ -141,11 +141,42 @@ def system_size(system: Any) -> int | None:
 
 
 def spec_key(system: dict[str, Any]) -> str:
-    """A stable key for a system spec (its canonical JSON's sha256): how a worker process
-    caches the prepared matrix of a system that is not stored, and how a client tells that
-    it sent the same system before."""
-    text = json.dumps(system, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    """A stable key for a system spec: how a worker process caches the prepared matrix of a
+    system that is not stored, and how a client tells that it sent the same system before.
+
+    The sha256 of a canonical form: mappings by sorted key, a list of numbers as its
+    array's dtype, shape and bytes (an inline system's arrays are hashed, not written out
+    as text: that cost grows with the system and is paid on every trial), anything else as
+    JSON. Equal specs have equal keys; a list of ints and the same values as floats differ."""
+    h = hashlib.sha256()
+    _canonical(h, system)
+    return h.hexdigest()
+
+
+def _canonical(h: Any, value: Any) -> None:
+    if isinstance(value, dict):
+        h.update(b"{")
+        for k in sorted(value, key=str):
+            h.update(json.dumps(str(k)).encode() + b":")
+            _canonical(h, value[k])
+        h.update(b"}")
+        return
+    if isinstance(value, list | tuple) and value:
+        try:
+            arr = np.asarray(value)
+        except ValueError:  # ragged
+            arr = None
+        if arr is not None and arr.dtype.kind in "iuf":
+            head = f"<{arr.dtype.str}{arr.shape}>".encode()
+            h.update(head + np.ascontiguousarray(arr).tobytes())
+            return
+        h.update(b"[")
+        for v in value:
+            _canonical(h, v)
+            h.update(b",")
+        h.update(b"]")
+        return
+    h.update(json.dumps(value, sort_keys=True, separators=(",", ":")).encode())
 
 
 def stored_bytes(spec: dict[str, Any]) -> int:

@@ -115,3 +115,38 @@ def test_generator_is_deterministic_and_small_on_the_wire() -> None:
     assert A1.shape == (100, 100) and np.allclose(A1.diagonal(), 4.2)
     assert np.linalg.norm(b1) <= 10.0  # the paper's rhs: norm at most sqrt(n)
     assert len(s.to_spec()) == 4
+
+
+def test_spec_key_is_equal_for_equal_specs_and_differs_on_any_value() -> None:
+    """The worker's cache key of an inline system: the same spec (keys in any order) has one
+    key; one changed number, a changed shape, ints against floats, a string or a ragged list
+    each give another."""
+    from tasks.linsys import spec_key
+
+    A = sp.random(30, 30, density=0.2, format="csr", random_state=1) + sp.eye(30)
+    A = sp.csr_matrix(A)
+    base = {
+        "n": 30,
+        "indptr": A.indptr.tolist(),
+        "indices": A.indices.tolist(),
+        "data": A.data.tolist(),
+        "b": [1.0] * 30,
+    }
+    same = dict(reversed(list(base.items())))
+    assert spec_key(base) == spec_key(same)
+    changed = {**base, "data": [*base["data"][:-1], base["data"][-1] + 1e-12]}
+    assert spec_key(changed) != spec_key(base)
+    keys = {
+        spec_key({"x": [1, 2, 3]}),
+        spec_key({"x": [1.0, 2.0, 3.0]}),
+        spec_key({"x": [[1, 2], [3, 4]]}),
+        spec_key({"x": [1, 2, 3, 4]}),
+        spec_key({"x": [[1, 2], [3]]}),
+        spec_key({"x": ["1", 2]}),
+        spec_key({"x": ["1", 3]}),
+        spec_key({"x": []}),
+        spec_key({"y": []}),
+        spec_key({"x": {"a": 1}}),
+        spec_key({"x": {"a": 2}}),
+    }
+    assert len(keys) == 11
