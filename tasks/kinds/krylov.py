@@ -118,11 +118,6 @@ DEFAULT_FEATURES = ("log_n", "log_cond_est", "diag_dominance", "nnz_per_row", "s
 #: slow as the safe one is no candidate (the default policy's tolerance is 10%), so finishing
 #: it would only measure how bad it is
 DEFAULT_BUDGET = 2.0
-#: the default guard's tolerance: a campaign's total time may exceed the fallback alone's
-#: (as the guard estimates it) by this fraction while it explores, the slack the kind's
-#: targets allow against the best fixed configuration (conservative bandits: exploration is
-#: paid for from the time the campaign has saved over the fallback, plus this slack)
-DEFAULT_TOLERANCE = 0.10
 
 
 def check_arm(arm: dict[str, Any], field: str) -> dict[str, Any]:
@@ -244,23 +239,14 @@ class KrylovKind(TrialKind):
     ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], list[str]]:
         # Arms as written (their labels stay short); the worker fills in the defaults.
         # Safe by default: a bad configuration is stopped at DEFAULT_BUDGET x the safe one's
-        # expected time and the safe one solves, and the guard keeps the campaign's total
-        # within DEFAULT_TOLERANCE of the fallback alone's. ``"fallback": None`` or
-        # ``"guard": None`` opts out; a fixed policy runs its one arm as asked.
-        if policy != "fixed":
-            if "fallback" not in policy_config:
-                safe = safe_arm(arms)
-                if safe is not None:
-                    policy_config = {
-                        **policy_config,
-                        "fallback": {"arm": safe, "budget": DEFAULT_BUDGET},
-                    }
-            fallback = policy_config.get("fallback")
-            baseline = fallback.get("arm") if isinstance(fallback, dict) else None
-            if "guard" not in policy_config and type(baseline) is int:
+        # expected time and the safe one solves. ``"fallback": None`` opts out; a fixed
+        # policy runs its one arm as asked.
+        if "fallback" not in policy_config and policy != "fixed":
+            safe = safe_arm(arms)
+            if safe is not None:
                 policy_config = {
                     **policy_config,
-                    "guard": {"baseline_arm": baseline, "tolerance": DEFAULT_TOLERANCE},
+                    "fallback": {"arm": safe, "budget": DEFAULT_BUDGET},
                 }
         return (
             arms,

@@ -16,12 +16,7 @@ from app.config import Settings
 from models import Campaign
 from tasks.errors import InputError
 from tasks.kinds import get_kind
-from tasks.kinds.krylov import (
-    DEFAULT_BUDGET,
-    DEFAULT_NONSYMMETRIC,
-    DEFAULT_SPD,
-    DEFAULT_TOLERANCE,
-)
+from tasks.kinds.krylov import DEFAULT_BUDGET, DEFAULT_NONSYMMETRIC, DEFAULT_SPD
 from tasks.kinds.krylov_features import matrix_features, system_features
 from tasks.linsys import LinearSystem, laplace2d
 from tests.inline import InlineScheduler
@@ -300,13 +295,12 @@ def test_a_repeated_matrix_is_a_warm_context(tmp_path: Path) -> None:
     client.close()
 
 
-def test_a_campaign_falls_back_to_the_safe_configuration_and_is_guarded_by_default(
+def test_a_campaign_falls_back_to_the_safe_configuration_by_default(
     embedded_settings: Settings,
 ) -> None:
     """Unless policy_config says otherwise, a krylov campaign whose arms hold the kind's safe
-    configuration gets it as fallback with the default budget, and a guard with the fallback
-    as its baseline; ``"fallback": None`` or ``"guard": None`` opts out; arms without it get
-    neither."""
+    configuration gets it as fallback with the default budget; ``"fallback": None`` opts
+    out; arms without it get none."""
     client = Client(settings=embedded_settings)
 
     def config(name: str, arms: object, **kwargs: object) -> dict[str, object]:
@@ -316,9 +310,7 @@ def test_a_campaign_falls_back_to_the_safe_configuration_and_is_guarded_by_defau
             return dict(camp.policy_config or {})
 
     safe = DEFAULT_SPD.index({"method": "cg", "preconditioner": "amg-sa", **AMG_DEFAULTS})
-    spd = config("spd", "default")
-    assert spd["fallback"] == {"arm": safe, "budget": DEFAULT_BUDGET}
-    assert spd["guard"] == {"baseline_arm": safe, "tolerance": DEFAULT_TOLERANCE}
+    assert config("spd", "default")["fallback"] == {"arm": safe, "budget": DEFAULT_BUDGET}
     ns = config("ns", "default-nonsymmetric")["fallback"]
     assert DEFAULT_NONSYMMETRIC[ns["arm"]] == {  # type: ignore[index]
         "method": "gmres",
@@ -327,19 +319,12 @@ def test_a_campaign_falls_back_to_the_safe_configuration_and_is_guarded_by_defau
         "restart": 30,
     }
     own = [{"method": "cg", "preconditioner": "jacobi"}, {"method": "cg"}]
-    assert not {"fallback", "guard"} & set(config("own", own))
+    assert "fallback" not in config("own", own)
     # written without its defaults, the safe configuration is still found
     mine = [{"method": "cg"}, {"method": "cg", "preconditioner": "amg-sa", "strength": 0.0}]
     assert config("mine", mine)["fallback"] == {"arm": 1, "budget": DEFAULT_BUDGET}
-    off = config("off", "default", policy_config={"fallback": None})
-    assert off["fallback"] is None and "guard" not in off
-    unguarded = config("unguarded", "default", policy_config={"guard": None})
-    assert unguarded["guard"] is None and unguarded["fallback"]["arm"] == safe  # type: ignore[index]
+    assert config("off", "default", policy_config={"fallback": None})["fallback"] is None
     fixed = config("fixed", "default", policy="fixed", policy_config={"arm": 3})
-    assert not {"fallback", "guard"} & set(fixed)  # the one arm asked for, from the first trial on
+    assert "fallback" not in fixed  # the one arm asked for, from the first trial on
     chosen = {"arm": 0, "budget": 4.0}
-    own_fb = config("set", "default", policy_config={"fallback": chosen})
-    assert own_fb["fallback"] == chosen
-    assert own_fb["guard"] == {"baseline_arm": 0, "tolerance": DEFAULT_TOLERANCE}
-    mine_guard = {"baseline_arm": 2, "tolerance": 0.5}
-    assert config("g", "default", policy_config={"guard": mine_guard})["guard"] == mine_guard
+    assert config("set", "default", policy_config={"fallback": chosen})["fallback"] == chosen
