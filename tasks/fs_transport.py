@@ -133,10 +133,9 @@ class Channel(filesystem.Channel):
         raise Empty()
 
 
-#: declared exchanges and bindings per broker folder (kombu keeps one for the whole process),
-#: and the lock its declarations take
-_STATES: dict[str, Any] = {}
-_BIND_LOCKS: dict[str, threading.Lock] = {}
+#: per broker folder: its declared exchanges and bindings (kombu keeps one record for the
+#: whole process) and the lock its declarations take
+_FOLDERS: dict[str, tuple[Any, threading.Lock]] = {}
 
 
 class Transport(filesystem.Transport):
@@ -151,8 +150,9 @@ class Transport(filesystem.Transport):
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
         folder = os.path.realpath(str((client.transport_options or {}).get("control_folder", "")))
-        self.state = _STATES.setdefault(folder, virtual.BrokerState())
-        self.bind_lock = _BIND_LOCKS.setdefault(folder, threading.Lock())
+        self.state, self.bind_lock = _FOLDERS.setdefault(
+            folder, (virtual.BrokerState(), threading.Lock())
+        )
 
 
 def register() -> None:
