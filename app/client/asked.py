@@ -58,7 +58,7 @@ def _row(values: Any) -> Row:
 
 def _notices(payload: str) -> list[tuple[int, Row]]:
     """The decisions in a notice: a JSON array of them (see
-    ``app.scheduler.decisions.packed_notices``) or, from an older scheduler, one; what does
+    ``app.scheduler.notices.packed_notices``) or, from an older scheduler, one; what does
     not parse is left out."""
     try:
         values = json.loads(payload)

@@ -1,12 +1,15 @@
 """The scheduler: decide an arm per pending instance, publish trials, learn from results.
 
-Its parts, one concern each (all owned by the scheduler's one thread):
+Its parts, one concern each (all owned by the scheduler's thread; a burst's decision chunks
+are written on a writer thread of their own, one at a time, see ``decisions``):
 
 * ``service``: the :class:`Scheduler`, its loop and its step (what runs in what transaction);
 * ``consumer``: receiving, typed parsing, acknowledgement of messages (results, heartbeats,
   worker announcements, wake-ups);
 * ``recording``: results written idempotently and applied to policies; heartbeats;
-* ``decisions``: choices with their propensity, trial rows, in chunks;
+* ``decisions``: trial rows in chunks (a chunk written while the next one is chosen);
+  ``choosing``: each instance's arm with its propensity, from its campaign's policy;
+  ``notices``: the askers' NOTIFY payloads;
 * ``outbox`` and ``publishing``: send after commit, mark after send; the injected publisher;
 * ``reconciler``: the sweep (pending work no message announced, the outbox relay, lease
   expiry and re-issue);

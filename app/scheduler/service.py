@@ -56,7 +56,7 @@ class Scheduler:
         *,
         engine: Engine | None = None,
         batch_size: int = 500,
-        decision_chunk: int = 32,
+        decision_chunk: int = 64,
         metrics: Metrics | None = None,
         hooks: SchedulerHooks | None = None,
         publisher: TrialPublisher | None = None,
@@ -133,6 +133,7 @@ class Scheduler:
             try:
                 self._run(idle_exit, on_step)
             finally:
+                self.decider.close()
                 self.publisher.close()
 
     def _run(self, idle_exit: float | None, on_step: Callable[[], None] | None) -> None:

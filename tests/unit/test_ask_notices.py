@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 
 from app.client.asked import _notices
-from app.scheduler.decisions import MAX_NOTICE_BYTES, asked_notice, packed_notices
+from app.scheduler.notices import MAX_NOTICE_BYTES, asked_notice, packed_notices
 
 
 def _trial(i: int) -> dict[str, object]:

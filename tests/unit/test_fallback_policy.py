@@ -9,7 +9,7 @@ import pytest
 from app.policies.base import Decision
 from app.policies.fallback import FallbackBudget
 from app.policies.registry import make_policy
-from app.scheduler.decisions import checked
+from app.scheduler.choosing import checked
 from app.scheduler.runtime import apply_result
 
 

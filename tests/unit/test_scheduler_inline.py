@@ -235,3 +235,25 @@ def test_sql_statements_per_decided_trial_do_not_grow_with_history(
 ) -> None:
     counts = statements_per_step(embedded_settings)
     assert len(counts) == 2 and counts[0] == counts[1]  # constant, not growing with history
+
+
+def test_a_burst_in_chunks_is_decided_once_on_the_embedded_default(
+    embedded_settings: Settings,
+) -> None:
+    """SQLite too: chunks before the last are written on the decision writer thread while
+    the next chunk is chosen; every instance is decided once, in order."""
+    client = Client(settings=embedded_settings)
+    camp = client.create_campaign(
+        "burst", "noop", [{"cost": 1.0}, {"cost": 2.0}], context_features=["x"], max_in_flight=40
+    )
+    camp.submit_many([(None, {"x": float(i)}) for i in range(40)])
+    sched = InlineScheduler(embedded_settings, decision_chunk=8)
+    sched.sweep()
+    order = [p["instance"] for p in sched.published]
+    assert len(order) == 40 and order == sorted(set(order))
+    with client.Session() as s:
+        per = s.execute(select(Trial.instance_id, func.count()).group_by(Trial.instance_id)).all()
+    assert len(per) == 40 and {n for _i, n in per} == {1}
+    sched.run_until_idle(max_rounds=200)
+    assert camp.counts() == {"done": 40}
+    sched.decider.close()
