@@ -69,7 +69,7 @@ class Decider:
             session.begin()
             self.outbox.flush_marks(session)
             todo = self._pending(session)
-            parts = self._parts(todo)
+            parts = [todo[lo : lo + self.chunk] for lo in range(0, len(todo), self.chunk)]
             ahead = self._prepare(parts[0] if parts else [])
         except RETRYABLE as exc:
             session.close()
@@ -106,9 +106,6 @@ class Decider:
         # which on a shared host would preempt the choices of the next chunk.
         self.outbox.publish(messages)
         return len(messages)
-
-    def _parts(self, todo: list[Any]) -> list[list[Any]]:
-        return [todo[lo : lo + self.chunk] for lo in range(0, len(todo), self.chunk)]
 
     def close(self) -> None:
         """Stop the writer thread (between bursts it has nothing in flight)."""
