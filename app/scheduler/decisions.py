@@ -69,8 +69,9 @@ class Decider:
             session.begin()
             self.outbox.flush_marks(session)
             todo = self._pending(session)
-            parts = [todo[lo : lo + self.chunk] for lo in range(0, len(todo), self.chunk)]
-            ahead = self._prepare(parts[0] if parts else [])
+            # no pending instance: one empty chunk still commits the outbox's marks
+            parts = [todo[lo : lo + self.chunk] for lo in range(0, len(todo), self.chunk)] or [[]]
+            ahead = self._prepare(parts[0])
         except RETRYABLE as exc:
             session.close()
             self.on_failure(exc)
@@ -78,11 +79,12 @@ class Decider:
         except BaseException:
             session.close()
             raise
-        for i in range(max(len(parts), 1)):
-            part, last = (parts[i] if parts else []), i >= len(parts) - 1
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
             # the last chunk has nothing to overlap with: written here, no hand-over
             job = None if last else self._writer().submit(self._write, session, ahead)
             following = None if last else self._prepare(parts[i + 1])
+            decided = ahead.decided
             try:
                 commit_ms = self._write(session, ahead) if job is None else job.result()
             except RETRYABLE as exc:
@@ -95,11 +97,10 @@ class Decider:
                 # a campaign marked broken here has no decision in it).
                 log.warning("a decision chunk failed (%s); deciding campaign by campaign", exc)
                 self.core.forget()
-                ahead = _Chunk(self._decide_apart(part))
-                commit_ms = 0.0
+                decided, commit_ms = self._decide_apart(part), 0.0
                 following = None if last else self._prepare(parts[i + 1])
-            self.core.hooks.decided(len(ahead.decided), [ms for _m, ms in ahead.decided], commit_ms)
-            messages.extend(m for m, _ in ahead.decided if m is not None)
+            self.core.hooks.decided(len(decided), [ms for _m, ms in decided], commit_ms)
+            messages.extend(m for m, _ in decided if m is not None)
             if following is not None:
                 ahead, session = following, self.core.DecisionSession()
         # Published together after the last chunk: publishing wakes the broker and workers,
