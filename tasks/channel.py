@@ -8,6 +8,13 @@ returning each result) that difference is a large share of the CPU per trial, so
 publish through this instead: the queue is declared once per channel and each message goes
 straight to ``basic_publish``. Works on every kombu transport (AMQP and the embedded
 filesystem one); publisher confirms stay on when the connection's transport options ask.
+
+On AMQP every read and write on the publisher's socket is bounded (``io_timeout``): py-amqp
+waits for channel.open-ok, queue.declare-ok and publisher confirms without a limit, and
+these connections carry no heartbeat, so a broker that accepts a connection while still
+starting (or a peer that stops answering) would otherwise hold the publishing thread, and
+with it a scheduler's decisions, for good. A timed-out wait is a connection error like any
+other: the connection is dropped and the publish retried.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ class ChannelPublisher:
 
     The connection is opened on first use (so a forked process opens its own) and reopened
     after a connection or channel error; a failed publish is retried ``max_retries`` times
-    with growing pauses, then the error is raised. A retried message may arrive twice:
+    with growing pauses, then the error is raised; a wait on the broker longer than
+    ``io_timeout`` seconds counts as such an error (AMQP). A retried message may arrive twice:
     receivers are idempotent (results and trials are keyed by trial and attempt). Not
     thread-safe: one per thread or process.
     """
@@ -43,18 +51,28 @@ class ChannelPublisher:
         interval_start: float = 0.2,
         interval_step: float = 0.5,
         interval_max: float = 2.0,
+        io_timeout: float | None = 10.0,
     ) -> None:
         self._connect = connect
         self.queue = queue
         self.max_retries = max_retries
         self._intervals = (interval_start, interval_step, interval_max)
+        self.io_timeout = io_timeout
         self._conn: kombu.Connection | None = None
         self._channel: Any = None
         self._errors: tuple[type[BaseException], ...] = (OSError, kombu.exceptions.KombuError)
 
+    def _bounded(self, conn: kombu.Connection) -> kombu.Connection:
+        """``conn`` with its socket reads and writes limited to ``io_timeout`` s (AMQP only;
+        ``conn`` is not connected yet, so the copy replaces it)."""
+        if self.io_timeout is None or conn.transport.driver_type != "amqp":
+            return conn
+        limit = {"read_timeout": self.io_timeout, "write_timeout": self.io_timeout}
+        return conn.clone(transport_options={**(conn.transport_options or {}), **limit})
+
     def _ready(self) -> Any:
         if self._channel is None:
-            conn = self._connect()
+            conn = self._bounded(self._connect())
             self._errors = (
                 OSError,
                 kombu.exceptions.KombuError,
