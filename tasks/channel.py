@@ -30,6 +30,20 @@ log = logging.getLogger("banditq.publish")
 
 JSON = "application/json"
 
+#: the longest a broker connection waits on one socket read or write (AMQP), seconds
+IO_TIMEOUT_S = 10.0
+
+
+def bounded_io(conn: kombu.Connection, seconds: float | None) -> kombu.Connection:
+    """``conn`` (not connected yet) with every socket read and write limited to ``seconds``
+    on AMQP: a wait longer than that raises ``socket.timeout``. Other transports, or
+    ``seconds`` None, get ``conn`` itself. Timed waits (``drain_events(timeout=...)``)
+    keep their own limit."""
+    if seconds is None or conn.transport.driver_type != "amqp":
+        return conn
+    limit = {"read_timeout": seconds, "write_timeout": seconds}
+    return conn.clone(transport_options={**(conn.transport_options or {}), **limit})
+
 
 class ChannelPublisher:
     """Sends pre-encoded JSON bodies to one queue over a connection it owns.
@@ -51,7 +65,7 @@ class ChannelPublisher:
         interval_start: float = 0.2,
         interval_step: float = 0.5,
         interval_max: float = 2.0,
-        io_timeout: float | None = 10.0,
+        io_timeout: float | None = IO_TIMEOUT_S,
     ) -> None:
         self._connect = connect
         self.queue = queue
@@ -62,17 +76,9 @@ class ChannelPublisher:
         self._channel: Any = None
         self._errors: tuple[type[BaseException], ...] = (OSError, kombu.exceptions.KombuError)
 
-    def _bounded(self, conn: kombu.Connection) -> kombu.Connection:
-        """``conn`` with its socket reads and writes limited to ``io_timeout`` s (AMQP only;
-        ``conn`` is not connected yet, so the copy replaces it)."""
-        if self.io_timeout is None or conn.transport.driver_type != "amqp":
-            return conn
-        limit = {"read_timeout": self.io_timeout, "write_timeout": self.io_timeout}
-        return conn.clone(transport_options={**(conn.transport_options or {}), **limit})
-
     def _ready(self) -> Any:
         if self._channel is None:
-            conn = self._bounded(self._connect())
+            conn = bounded_io(self._connect(), self.io_timeout)
             self._errors = (
                 OSError,
                 kombu.exceptions.KombuError,

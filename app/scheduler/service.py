@@ -39,6 +39,7 @@ from app.scheduler.publishing import CeleryPublisher, TrialPublisher
 from app.scheduler.reconciler import Reconciler
 from app.scheduler.recording import Recorder
 from app.scheduler.snapshots import Snapshots
+from tasks.channel import IO_TIMEOUT_S, bounded_io
 from tasks.messages import Inbound
 
 log = logging.getLogger("banditq.scheduler")
@@ -108,9 +109,12 @@ class Scheduler:
         return getattr(self.hooks, "metrics", None) or Metrics()
 
     def broker(self) -> kombu.Connection:
-        return kombu.Connection(
+        """The consumer's connection; its waits for channel and queue replies are bounded
+        (after a broker restart they would otherwise hold the scheduler for good)."""
+        conn = kombu.Connection(
             self.settings.broker_url, transport_options=self.settings.broker_transport_options()
         )
+        return bounded_io(conn, IO_TIMEOUT_S)
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self) -> None:
