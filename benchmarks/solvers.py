@@ -56,6 +56,7 @@ from tasks.kinds.krylov import (  # noqa: E402
     safe_arm,
 )
 from tasks.kinds.krylov_features import matrix_features  # noqa: E402
+from tasks.kinds.krylov_prior import history_prior  # noqa: E402
 from tasks.solvers.generators import build, validate  # noqa: E402
 from workers.kinds.krylov import run_krylov  # noqa: E402
 
@@ -207,30 +208,47 @@ def _timed(f: Any) -> float:
 
 
 def compare(
-    tab: CostTable, direct: dict[str, float], seed: int, arms: list[dict[str, Any]]
-) -> dict[str, float]:
-    # the policy_config a krylov campaign over these arms gets (its fallback and budget)
+    tab: CostTable,
+    direct: dict[str, float],
+    seed: int,
+    arms: list[dict[str, Any]],
+    family: str | None = None,
+) -> dict[str, float | None]:
+    """Every policy's total on ``tab``; ``family``: the one the table holds (its history is
+    left out of the prior for the "prior without this family" column)."""
+    # the policy_config a krylov campaign over these arms gets (its fallback, budget, prior)
     config = KrylovKind().prepare_campaign(arms, {}, DEFAULT, {}, list(FEATURES))[2]
     fb = fallback_arm(config)
     assert fb is not None
     banditq = replay_once(tab, DEFAULT, seed=seed, config=config, unordered=True)
-    unbudgeted = replay_once(tab, DEFAULT, seed=seed, config={"fallback": None}, unordered=True)
+    bare = {**config, "prior": None}
+    unprimed = replay_once(tab, DEFAULT, seed=seed, config=bare, unordered=True)
+    loo = history_prior(arms, list(FEATURES), fb, exclude=[family] if family else [])
+    held_out = (
+        replay_once(tab, DEFAULT, seed=seed, config={**config, "prior": loo}, unordered=True)
+        if family and loo is not None
+        else None
+    )
+    plain = {**config, "fallback": None}
+    unbudgeted = replay_once(tab, DEFAULT, seed=seed, config=plain, unordered=True)
     guard = {**config, "guard": {"baseline_arm": fb, "tolerance": GUARD_TOLERANCE}}
     guarded = replay_once(tab, DEFAULT, seed=seed, config=guard, unordered=True)
     # what "default" gives a campaign of a kind without its own (lin-ts at five features)
     generic = replay_once(tab, "default", seed=seed, unordered=True)
-    # PCGBandit's algorithm, with the same fallback and budget (PCGBandit has one)
+    # PCGBandit's algorithm, with the same fallback and budget (PCGBandit has one; no prior)
     tsallis = replay_once(
         CostTable(np.zeros((tab.T, 0)), tab.arms, tab.costs),
         "tsallis-inf",
         seed=seed,
-        config=config,
+        config={k: v for k, v in config.items() if k != "prior"},
         unordered=True,
     )
     return {
         "oracle": float(tab.costs.min(axis=1).sum()),
         "best fixed": float(tab.costs.sum(axis=0).min()),
         "banditq default": float(banditq.costs.sum()),
+        "prior w/o family": None if held_out is None else float(held_out.costs.sum()),
+        "default, no prior": float(unprimed.costs.sum()),
         "default, no budget": float(unbudgeted.costs.sum()),
         "banditq guarded": float(guarded.costs.sum()),
         "generic default": float(generic.costs.sum()),
@@ -276,7 +294,7 @@ def main() -> int:
         tab, direct = cached_table(args.tables, fam, T, n, seed=args.seed + k)
         tables[fam] = (tab, direct)
         arms = DEFAULT_NONSYMMETRIC if fam == "convdiff" else DEFAULT_SPD
-        res["families"][fam] = compare(tab, direct, seed=k, arms=arms)
+        res["families"][fam] = compare(tab, direct, seed=k, arms=arms, family=fam)
         print(f"  {fam}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     spd = [f for f in families if f != "convdiff"]  # one arm set: the SPD families interleave
     order = [(f, t) for t in range(T) for f in spd]
@@ -293,6 +311,8 @@ def main() -> int:
         "best fixed",
         "fallback alone",
         "banditq default",
+        "prior w/o family",
+        "default, no prior",
         "default, no budget",
         "banditq guarded",
         "generic default",
@@ -302,7 +322,10 @@ def main() -> int:
     ]
     print(f"{'family':14s} " + " ".join(f"{c:>15s}" for c in cols) + "   (seconds, totals)")
     for fam, r in res["families"].items():
-        print(f"{fam:14s} " + " ".join(f"{r[c]:15.3f}" for c in cols))
+        print(
+            f"{fam:14s} "
+            + " ".join("-".rjust(15) if r[c] is None else f"{r[c]:15.3f}" for c in cols)
+        )
     m = res["families"]["mixed (SPD)"]
     for col in ("banditq default", "default, no budget", "banditq guarded", "generic default"):
         print(

@@ -11,6 +11,11 @@ moves the estimate of every unpreconditioned arm; an arm's offset lets it differ
 its parameters predict once it has been seen. Without parameters (plain arms) only the
 offsets remain: independent arms.
 
+With ``prior`` (:mod:`app.policies.cost_prior`: each arm's expected log cost relative to the
+others, from history, and how far a new campaign may stray from it) the model above learns
+what this campaign's costs add to the prior's; the first result sets the common level, and
+the prior sds replace the wide defaults of ``shared_sd`` and ``offset_sd``.
+
 A draw picks, among the arms within ``tolerance`` (a ratio: 0.1 is 10%) of its cheapest,
 the one with the lowest posterior mean (satisficing Thompson sampling): with dozens of
 configurations and a sequence of tens to hundreds of solves, an arm is tried only where it
@@ -38,6 +43,7 @@ from scipy.linalg import solve_triangular
 
 from app.policies.arm_features import arm_features
 from app.policies.base import Decision, Policy
+from app.policies.cost_prior import CostPrior
 from app.policies.features import RangeScaler
 from app.policies.thompson_draws import choice_distributions, pick
 from app.policies.window import Window, Windowed
@@ -64,16 +70,15 @@ class SharedTSPolicy(Policy, Windowed):
         arms: np.ndarray | None = None,
         seed: int = 0,
         arm_values: Sequence[Mapping[str, Any]] | None = None,
-        shared_sd: float = 2.0,
-        offset_sd: float = 0.5,
+        shared_sd: float | None = None,
+        offset_sd: float | None = None,
         explore: float = 1.0,
         tolerance: float = 0.1,
         mc: int = 256,
         buffer: int = 4096,
+        prior: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(n_arms, n_features, arms=arms, seed=seed)
-        shared = bounded(shared_sd, "policy_config.shared_sd", 1e-3, 1e3)
-        offset = bounded(offset_sd, "policy_config.offset_sd", 1e-3, 1e3)
         self.explore = bounded(explore, "policy_config.explore", 0.0, 100.0)
         self.tolerance = math.log1p(bounded(tolerance, "policy_config.tolerance", 0.0, 10.0))
         self.mc = int(bounded(mc, "policy_config.mc", 16, 4096))
@@ -82,6 +87,15 @@ class SharedTSPolicy(Policy, Windowed):
         self.G = arm_features(arm_values) if given else np.zeros((n_arms, 0))
         self.d = int(n_features)
         self.q = int(self.G.shape[1])
+        self.cost_prior = None if prior is None else CostPrior.parse(prior, n_arms, self.d)
+        shared_default, offsets = self._prior_sds()
+        shared = bounded(
+            shared_default if shared_sd is None else shared_sd, "policy_config.shared_sd", 1e-3, 1e3
+        )
+        if offset_sd is None:
+            offset = offsets
+        else:
+            offset = np.full(n_arms, bounded(offset_sd, "policy_config.offset_sd", 1e-3, 1e3))
         self.p = self.q * (self.d + 1) + self.n_arms
         if self.p > MAX_TERMS:
             raise ValueError(
@@ -94,7 +108,7 @@ class SharedTSPolicy(Policy, Windowed):
         # context features, whose effects add up), the arm's own offset
         per_param = np.full(self.d + 1, (shared / 2.0) ** -2 * max(self.d, 1))
         per_param[0] = shared**-2
-        self.prior = np.concatenate([np.tile(per_param, self.q), np.full(self.n_arms, offset**-2)])
+        self.prior = np.concatenate([np.tile(per_param, self.q), offset**-2])
         self.scaler = RangeScaler(self.d)
         self._window = Window(self.d + 2, buf)  # rows: x..., arm, log cost
         self.S = np.zeros((self.p, self.p))  # sum of phi phi'
@@ -106,6 +120,28 @@ class SharedTSPolicy(Policy, Windowed):
         self.yy = 0.0  # sum of (y - y0)^2
         self.s2 = NOISE_PRIOR  # the noise variance (log cost), re-estimated at each update
         self._post: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _prior_sds(self) -> tuple[float, np.ndarray]:
+        """Default prior sds: (parameter main effects, per-arm offsets). Without a cost
+        prior, wide (2.0: a factor of ~7 either way) and 0.5. With one, an arm's prior
+        predictive variance is its ``prior.sd`` squared, half of it through the shared
+        parameter effects (so that one arm's results still move its neighbours') and half
+        through its own offset."""
+        if self.cost_prior is None:
+            return 2.0, np.full(self.n_arms, 0.5)
+        var = self.cost_prior.sd**2
+        active = float(np.mean(np.sum(self.G**2, axis=1))) if self.q else 0.0
+        shared = math.sqrt(float(np.median(var)) / (2.0 * active)) if active > 0 else 1e-3
+        return max(shared, 1e-3), np.sqrt(var / (2.0 if active > 0 else 1.0))
+
+    def _prior_mean(self, X: np.ndarray) -> np.ndarray:
+        """(n, K) the cost prior's mean log costs at the rows of ``X`` (zeros without one)."""
+        if self.cost_prior is None:
+            return np.zeros((len(X), self.n_arms))
+        return self.cost_prior.mean(np.asarray(X, float).reshape(len(X), self.d))
+
+    def _prior_at(self, x: np.ndarray, arm: int) -> float:
+        return 0.0 if self.cost_prior is None else self.cost_prior.at(x, arm)
 
     # ------------------------------------------------------------------ model
     def _terms(self, X: np.ndarray, n: int) -> np.ndarray:
@@ -145,7 +181,8 @@ class SharedTSPolicy(Policy, Windowed):
         mean, Linv = self._posterior()
         Phi = self._phi(X)
         V = np.einsum("pq,nkq->nkp", Linv, Phi)
-        return Phi @ mean + self.y0, np.einsum("nkp,njp->nkj", V, V)
+        prior = self._prior_mean(X) if self.cost_prior is not None else 0.0
+        return Phi @ mean + self.y0 + prior, np.einsum("nkp,njp->nkj", V, V)
 
     def _refit(self) -> None:
         rows = self._window.rows
@@ -155,10 +192,12 @@ class SharedTSPolicy(Policy, Windowed):
         self.yy = 0.0
         if len(rows):
             arms = rows[:, self.d].astype(np.int64)
-            Phi = self._phi_rows(rows[:, : self.d], arms)
+            X = rows[:, : self.d]
+            Phi = self._phi_rows(X, arms)
+            res = rows[:, self.d + 1] - self.y0 - self._prior_mean(X)[np.arange(len(rows)), arms]
             self.S = Phi.T @ Phi
-            self.r = Phi.T @ (rows[:, self.d + 1] - self.y0)
-            self.yy = float(np.sum((rows[:, self.d + 1] - self.y0) ** 2))
+            self.r = Phi.T @ res
+            self.yy = float(np.sum(res**2))
             self.n = np.bincount(arms, minlength=self.n_arms).astype(float)
         self._post = None
 
@@ -191,8 +230,8 @@ class SharedTSPolicy(Policy, Windowed):
             self.floor = 1e-3 * cost
         y = math.log(cost + self.floor) if cost + self.floor > 0 else math.log(1e-300)
         x = np.asarray(context, float)[: self.d]
-        if not self.have_y0:
-            self.y0, self.have_y0 = y, True
+        if not self.have_y0:  # the common level: the prior says how the arms compare to it
+            self.y0, self.have_y0 = y - self._prior_at(x, arm), True
         mean = self._posterior()[0]  # before this result: the fit it is judged against
         self._window.append(np.concatenate([x, [arm, y]]))
         if self.d and self.scaler.observe(x):
@@ -201,8 +240,9 @@ class SharedTSPolicy(Policy, Windowed):
         else:
             f = self._phi_rows(x[None], np.array([arm]))[0]
             self.S += np.outer(f, f)
-            self.r += f * (y - self.y0)
-            self.yy += (y - self.y0) ** 2
+            res = y - self.y0 - self._prior_at(x, arm)
+            self.r += f * res
+            self.yy += res**2
             self.n[arm] += 1
         # the residual sum of squares at that fit, with a prior worth NOISE_WEIGHT results
         ssr = max(self.yy - 2.0 * mean @ self.r + mean @ self.S @ mean, 0.0)

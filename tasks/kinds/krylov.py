@@ -248,12 +248,20 @@ class KrylovKind(TrialKind):
                     **policy_config,
                     "fallback": {"arm": safe, "budget": DEFAULT_BUDGET},
                 }
-        return (
-            arms,
-            settings,
-            policy_config,
-            features or list(DEFAULT_FEATURES),
-        )
+        features = features or list(DEFAULT_FEATURES)
+        # What the history says about how these configurations compare (relative to the
+        # fallback: its first solve sets the campaign's own level); ``"prior": None`` opts out.
+        given = policy_config.get("fallback")
+        fb = given.get("arm") if isinstance(given, dict) else None
+        usable = isinstance(fb, int) and not isinstance(fb, bool) and 0 <= fb < len(arms)
+        if policy == "shared-ts" and "prior" not in policy_config and usable:
+            assert isinstance(fb, int)
+            from tasks.kinds.krylov_prior import history_prior
+
+            prior = history_prior(arms, features, fb)
+            if prior is not None:
+                policy_config = {**policy_config, "prior": prior}
+        return arms, settings, policy_config, features
 
     def campaign_options(self, settings: dict[str, Any]) -> dict[str, Any]:
         cost = settings.pop("cost", "time")

@@ -1,0 +1,76 @@
+"""A prior mean for each arm's log cost, from history (other campaigns, other families of
+systems): what is known before a campaign's first result about how the arms compare.
+
+``policy_config={"prior": {"offset": [...], "sd": [...], "slope": [[...], ...],
+"center": [...]}}``: arm ``a``'s log cost is expected at ``offset[a] + slope[a] . (x - center)``
+above a common level (the level is the campaign's own, learnt from its first result: costs
+in seconds on one machine do not transfer to another, ratios between arms do), with
+standard deviation ``sd[a]``: how far a new campaign's arm may sit from that, e.g. the
+spread across the families the history holds. ``slope`` (K x d, per raw context feature)
+and ``center`` (d) are optional; 0 and 0 without them.
+
+Pure data and arithmetic; immutable after parsing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tasks.errors import InputError
+
+FIELD = "policy_config.prior"
+#: a log-cost offset or slope further than this from 0 (a factor of e^20) is a mistake
+MAX_LOG = 20.0
+
+
+def _array(value: Any, shape: tuple[int, ...], field: str, lo: float, hi: float) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(field, f"must be numbers of shape {shape}") from None
+    if arr.shape != shape:
+        raise InputError(field, f"must have shape {shape} (one per arm/feature), got {arr.shape}")
+    if not np.all(np.isfinite(arr)) or arr.min(initial=lo) < lo or arr.max(initial=hi) > hi:
+        raise InputError(field, f"every value must be a number in [{lo:g}, {hi:g}]")
+    return arr
+
+
+@dataclass(frozen=True)
+class CostPrior:
+    offset: np.ndarray  # (K,) log cost above the common level
+    sd: np.ndarray  # (K,) > 0
+    slope: np.ndarray  # (K, d)
+    center: np.ndarray  # (d,)
+
+    @classmethod
+    def parse(cls, cfg: Mapping[str, Any], n_arms: int, n_features: int) -> CostPrior:
+        """From ``policy_config.prior``; InputError naming the field when malformed."""
+        if not isinstance(cfg, Mapping):
+            raise InputError(FIELD, "must be an object with 'offset' and 'sd'")
+        unknown = sorted(set(cfg) - {"offset", "sd", "slope", "center"})
+        if unknown or "offset" not in cfg or "sd" not in cfg:
+            raise InputError(
+                FIELD, f"takes 'offset' and 'sd' (and optionally 'slope', 'center'); got {unknown}"
+            )
+        K, d = n_arms, n_features
+        offset = _array(cfg["offset"], (K,), f"{FIELD}.offset", -MAX_LOG, MAX_LOG)
+        sd = _array(cfg["sd"], (K,), f"{FIELD}.sd", 1e-3, MAX_LOG)
+        slope = np.zeros((K, d))
+        if cfg.get("slope") is not None:
+            slope = _array(cfg["slope"], (K, d), f"{FIELD}.slope", -MAX_LOG, MAX_LOG)
+        center = np.zeros(d)
+        if cfg.get("center") is not None:
+            center = _array(cfg["center"], (d,), f"{FIELD}.center", -1e6, 1e6)
+        return cls(offset, sd, slope, center)
+
+    def mean(self, X: np.ndarray) -> np.ndarray:
+        """(n, K) prior mean log costs (above the common level) at the rows of ``X``."""
+        X = np.asarray(X, float).reshape(len(X), -1)
+        return self.offset[None, :] + (X - self.center) @ self.slope.T
+
+    def at(self, x: np.ndarray, arm: int) -> float:
+        """The prior mean of ``arm`` at one raw context ``x``."""
+        return float(self.offset[arm] + self.slope[arm] @ (np.asarray(x, float) - self.center))

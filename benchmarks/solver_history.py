@@ -1,0 +1,76 @@
+"""Write the krylov kind's history (``tasks/kinds/krylov_history.json``) from tables that
+``benchmarks/solvers.py --tables DIR`` measured: per family and size, each configuration's
+mean log time relative to the family's safe configuration (the kind's default fallback).
+
+    python benchmarks/solver_history.py DIR [DIR ...] [--out FILE]
+
+Measure the history on seeds you will not report on: the benchmark's held-out runs must
+draw other systems (``--seed``), or its numbers score the prior on its own data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.offline.tables import load_table  # noqa: E402
+from app.policies.arm_features import parse_arm_label  # noqa: E402
+from tasks.kinds.krylov import DEFAULT_NONSYMMETRIC, DEFAULT_SPD, safe_arm  # noqa: E402
+from tasks.kinds.krylov_prior import HISTORY_FILE, arm_label  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("folders", nargs="+", help="folders of measured tables (*.npz)")
+    ap.add_argument("--out", default=str(HISTORY_FILE), help="the history file to write")
+    args = ap.parse_args()
+    grid = {arm_label(a): a for a in [*DEFAULT_SPD, *DEFAULT_NONSYMMETRIC]}
+    families: dict[str, dict[float, dict[str, float]]] = {}
+    refs: dict[str, str] = {}
+    sources = []
+    for folder in args.folders:
+        for path in sorted(Path(folder).glob("*.npz")):
+            fam = path.name.split("-")[0]
+            tab = load_table(path)
+            labels = [arm_label(parse_arm_label(n)) for n in tab.arm_names or []]
+            arms = [grid[lab] for lab in labels if lab in grid]
+            if len(arms) != len(labels):
+                print(f"skipped {path}: arms outside the default grids", file=sys.stderr)
+                continue
+            fb = safe_arm(arms)
+            if fb is None or "log_n" not in tab.context_names:
+                continue
+            log_n = round(float(tab.contexts[:, tab.context_names.index("log_n")].mean()), 3)
+            ratio = np.log(tab.costs / tab.costs[:, [fb]]).mean(axis=0)
+            families.setdefault(fam, {})[log_n] = dict(zip(labels, ratio.tolist(), strict=True))
+            refs[fam] = labels[fb]
+            sources.append(f"{path.name} ({tab.T} systems)")
+    out = {
+        "about": "mean log(time / the safe configuration's time) per family, size and arm",
+        "sources": sources,
+        "families": {
+            fam: {
+                "reference": refs[fam],
+                "log_n": sorted(by),
+                "arms": {
+                    lab: [round(by[n][lab], 4) for n in sorted(by)]
+                    for lab in sorted(set.intersection(*(set(v) for v in by.values())))
+                },
+            }
+            for fam, by in sorted(families.items())
+        },
+    }
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {args.out}: {len(families)} families, {len(sources)} tables")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

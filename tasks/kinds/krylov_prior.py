@@ -1,0 +1,112 @@
+"""The krylov kind's history prior: how the default configurations compare, measured on
+families of systems before any campaign runs, as a prior for ``shared-ts``
+(:mod:`app.policies.cost_prior`).
+
+``krylov_history.json`` (written by ``benchmarks/solver_history.py`` from the benchmark's
+measured tables) holds, per family and size, each configuration's mean log time relative to
+the family's safe configuration. From it, per configuration and relative to the campaign's
+fallback (any configuration the history measured): the mean across families at the
+history's central size (``offset``), the mean change per decade of unknowns (``slope`` on
+``log_n``), and the spread across families, widened for a family the history does not hold
+(``sd``). Ratios, not seconds: they carry across machines better than times do.
+Configurations the history lacks get the fallback's level and the widest spread the
+history shows.
+
+Pure functions; the file is read once per process."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HISTORY_FILE = Path(__file__).with_name("krylov_history.json")
+#: the smallest spread an arm's prior gets (log cost): the history's own timing noise
+MIN_SD = 0.1
+
+
+def arm_label(arm: dict[str, Any]) -> str:
+    """A configuration as one canonical string (keys sorted, numbers as floats)."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return repr(float(v))
+        return str(v)
+
+    return ",".join(f"{k}={fmt(arm[k])}" for k in sorted(arm))
+
+
+@functools.cache
+def load_history(path: str = str(HISTORY_FILE)) -> dict[str, Any]:
+    """The history file's contents ({} when absent)."""
+    p = Path(path)
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def _per_arm(history: dict[str, Any], reference: str, exclude: Sequence[str]) -> dict[str, Any]:
+    """label -> [(its log cost above ``reference``'s at the centre, its slope or None) per
+    family], and the centre, over the families that measured ``reference`` and are not in
+    ``exclude``."""
+    families = [
+        v
+        for f, v in history.get("families", {}).items()
+        if f not in exclude and reference in v.get("arms", {})
+    ]
+    sizes = [x for v in families for x in v["log_n"]]
+    center = float(np.mean(sizes)) if sizes else 0.0
+    out: dict[str, list[tuple[float, float | None]]] = {}
+    for fam in families:
+        L = np.asarray(fam["log_n"], float)
+        base = np.asarray(fam["arms"][reference], float)
+        for label, means in fam["arms"].items():
+            m = np.asarray(means, float) - base
+            if len(L) >= 2 and np.ptp(L) > 0:
+                slope, icpt = np.polyfit(L - center, m, 1)
+                out.setdefault(label, []).append((float(icpt), float(slope)))
+            else:
+                out.setdefault(label, []).append((float(m.mean()), None))
+    return {"arms": out, "center": center, "families": len(families)}
+
+
+def history_prior(
+    arms: Sequence[dict[str, Any]],
+    features: Sequence[str],
+    fallback: int,
+    exclude: Sequence[str] = (),
+    history: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """``policy_config.prior`` for ``arms`` (relative to arm ``fallback``), or None when fewer
+    than two of the history's families (less ``exclude``) measured the fallback."""
+    hist = load_history() if history is None else history
+    labels = [arm_label(a) for a in arms]
+    stats = _per_arm(hist, labels[fallback], exclude)
+    if stats["families"] < 2:
+        return None
+
+    def summary(label: str) -> tuple[float, float, float] | None:
+        rows = stats["arms"].get(label)
+        if not rows or len(rows) < 2:
+            return None
+        alphas = np.array([a for a, _s in rows])
+        slopes = [s for _a, s in rows if s is not None]
+        # the predictive spread for one more family: between-family variance x (1 + 1/F)
+        sd = math.sqrt(float(np.var(alphas, ddof=1)) * (1.0 + 1.0 / len(rows)))
+        return float(alphas.mean()), float(np.mean(slopes)) if slopes else 0.0, max(sd, MIN_SD)
+
+    known = {lab: summary(lab) for lab in set(labels)}
+    widest = max(s[2] for s in known.values() if s is not None)
+    offset, sd, slope = [], [], np.zeros((len(arms), len(features)))
+    col = list(features).index("log_n") if "log_n" in features else None
+    for i, lab in enumerate(labels):
+        s = known[lab]
+        offset.append(0.0 if s is None else s[0])
+        sd.append(widest if s is None else s[2])
+        if col is not None and s is not None:
+            slope[i, col] = s[1]
+    center = [stats["center"] if f == "log_n" else 0.0 for f in features]
+    return {"offset": offset, "sd": sd, "slope": slope.tolist(), "center": center}

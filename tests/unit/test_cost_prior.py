@@ -1,0 +1,137 @@
+"""shared-ts with a prior from history (app/policies/cost_prior.py) and the krylov kind's
+history prior (tasks/kinds/krylov_prior.py)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from app.policies.registry import make_policy
+from app.policies.shared_ts import SharedTSPolicy
+from tasks.kinds.krylov import DEFAULT_FEATURES, DEFAULT_SPD, KrylovKind, safe_arm
+from tasks.kinds.krylov_prior import arm_label, history_prior, load_history
+
+
+def _grouped() -> list[dict[str, object]]:
+    return [{"pre": "none", "k": i} for i in range(6)] + [{"pre": "amg", "k": i} for i in range(6)]
+
+
+def _prior(best: int, K: int = 12, d: int = 1) -> dict[str, Any]:
+    offset = [0.0] * K
+    offset[best] = -1.5  # the history: arm ``best`` ~4.5x cheaper than the rest
+    return {"offset": offset, "sd": [0.3] * K, "slope": [[0.0] * d] * K, "center": [0.0] * d}
+
+
+def test_a_prior_steers_the_first_choices_and_sets_its_level_from_the_first_result() -> None:
+    with_prior = make_policy(
+        "shared-ts", 12, 1, arm_values=_grouped(), seed=1, config={"prior": _prior(9)}
+    )
+    without = make_policy("shared-ts", 12, 1, arm_values=_grouped(), seed=1)
+    x = np.array([0.2])
+    for pol in (with_prior, without):
+        pol.update(x, 6, 2.0)  # the first result: arm 6 at 2 s
+    assert isinstance(with_prior, SharedTSPolicy)
+    mean, _cov = with_prior._predictive(x[None])
+    # arm 9 is expected 1.5 below arm 6's observed level, the others at it
+    assert mean[0, 9] == pytest.approx(math.log(2.0 + 2e-3) - 1.5, abs=0.05)
+    assert mean[0, 6] == pytest.approx(math.log(2.0 + 2e-3), abs=0.05)
+    assert with_prior.probabilities(x, 5)[9] > 0.5
+    assert without.probabilities(x, 5)[9] < 0.3
+
+
+def test_with_a_prior_the_running_fit_equals_a_refit_and_state_round_trips() -> None:
+    rng = np.random.default_rng(2)
+    prior = {**_prior(3, d=2), "slope": [[0.2, -0.1]] * 12, "center": [1.0, 2.0]}
+    pol = make_policy("shared-ts", 12, 2, arm_values=_grouped(), seed=3, config={"prior": prior})
+    assert isinstance(pol, SharedTSPolicy)
+    pol.update(np.array([0.0, 0.0]), 1, 1.0)
+    pol.update(np.array([5.0, 5.0]), 2, 1.0)  # the context range is set: no refit below
+    for _t in range(30):
+        x = rng.uniform(0, 5, 2)
+        pol.update(x, int(rng.integers(12)), float(rng.lognormal(0, 1)))
+    S, r, yy = pol.S.copy(), pol.r.copy(), pol.yy
+    pol._refit()
+    assert np.allclose(pol.S, S) and np.allclose(pol.r, r) and pol.yy == pytest.approx(yy)
+    copy = make_policy("shared-ts", 12, 2, arm_values=_grouped(), seed=3, config={"prior": prior})
+    copy.set_state(pol.get_state())
+    X = rng.uniform(0, 5, (6, 2))
+    assert copy.choose_many(X, list(range(6))) == pol.choose_many(X, list(range(6)))
+
+
+@pytest.mark.parametrize(
+    ("prior", "field"),
+    [
+        ({"offset": [0.0] * 3, "sd": [0.5] * 2}, "prior.sd"),
+        ({"offset": [0.0] * 3, "sd": [0.0] * 3}, "prior.sd"),
+        ({"offset": ["a"] * 3, "sd": [0.5] * 3}, "prior.offset"),
+        ({"offset": [0.0] * 3, "sd": [0.5] * 3, "slope": [[1.0]] * 2}, "prior.slope"),
+        ({"offset": [0.0] * 3}, "policy_config.prior"),
+        ({"offset": [0.0] * 3, "sd": [0.5] * 3, "mean": 1}, "policy_config.prior"),
+    ],
+)
+def test_a_malformed_prior_names_its_field(prior: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        make_policy("shared-ts", 3, 1, config={"prior": prior})
+
+
+def _history() -> dict[str, Any]:
+    """Three families measured against arm "s"; "a" is 1.0 below it at 10^4 in family f1,
+    0.5 in f2, 1.5 in f3, and 0.4 higher per decade everywhere."""
+    fams = {}
+    for name, a in (("f1", -1.0), ("f2", -0.5), ("f3", -1.5)):
+        fams[name] = {
+            "reference": "m=s",
+            "log_n": [3.0, 5.0],
+            "arms": {"m=s": [0.0, 0.0], "m=a": [a - 0.4, a + 0.4], "m=b": [1.0, 1.0]},
+        }
+    return {"families": fams}
+
+
+def test_the_history_prior_is_each_arms_mean_and_spread_across_families() -> None:
+    arms = [{"m": "s"}, {"m": "a"}, {"m": "b"}, {"m": "new"}]
+    p = history_prior(arms, ["c", "log_n"], 0, history=_history())
+    assert p is not None
+    assert p["offset"][:3] == pytest.approx([0.0, -1.0, 1.0])
+    assert p["center"] == [0.0, 4.0]
+    assert p["slope"][1] == pytest.approx([0.0, 0.4]) and p["slope"][2] == pytest.approx([0, 0])
+    spread = math.sqrt(np.var([-1.0, -0.5, -1.5], ddof=1) * (1 + 1 / 3))
+    assert p["sd"][1] == pytest.approx(spread)
+    assert p["sd"][0] == p["sd"][2] == pytest.approx(0.1)  # no spread: the floor
+    assert p["offset"][3] == 0.0 and p["sd"][3] == pytest.approx(spread)  # unknown: widest
+    # relative to the campaign's fallback, whichever it is
+    q = history_prior(arms, ["log_n"], 1, history=_history())
+    assert q is not None and q["offset"][:3] == pytest.approx([1.0, 0.0, 2.0])
+    # a family left out (the benchmark's held-out column); fewer than two: no prior
+    r = history_prior(arms, ["log_n"], 0, exclude=["f3"], history=_history())
+    assert r is not None and r["offset"][1] == pytest.approx(-0.75)
+    assert history_prior(arms, ["log_n"], 0, exclude=["f2", "f3"], history=_history()) is None
+    assert history_prior(arms, ["log_n"], 3, history=_history()) is None  # fallback unmeasured
+
+
+def test_a_krylov_campaign_gets_the_shipped_history_as_its_prior() -> None:
+    kind = KrylovKind()
+    features = list(DEFAULT_FEATURES)
+    config = kind.prepare_campaign(DEFAULT_SPD, {}, "shared-ts", {}, features)[2]
+    prior = config["prior"]
+    assert len(prior["offset"]) == len(DEFAULT_SPD)
+    assert prior["offset"][config["fallback"]["arm"]] == 0.0
+    # every default configuration is in the history: none gets the unknown arms' default
+    held = load_history()["families"]
+    labels = {lab for fam in held.values() for lab in fam["arms"]}
+    assert {arm_label(a) for a in DEFAULT_SPD} <= labels
+    pol = make_policy("shared-ts", len(DEFAULT_SPD), len(features), config=config)
+    inner = getattr(pol, "inner", None)  # under the fallback's budget
+    assert isinstance(inner, SharedTSPolicy) and inner.cost_prior is not None
+    # opting out, another policy, a fallback of one's own
+    assert (
+        kind.prepare_campaign(DEFAULT_SPD, {}, "shared-ts", {"prior": None}, features)[2]["prior"]
+        is None
+    )
+    assert "prior" not in kind.prepare_campaign(DEFAULT_SPD, {}, "lin-ts", {}, features)[2]
+    own = {"fallback": {"arm": 0, "budget": 3.0}}
+    mine = kind.prepare_campaign(DEFAULT_SPD, {}, "shared-ts", own, features)[2]
+    assert mine["prior"]["offset"][0] == 0.0
+    assert safe_arm(DEFAULT_SPD) != 0
