@@ -181,8 +181,7 @@ class SharedTSPolicy(Policy, Windowed):
         mean, Linv = self._posterior()
         Phi = self._phi(X)
         V = np.einsum("pq,nkq->nkp", Linv, Phi)
-        prior = self._prior_mean(X) if self.cost_prior is not None else 0.0
-        return Phi @ mean + self.y0 + prior, np.einsum("nkp,njp->nkj", V, V)
+        return Phi @ mean + self.y0 + self._prior_mean(X), np.einsum("nkp,njp->nkj", V, V)
 
     def _refit(self) -> None:
         rows = self._window.rows
