@@ -4,6 +4,8 @@ a budget, real worker processes; every instance solved to tolerance, exactly onc
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyamg
 import scipy.sparse as sp
@@ -12,6 +14,7 @@ from sqlalchemy import text
 from app.client import Client
 from app.config import Settings
 from app.dev.local import LocalCluster
+from tasks.kinds.krylov import DEFAULT_SPD
 from tasks.linsys import LinearSystem, laplace2d
 
 
@@ -65,9 +68,18 @@ def test_a_mixed_stream_of_stored_matrices_on_postgresql(pg_settings: Settings) 
         ).scalars()
         policies = sorted(logged)
         low, high = c.execute(text("SELECT min(propensity), max(propensity) FROM trials")).one()
+        config = c.execute(
+            text("SELECT policy_config FROM campaigns WHERE name = 'solvers'")
+        ).scalar_one()
     assert sorted(per_instance) == [1] * len(ids)  # exactly once
     assert budgets and budgets >= len(ids) - 4  # after the fallback's first trials
     # "default" on a krylov campaign: configurations that share what is learnt
     assert any("shared-ts" in p for p in policies), policies
     assert 0.0 < low <= high <= 1.0
+    # the history prior, relative to the campaign's own fallback, stored with the campaign
+    # (the scheduler built its policy from it)
+    config = json.loads(config) if isinstance(config, str) else config
+    prior = config["prior"]
+    assert len(prior["offset"]) == len(DEFAULT_SPD) and prior["offset"][10] == 0.0
+    assert len(prior["slope"][0]) == 3 and any(row[0] != 0.0 for row in prior["slope"])
     client.close()
