@@ -19,12 +19,14 @@ side by side: the per-instance oracle, the best fixed configuration in hindsight
 banditq's default policy as a krylov campaign gets it (learning included: it sees only the
 cost of what it chose, with the system's features as its context; its default fallback
 budget applied: an arm past 2x the fallback's expected time is stopped and the fallback
-solves, both paid), the same without the budget, Tsallis-INF over the same arms without
-context and with the same budget (PCGBandit's algorithm and safety), and, timed directly,
-``pyamg.solve(A, b)`` as users call it (a new hierarchy per call) and scipy's default
-``gmres`` (restart 20; at most 100 restarts here, where its default of 10 n iterations took
-minutes). The ``mixed`` stream interleaves the
-SPD families. Figures are totals in seconds over each sequence.
+solves, both paid; its history prior from ``tasks/kinds/krylov_history.json``), the same
+with the table's own family left out of that history ("prior w/o family": a family the
+history never saw), the same without the prior, the same without the budget, Tsallis-INF
+over the same arms without context and with the same budget (PCGBandit's algorithm and
+safety), and, timed directly, ``pyamg.solve(A, b)`` as users call it (a new hierarchy per
+call) and scipy's default ``gmres`` (restart 20; at most 100 restarts here, where its
+default of 10 n iterations took minutes). The ``mixed`` stream interleaves the SPD
+families. Figures are totals in seconds over each sequence.
 """
 
 from __future__ import annotations
