@@ -162,6 +162,12 @@ class Policy(ABC):
         cost model override it with the model's argmin."""
         return int(np.argmax(self.probabilities(np.asarray(context, float), 0, draws=16)))
 
+    def estimated_cost(self, context: np.ndarray, arm: int) -> float | None:
+        """The policy's own model's estimate of ``arm``'s cost at ``context``, or None where
+        it has none (the default). Pure. Policies that model cost across arms and contexts
+        override it: their estimate of an arm rarely played draws on every result."""
+        return None
+
     def probabilities(self, context: np.ndarray, key: int, draws: int = 64) -> np.ndarray:
         """The action distribution at ``context`` (for off-policy evaluation).
 

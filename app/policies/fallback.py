@@ -3,8 +3,10 @@ stop the chosen arm and solve with a safe arm instead, so a bad arm costs at mos
 ``budget`` x (the fallback's expected cost) plus the fallback's own solve.
 
 Enabled by ``policy_config={"fallback": {"arm": i, "budget": 3.0}, ...}`` on any policy.
-The fallback's expected cost in a context comes from a per-arm log-cost ridge model (the
-guard's); until the fallback arm has been seen once it is played (reason ``fallback:first``):
+The fallback's expected cost in a context is the inner policy's estimate where it has a
+model across arms and contexts (``estimated_cost``: shared-ts), else a per-arm log-cost
+ridge model's (the guard's); until the fallback arm has been seen once it is played (reason
+``fallback:first``):
 no budget can be set before that. A trial stopped at its budget, or that did not converge,
 is a censored observation ("at least this much"): the policy learns the mean of its
 log-cost model's predictive distribution beyond the bound (a truncated normal), with the
@@ -53,9 +55,15 @@ class FallbackBudget(Wrapper):
 
     # ------------------------------------------------------------------ choosing
     def expected_cost(self, context: np.ndarray, arm: int) -> float | None:
-        """The log-cost model's estimate of ``arm``'s cost at ``context`` (None: unseen)."""
+        """``arm``'s expected cost at ``context`` (None: unseen): the inner policy's estimate
+        where it has one (a model across arms and contexts knows how this context differs
+        from the few where the fallback was played: after the first solve the fallback is
+        rarely played again), else this wrapper's per-arm log-cost model's."""
         if self.model.n[arm] == 0:
             return None
+        shared = self.inner.estimated_cost(context, arm)
+        if shared is not None:
+            return shared
         mean, _w, _f = self.model.predict(model_input(np.asarray(context, float)))
         return float(np.expm1(mean[arm] + (self.anchor or 0.0)))
 

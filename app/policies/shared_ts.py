@@ -220,6 +220,13 @@ class SharedTSPolicy(Policy, Windowed):
         P, _U = self._distributions(np.asarray(context, float)[None], [key])
         return P[0]
 
+    def estimated_cost(self, context: np.ndarray, arm: int) -> float | None:
+        """exp of the posterior mean log cost, less the floor (None before any result)."""
+        if not self.have_y0:
+            return None
+        mean, _cov = self._predictive(np.asarray(context, float)[None])
+        return max(math.exp(float(mean[0, arm])) - self.floor, 0.0)
+
     def best_arm(self, context: np.ndarray) -> int:
         mean, _cov = self._predictive(np.asarray(context, float)[None])
         return int(np.argmin(mean[0]))

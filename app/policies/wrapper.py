@@ -34,5 +34,8 @@ class Wrapper(Policy):
     def best_arm(self, context: np.ndarray) -> int:
         return self.inner.best_arm(context)
 
+    def estimated_cost(self, context: np.ndarray, arm: int) -> float | None:
+        return self.inner.estimated_cost(context, arm)
+
     def _observe_quality(self, context: np.ndarray, arm: int, quality: float) -> None:
         self.inner._observe_quality(context, arm, quality)

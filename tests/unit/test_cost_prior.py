@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from app.policies.fallback import FallbackBudget
 from app.policies.registry import make_policy
 from app.policies.shared_ts import SharedTSPolicy
 from tasks.kinds.krylov import DEFAULT_FEATURES, DEFAULT_SPD, KrylovKind, safe_arm
@@ -135,3 +136,25 @@ def test_a_krylov_campaign_gets_the_shipped_history_as_its_prior() -> None:
     mine = kind.prepare_campaign(DEFAULT_SPD, {}, "shared-ts", own, features)[2]
     assert mine["prior"]["offset"][0] == 0.0
     assert safe_arm(DEFAULT_SPD) != 0
+
+
+def test_a_budget_follows_the_shared_model_where_the_fallback_was_not_played() -> None:
+    """The fallback (arm 6) is played once, at context 0; its neighbour arm 7 shows that
+    context 1 costs 5x as much. The budget at context 1 follows (the fallback's own model,
+    one result at context 0, would say 1 s there as well)."""
+    pol = make_policy(
+        "shared-ts",
+        12,
+        1,
+        arm_values=_grouped(),
+        seed=1,
+        config={"fallback": {"arm": 6, "budget": 2.0}},
+    )
+    rng = np.random.default_rng(4)
+    pol.update(np.array([0.0]), 6, 1.0)
+    for _t in range(30):
+        pol.update(np.array([0.0]), 7, float(rng.lognormal(0, 0.05)))
+        pol.update(np.array([1.0]), 7, 5.0 * float(rng.lognormal(0, 0.05)))
+    assert isinstance(pol, FallbackBudget)
+    assert pol.budget_at(np.array([0.0])) == pytest.approx(2.0, rel=0.25)
+    assert pol.budget_at(np.array([1.0])) == pytest.approx(10.0, rel=0.35)
