@@ -38,7 +38,7 @@ def test_a_mixed_stream_of_stored_matrices_on_postgresql(pg_settings: Settings) 
     )
     mats = [client.store_matrix(A) for A in (laplace2d(24), aniso, sp.csr_matrix(elasticity))]
     rng = np.random.default_rng(0)
-    items = []
+    items: list[tuple[LinearSystem, dict[str, float]]] = []
     for t in range(18):
         handle = mats[t % 3]
         b = rng.standard_normal(handle.n)
