@@ -70,7 +70,3 @@ class CostPrior:
         """(n, K) prior mean log costs (above the common level) at the rows of ``X``."""
         X = np.asarray(X, float).reshape(len(X), -1)
         return self.offset[None, :] + (X - self.center) @ self.slope.T
-
-    def at(self, x: np.ndarray, arm: int) -> float:
-        """The prior mean of ``arm`` at one raw context ``x``."""
-        return float(self.offset[arm] + self.slope[arm] @ (np.asarray(x, float) - self.center))

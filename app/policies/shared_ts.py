@@ -141,7 +141,8 @@ class SharedTSPolicy(Policy, Windowed):
         return self.cost_prior.mean(np.asarray(X, float).reshape(len(X), self.d))
 
     def _prior_at(self, x: np.ndarray, arm: int) -> float:
-        return 0.0 if self.cost_prior is None else self.cost_prior.at(x, arm)
+        """The prior's mean log cost of ``arm`` at one raw context ``x``."""
+        return float(self._prior_mean(x[None])[0, arm])
 
     # ------------------------------------------------------------------ model
     def _terms(self, X: np.ndarray, n: int) -> np.ndarray:
@@ -221,11 +222,14 @@ class SharedTSPolicy(Policy, Windowed):
         return P[0]
 
     def estimated_cost(self, context: np.ndarray, arm: int) -> float | None:
-        """exp of the posterior mean log cost, less the floor (None before any result)."""
+        """exp of the posterior mean log cost, less the floor (None before any result): the
+        mean :meth:`_predictive` gives for ``arm``, without the covariances of every arm."""
         if not self.have_y0:
             return None
-        mean, _cov = self._predictive(np.asarray(context, float)[None])
-        return max(math.exp(float(mean[0, arm])) - self.floor, 0.0)
+        x = np.asarray(context, float)[: self.d]
+        f = self._phi_rows(x[None], np.array([arm]))[0]
+        y = float(f @ self._posterior()[0]) + self.y0 + self._prior_at(x, arm)
+        return max(math.exp(y) - self.floor, 0.0)
 
     def best_arm(self, context: np.ndarray) -> int:
         mean, _cov = self._predictive(np.asarray(context, float)[None])

@@ -253,9 +253,8 @@ class KrylovKind(TrialKind):
         # fallback: its first solve sets the campaign's own level); ``"prior": None`` opts out.
         given = policy_config.get("fallback")
         fb = given.get("arm") if isinstance(given, dict) else None
-        usable = isinstance(fb, int) and not isinstance(fb, bool) and 0 <= fb < len(arms)
-        if policy == "shared-ts" and "prior" not in policy_config and usable:
-            assert isinstance(fb, int)
+        wanted = policy == "shared-ts" and "prior" not in policy_config
+        if wanted and isinstance(fb, int) and not isinstance(fb, bool) and 0 <= fb < len(arms):
             from tasks.kinds.krylov_prior import history_prior
 
             prior = history_prior(arms, features, fb)
