@@ -21,7 +21,9 @@ cost of what it chose, with the system's features as its context; its default fa
 budget applied: an arm past 2x the fallback's expected time is stopped and the fallback
 solves, both paid; its history prior from ``tasks/kinds/krylov_history.json``), the same
 with the table's own family left out of that history ("prior w/o family": a family the
-history never saw), the same without the prior, the same without the budget, Tsallis-INF
+history never saw), the same told the sequence's length (``policy_config.horizon``: "told
+horizon"), the same model deciding by Thompson sampling ("thompson": ``shared-ts``,
+the default before ``shared-kg``), the default without the prior, without the budget, Tsallis-INF
 over the same arms without context and with the same budget (PCGBandit's algorithm and
 safety), and, timed directly, ``pyamg.solve(A, b)`` as users call it (a new hierarchy per
 call) and scipy's default ``gmres`` (restart 20; at most 100 restarts here, where its
@@ -223,6 +225,11 @@ def compare(
     fb = fallback_arm(config)
     assert fb is not None
     banditq = replay_once(tab, DEFAULT, seed=seed, config=config, unordered=True)
+    # a campaign that says how many systems it will have (a simulation's time steps)
+    told = {**config, "horizon": tab.T}
+    horizon = replay_once(tab, DEFAULT, seed=seed, config=told, unordered=True)
+    # the previous default: the same model, prior and budget, Thompson sampling's decisions
+    thompson = replay_once(tab, "shared-ts", seed=seed, config=config, unordered=True)
     bare = {**config, "prior": None}
     unprimed = replay_once(tab, DEFAULT, seed=seed, config=bare, unordered=True)
     loo = history_prior(arms, list(FEATURES), fb, exclude=[family] if family else [])
@@ -250,6 +257,8 @@ def compare(
         "best fixed": float(tab.costs.sum(axis=0).min()),
         "banditq default": float(banditq.costs.sum()),
         "prior w/o family": None if held_out is None else float(held_out.costs.sum()),
+        "told horizon": float(horizon.costs.sum()),
+        "thompson": float(thompson.costs.sum()),
         "default, no prior": float(unprimed.costs.sum()),
         "default, no budget": float(unbudgeted.costs.sum()),
         "banditq guarded": float(guarded.costs.sum()),
@@ -314,6 +323,8 @@ def main() -> int:
         "fallback alone",
         "banditq default",
         "prior w/o family",
+        "told horizon",
+        "thompson",
         "default, no prior",
         "default, no budget",
         "banditq guarded",
@@ -329,7 +340,14 @@ def main() -> int:
             + " ".join("-".rjust(15) if r[c] is None else f"{r[c]:15.3f}" for c in cols)
         )
     m = res["families"]["mixed (SPD)"]
-    for col in ("banditq default", "default, no budget", "banditq guarded", "generic default"):
+    for col in (
+        "banditq default",
+        "told horizon",
+        "thompson",
+        "default, no budget",
+        "banditq guarded",
+        "generic default",
+    ):
         print(
             f"mixed, {col}: / oracle {m[col] / m['oracle']:.2f}x, / best fixed "
             f"{m[col] / m['best fixed']:.2f}x, / pyamg.solve {m[col] / m['pyamg.solve']:.2f}x"

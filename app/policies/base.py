@@ -162,6 +162,12 @@ class Policy(ABC):
         cost model override it with the model's argmin."""
         return int(np.argmax(self.probabilities(np.asarray(context, float), 0, draws=16)))
 
+    def set_stop_rule(self, fallback: int, factor: float) -> None:
+        """Told by :class:`app.policies.fallback.FallbackBudget`: a trial of any other arm is
+        stopped at ``factor`` x ``fallback``'s estimated cost and the fallback then solves.
+        Default: ignored; policies that weigh what trying an arm costs use it."""
+        return None
+
     def estimated_cost(self, context: np.ndarray, arm: int) -> float | None:
         """The policy's own model's estimate of ``arm``'s cost at ``context``, or None where
         it has none (the default). Pure. Policies that model cost across arms and contexts

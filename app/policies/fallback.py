@@ -44,6 +44,7 @@ class FallbackBudget(Wrapper):
         if not ok or not 1.0 <= float(budget) <= 1e6:
             raise ValueError(f"policy_config.fallback.budget={budget!r} must be in 1..1e6")
         self.factor = float(budget)
+        inner.set_stop_rule(self.fallback, self.factor)
         # a prior worth a tenth of one solve: estimates follow the data from the first trials
         self.model = self.log_cost_model(lam=0.1)
         # running mean of squared one-step prediction errors (log units), with one prior

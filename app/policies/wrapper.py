@@ -34,6 +34,9 @@ class Wrapper(Policy):
     def best_arm(self, context: np.ndarray) -> int:
         return self.inner.best_arm(context)
 
+    def set_stop_rule(self, fallback: int, factor: float) -> None:
+        self.inner.set_stop_rule(fallback, factor)
+
     def estimated_cost(self, context: np.ndarray, arm: int) -> float | None:
         return self.inner.estimated_cost(context, arm)
 

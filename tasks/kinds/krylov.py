@@ -118,6 +118,8 @@ DEFAULT_FEATURES = ("log_n", "log_cond_est", "diag_dominance", "nnz_per_row", "s
 #: slow as the safe one is no candidate (the default policy's tolerance is 10%), so finishing
 #: it would only measure how bad it is
 DEFAULT_BUDGET = 2.0
+#: the policies that take the history prior (``policy_config.prior``: app.policies.cost_prior)
+PRIOR_POLICIES = ("shared-ts", "shared-kg")
 
 
 def check_arm(arm: dict[str, Any], field: str) -> dict[str, Any]:
@@ -173,8 +175,9 @@ class KrylovKind(TrialKind):
 
     name = "krylov"
     runner = "workers.kinds.krylov:run_krylov"
-    #: configurations share what is learnt through their parameters (app.policies.shared_ts)
-    default_policy = "shared-ts"
+    #: configurations share what is learnt through their parameters, and exploration is
+    #: spent where it pays back within the campaign (app.policies.shared_kg)
+    default_policy = "shared-kg"
 
     def example(self) -> KindExample:
         return KindExample(
@@ -253,7 +256,7 @@ class KrylovKind(TrialKind):
         # fallback: its first solve sets the campaign's own level); ``"prior": None`` opts out.
         given = policy_config.get("fallback")
         fb = given.get("arm") if isinstance(given, dict) else None
-        wanted = policy == "shared-ts" and "prior" not in policy_config
+        wanted = policy in PRIOR_POLICIES and "prior" not in policy_config
         if wanted and isinstance(fb, int) and not isinstance(fb, bool) and 0 <= fb < len(arms):
             from tasks.kinds.krylov_prior import history_prior
 

@@ -74,7 +74,7 @@ def test_a_mixed_stream_of_stored_matrices_on_postgresql(pg_settings: Settings) 
     assert sorted(per_instance) == [1] * len(ids)  # exactly once
     assert budgets and budgets >= len(ids) - 4  # after the fallback's first trials
     # "default" on a krylov campaign: configurations that share what is learnt
-    assert any("shared-ts" in p for p in policies), policies
+    assert any("shared-kg" in p for p in policies), policies
     assert 0.0 < low <= high <= 1.0
     # the history prior, relative to the campaign's own fallback, stored with the campaign
     # (the scheduler built its policy from it)
