@@ -18,8 +18,8 @@ exploration does not pay back (see the solver-selection guide's tables).
 Decisions are deterministic (propensity 1, reason ``explore`` when the arm is not the one
 with the lowest expected cost): the same state and context give the same arm, so decisions
 made together before any of their results (``max_in_flight`` > 1) repeat an arm for equal
-contexts. Not thread-safe (as every policy). A decision costs O(K^2 (FUTURE x NODES + p)),
-a few milliseconds for the krylov kind's 42 arms.
+contexts. Not thread-safe (as every policy). A decision costs O(K^2 FUTURE (NODES + p)) for
+K arms and p model terms: ~7 ms for the krylov kind's 42 arms (Thompson sampling's: ~1 ms).
 """
 
 from __future__ import annotations

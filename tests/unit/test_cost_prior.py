@@ -11,6 +11,7 @@ import pytest
 
 from app.policies.fallback import FallbackBudget
 from app.policies.registry import make_policy
+from app.policies.shared_kg import SharedKGPolicy
 from app.policies.shared_ts import SharedTSPolicy
 from tasks.kinds.krylov import DEFAULT_FEATURES, DEFAULT_SPD, KrylovKind, safe_arm
 from tasks.kinds.krylov_prior import arm_label, history_prior, load_history
@@ -136,6 +137,15 @@ def test_a_krylov_campaign_gets_the_shipped_history_as_its_prior() -> None:
     mine = kind.prepare_campaign(DEFAULT_SPD, {}, "shared-ts", own, features)[2]
     assert mine["prior"]["offset"][0] == 0.0
     assert safe_arm(DEFAULT_SPD) != 0
+    # the kind's default policy takes it too, and is told the budget's stop rule
+    assert KrylovKind.default_policy == "shared-kg"
+    kg = kind.prepare_campaign(DEFAULT_SPD, {}, "shared-kg", {}, features)[2]
+    assert kg["prior"] == prior
+    wrapped = make_policy("shared-kg", len(DEFAULT_SPD), len(features), config=kg)
+    assert isinstance(wrapped, FallbackBudget)
+    inner = wrapped.inner
+    assert isinstance(inner, SharedKGPolicy) and inner.cost_prior is not None
+    assert inner.stop == (kg["fallback"]["arm"], kg["fallback"]["budget"])
 
 
 def test_a_budget_follows_the_shared_model_where_the_fallback_was_not_played() -> None:
