@@ -10,10 +10,9 @@ one result of it is expected to save on each later decision
 last ``FUTURE`` contexts as stand-ins for those to come), ``H`` the number of decisions
 still to come: ``policy_config.horizon`` minus the results so far when the campaign says
 how many instances it will have, else the number of results so far (with no knowledge of
-the total, as many more as seen so far). Exploration is thus spent where it can pay back
-within the campaign, and an arm that one result could not make the cheapest is never
-tried: with dozens of configurations and tens of solves, Thompson sampling's share of
-exploration does not pay back (see the solver-selection guide's tables).
+the total, as many more as seen so far). Exploration is thus spent only where it can pay
+back within the campaign: with dozens of configurations and tens of solves, Thompson
+sampling's share of exploration does not (see the solver-selection guide's tables).
 
 Decisions are deterministic (propensity 1, reason ``explore`` when the arm is not the one
 with the lowest expected cost): the same state and context give the same arm, so decisions
