@@ -40,6 +40,8 @@ FUTURE = 16
 
 
 class SharedKGPolicy(SharedTSPolicy):
+    """Knowledge-gradient decisions on shared-ts's model; deterministic (propensity 1)."""
+
     name = "shared-kg"
     version = "1"
 
