@@ -92,9 +92,10 @@ class SharedKGPolicy(SharedTSPolicy):
             cost = expected_costs(mu[0], var[0] + self.s2, ref)
         cross = np.ascontiguousarray((V @ V[0].T).transpose(2, 0, 1))  # (a, i, j)
         value = knowledge_gradient(mu, var, cross, var[0], self.s2, ref)
-        # the value is in posterior-mean costs; a trial's cost includes its noise
-        value *= math.exp(self.s2 / 2.0)
-        return cost - self._to_come() * value, cost
+        # the value is in posterior-mean costs and a trial's cost includes its noise: the
+        # cost is compared without it (exp(-s2/2) underflows to 0 harmlessly where costs
+        # spanning many decades make exp(s2/2) overflow)
+        return cost * math.exp(-self.s2 / 2.0) - self._to_come() * value, cost
 
     def choose(self, context: np.ndarray, key: int) -> Decision:
         idx, cost = self.index(np.asarray(context, float)[: self.d])

@@ -121,3 +121,18 @@ def test_the_fallback_budget_tells_it_what_a_stopped_trial_costs() -> None:
     assert isinstance(inner, SharedKGPolicy) and inner.stop == (5, 2.0)
     d = pol.choose(np.array([0.5]), 0)
     assert d.arm == 5 and d.reason == "fallback:first"
+
+
+def test_costs_spanning_many_decades_leave_it_finite() -> None:
+    """Costs of 0 and 1e12 among the results (a noise estimate in the hundreds, in log
+    cost): decisions stay finite and defined, with and without a budget."""
+    for config in ({}, {"fallback": {"arm": 0, "budget": 2.0}}):
+        pol = make_policy("shared-kg", 4, 2, seed=1, config=dict(config))
+        rng = np.random.default_rng(0)
+        for i in range(12):
+            pol.update(rng.random(2), i % 4, [0.0, 1.0, 1e12, 3.0][i % 4])
+        inner = getattr(pol, "inner", pol)
+        assert isinstance(inner, SharedKGPolicy) and inner.s2 > 100.0
+        idx, cost = inner.index(np.array([0.3, 0.7]))
+        assert np.all(np.isfinite(idx)) and np.all(np.isfinite(cost))
+        assert 0 <= pol.choose(np.array([0.3, 0.7]), 1).arm < 4
