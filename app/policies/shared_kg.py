@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from app.policies.base import Decision
+from app.policies.base import Decision, Policy
 from app.policies.knowledge_gradient import expected_costs, knowledge_gradient, stopped_costs
 from app.policies.shared_ts import SharedTSPolicy
 from tasks.errors import bounded
@@ -98,9 +98,7 @@ class SharedKGPolicy(SharedTSPolicy):
         return cost * math.exp(-self.s2 / 2.0) - self._to_come() * value, cost
 
     def choose(self, context: np.ndarray, key: int) -> Decision:
-        idx, cost = self.index(np.asarray(context, float)[: self.d])
-        arm = int(np.argmin(idx))
-        return Decision(arm, 1.0, "exploit" if arm == int(np.argmin(cost)) else "explore")
+        return self.choose_among(context, key, np.ones(self.n_arms, dtype=bool))
 
     def choose_among(self, context: np.ndarray, key: int, allowed: np.ndarray) -> Decision:
         idx, cost = self.index(np.asarray(context, float)[: self.d])
@@ -112,7 +110,7 @@ class SharedKGPolicy(SharedTSPolicy):
         return Decision(arm, 1.0, "exploit" if arm == cheapest else "explore")
 
     def choose_many(self, contexts: np.ndarray, keys: Sequence[int]) -> list[Decision]:
-        return [self.choose(x, int(k)) for x, k in zip(contexts, keys, strict=True)]
+        return Policy.choose_many(self, contexts, keys)  # one by one: shared-ts's is Thompson's
 
     def probabilities(self, context: np.ndarray, key: int, draws: int = 64) -> np.ndarray:
         p = np.zeros(self.n_arms)
