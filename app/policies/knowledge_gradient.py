@@ -45,7 +45,7 @@ def knowledge_gradient(
     cost about its mean."""
     sig = cross / np.sqrt(var_x + noise)[:, None, None]  # (K, m, K)
     base = mu_f + var_f / 2.0 - ref  # (m, K)
-    now = np.exp(np.minimum(base, 700.0)).min(axis=1)  # (m,)
+    now = expected_costs(mu_f, var_f, ref).min(axis=1)  # (m,)
     moved = base[None, :, :, None] + sig[..., None] * _Z - 0.5 * sig[..., None] ** 2
     after = np.exp(np.minimum(moved.min(axis=2), 700.0)) @ _W  # (K, m)
     return np.maximum(now[None, :] - after, 0.0).mean(axis=1)
@@ -62,7 +62,7 @@ def stopped_costs(
     s2 = var + noise
     s = np.sqrt(s2)
     lb = np.log(factor) + mu[fallback]
-    full = np.exp(np.minimum(mu + s2 / 2.0 - ref, 700.0))
+    full = expected_costs(mu, s2, ref)
     below = full * ndtr((lb - mu - s2) / s)
     over = ndtr((mu - lb) / s)
     rescue = np.exp(min(lb - ref, 700.0)) + full[fallback]

@@ -177,12 +177,19 @@ class SharedTSPolicy(Policy, Windowed):
             self._post = (mean, Linv)
         return self._post
 
-    def _predictive(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(n, K) means and (n, K, K) covariances of the arms' log costs at the rows of X."""
+    def _moments(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, K) means of the arms' log costs at the rows of X and (n, K, p) factors ``V``:
+        the covariance of two arms' means (at any two rows) is the dot product of their
+        rows of ``V``."""
         mean, Linv = self._posterior()
         Phi = self._phi(X)
-        V = np.einsum("pq,nkq->nkp", Linv, Phi)
-        return Phi @ mean + self.y0 + self._prior_mean(X), np.einsum("nkp,njp->nkj", V, V)
+        V = Phi @ Linv.T  # one BLAS product: shared-kg asks for many rows at once
+        return Phi @ mean + self.y0 + self._prior_mean(X), V
+
+    def _predictive(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, K) means and (n, K, K) covariances of the arms' log costs at the rows of X."""
+        mean, V = self._moments(X)
+        return mean, np.einsum("nkp,njp->nkj", V, V)
 
     def _refit(self) -> None:
         rows = self._window.rows
