@@ -45,7 +45,7 @@ from app.policies.arm_features import arm_features
 from app.policies.base import Decision, Policy
 from app.policies.cost_prior import CostPrior
 from app.policies.features import RangeScaler
-from app.policies.thompson_draws import choice_distributions, pick
+from app.policies.thompson_draws import choice_distributions, pick, pick_many
 from app.policies.window import Window, Windowed
 from tasks.errors import bounded
 
@@ -222,7 +222,7 @@ class SharedTSPolicy(Policy, Windowed):
 
     def choose_many(self, contexts: np.ndarray, keys: Sequence[int]) -> list[Decision]:
         P, U = self._distributions(np.asarray(contexts, float), keys)
-        return [pick(p, float(u)) for p, u in zip(P, U, strict=True)]
+        return pick_many(P, U)
 
     def probabilities(self, context: np.ndarray, key: int, draws: int = 64) -> np.ndarray:
         P, _U = self._distributions(np.asarray(context, float)[None], [key])

@@ -38,7 +38,7 @@ from app.policies.base import Decision, Policy
 from app.policies.features import RangeScaler
 from app.policies.smooth_prior import ArmBasis, arm_order, check_model_size
 from app.policies.spline_posterior import SplinePosterior
-from app.policies.thompson_draws import choice_distributions, pick
+from app.policies.thompson_draws import choice_distributions, pick, pick_many
 from app.policies.window import Window, Windowed
 
 
@@ -189,7 +189,7 @@ class SmoothTSPolicy(SplinePosterior, Windowed, Policy):
         if len(contexts) < 2:
             return super().choose_many(contexts, keys)
         P, U = self._distributions(np.asarray(contexts, float), keys)
-        return [pick(p, float(u)) for p, u in zip(P, U, strict=True)]
+        return pick_many(P, U)
 
     def probabilities(self, context: np.ndarray, key: int, draws: int = 64) -> np.ndarray:
         return self._distribution(context, key)[0]

@@ -36,18 +36,22 @@ def choice_distributions(
         L = np.linalg.cholesky(jittered)
     except np.linalg.LinAlgError:  # one is not positive definite: each on its own
         L = np.stack([_factor(j, c) for j, c in zip(jittered, cov, strict=True)])
-    z = np.empty((n, mc, K))
+    # the draws map straight to the arms' log costs: one product, not two
+    factor = L.transpose(0, 2, 1) if basis is None else L.transpose(0, 2, 1) @ basis.T
+    arm_mean = mean if basis is None else mean @ basis.T
+    # Antithetic pairs (z, -z) from single precision: half the normals to draw (the burst's
+    # main cost) and a lower-variance estimate; choices compare log costs to ~1e-6.
+    half = (mc + 1) // 2
+    z = np.empty((n, half, K), np.float32)
     u = np.empty(n)
     for i, rng in enumerate(rngs):
-        z[i] = rng.standard_normal((mc, K))
+        z[i] = rng.standard_normal((half, K), dtype=np.float32)
         u[i] = rng.random()
-    draws = z @ L.transpose(0, 2, 1)
-    draws += mean[:, None, :]
-    if basis is not None:
-        draws = draws @ basis.T
+    spread = z @ factor.astype(np.float32)
+    centre = arm_mean.astype(np.float32)[:, None, :]
+    draws = np.concatenate([centre + spread, centre - spread], axis=1)[:, :mc]
     arms = draws.shape[2]
     if tolerance > 0.0:
-        arm_mean = mean if basis is None else mean @ basis.T
         near = draws <= draws.min(axis=2, keepdims=True) + tolerance
         best = np.argmin(np.where(near, arm_mean[:, None, :], np.inf), axis=2)
     else:
@@ -69,7 +73,16 @@ def _factor(jittered: np.ndarray, cov: np.ndarray) -> np.ndarray:
 
 def pick(p: np.ndarray, u: float) -> Decision:
     """The arm the uniform ``u`` selects from distribution ``p``, with its propensity."""
-    arm = min(int(np.searchsorted(np.cumsum(p), u, side="right")), len(p) - 1)
-    while p[arm] == 0.0:  # guard against rounding at the top of the cumulative sum
-        arm -= 1
-    return Decision(arm, float(p[arm]), "exploit" if p[arm] >= 0.5 else "explore")
+    return pick_many(p[None], np.asarray([u]))[0]
+
+
+def pick_many(P: np.ndarray, U: np.ndarray) -> list[Decision]:
+    """:func:`pick` for each row of the (n, arms) distributions ``P`` with its uniform."""
+    arms = np.minimum((np.cumsum(P, axis=1) <= U[:, None]).sum(axis=1), P.shape[1] - 1)
+    out = []
+    for row, arm in zip(P, arms.tolist(), strict=True):
+        while row[arm] == 0.0:  # guard against rounding at the top of the cumulative sum
+            arm -= 1
+        q = float(row[arm])
+        out.append(Decision(arm, q, "exploit" if q >= 0.5 else "explore"))
+    return out

@@ -81,11 +81,12 @@ def _run(pol: object, steps: int, seed: int = 0) -> list[int]:
 
 
 def test_it_finds_the_cheapest_configuration_and_stays() -> None:
-    """On the same costs Thompson sampling also settles on arm 3, after trying every arm;
-    the knowledge gradient tries only those a result could make the cheapest."""
+    """On the same costs Thompson sampling mostly settles on arm 3 (a draw still picks its
+    10%- and 30%-dearer neighbours now and then), after trying every arm; the knowledge
+    gradient tries only those a result could make the cheapest, and then only arm 3."""
     kg = _run(make_policy("shared-kg", 8, 1, arm_values=_arms(), seed=0), 60)
     ts = _run(make_policy("shared-ts", 8, 1, arm_values=_arms(), seed=0), 60)
-    assert set(kg[-40:]) == {3} and set(ts[-40:]) == {3}, (kg, ts)
+    assert set(kg[-40:]) == {3} and ts[-40:].count(3) >= 35, (kg, ts)
     assert len(set(kg)) < len(set(ts)) == 8
 
 
