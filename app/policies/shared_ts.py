@@ -96,11 +96,15 @@ class SharedTSPolicy(Policy, Windowed):
             offset = offsets
         else:
             offset = np.full(n_arms, bounded(offset_sd, "policy_config.offset_sd", 1e-3, 1e3))
-        self.p = self.q * (self.d + 1) + self.n_arms
+        # the prior's factors: arms that moved together across the history move together
+        # here (one term each, prior sd 1: the factors carry the scale)
+        self.F = np.zeros((n_arms, 0)) if self.cost_prior is None else self.cost_prior.factors
+        self.p = self.q * (self.d + 1) + self.F.shape[1] + self.n_arms
         if self.p > MAX_TERMS:
             raise ValueError(
                 f"shared-ts: {self.n_arms} arms x {self.q} parameter columns x "
-                f"{self.d + 1} context terms is {self.p} model terms, over {MAX_TERMS}"
+                f"{self.d + 1} context terms (and {self.F.shape[1]} prior factors) is "
+                f"{self.p} model terms, over {MAX_TERMS}"
             )
         # prior precisions, term by term: a parameter's main effect (sd ``shared_sd``), its
         # change across the context range (half that: a priori, context shifts a
@@ -108,7 +112,9 @@ class SharedTSPolicy(Policy, Windowed):
         # context features, whose effects add up), the arm's own offset
         per_param = np.full(self.d + 1, (shared / 2.0) ** -2 * max(self.d, 1))
         per_param[0] = shared**-2
-        self.prior = np.concatenate([np.tile(per_param, self.q), offset**-2])
+        self.prior = np.concatenate(
+            [np.tile(per_param, self.q), np.ones(self.F.shape[1]), offset**-2]
+        )
         self.scaler = RangeScaler(self.d)
         self._window = Window(self.d + 2, buf)  # rows: x..., arm, log cost
         self.S = np.zeros((self.p, self.p))  # sum of phi phi'
@@ -155,15 +161,16 @@ class SharedTSPolicy(Policy, Windowed):
         z = self._terms(X, len(X))
         n = len(z)
         shared = np.einsum("kq,nj->nkqj", self.G, z).reshape(n, self.n_arms, -1)
+        factors = np.broadcast_to(self.F, (n, *self.F.shape))
         eye = np.broadcast_to(np.eye(self.n_arms), (n, self.n_arms, self.n_arms))
-        return np.concatenate([shared, eye], axis=2)
+        return np.concatenate([shared, factors, eye], axis=2)
 
     def _phi_rows(self, X: np.ndarray, arms: np.ndarray) -> np.ndarray:
         """(n, p) model terms of arm ``arms[i]`` at row ``X[i]``: the rows :meth:`_phi`
         would give, without the other K - 1 arms' (a refit's buffer holds thousands)."""
         z = self._terms(X, len(arms))
         shared = np.einsum("nq,nj->nqj", self.G[arms], z).reshape(len(z), -1)
-        return np.concatenate([shared, np.eye(self.n_arms)[arms]], axis=1)
+        return np.concatenate([shared, self.F[arms], np.eye(self.n_arms)[arms]], axis=1)
 
     def _posterior(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, L^-1) of the coefficients, L the Cholesky factor of their precision;

@@ -60,17 +60,54 @@ def _per_arm(history: dict[str, Any], reference: str, exclude: Sequence[str]) ->
     sizes = [x for v in families for x in v["log_n"]]
     center = float(np.mean(sizes)) if sizes else 0.0
     out: dict[str, list[tuple[float, float | None]]] = {}
+    by_family: list[dict[str, float]] = []
     for fam in families:
         L = np.asarray(fam["log_n"], float)
         base = np.asarray(fam["arms"][reference], float)
+        here: dict[str, float] = {}
         for label, means in fam["arms"].items():
             m = np.asarray(means, float) - base
             if len(L) >= 2 and np.ptp(L) > 0:
                 slope, icpt = np.polyfit(L - center, m, 1)
                 out.setdefault(label, []).append((float(icpt), float(slope)))
             else:
-                out.setdefault(label, []).append((float(m.mean()), None))
-    return {"arms": out, "center": center, "families": len(families)}
+                icpt, slope = float(m.mean()), None
+                out.setdefault(label, []).append((icpt, None))
+            here[label] = float(icpt)
+        by_family.append(here)
+    return {"arms": out, "center": center, "families": len(families), "by_family": by_family}
+
+
+def _factors(by_family: list[dict[str, float]], labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The directions in which the arms' offsets moved together across the history's
+    families, and what each arm's offset does beyond them: (K, r) factors (the between-family
+    covariance's square root, widened for one more family as the spreads are) and (K,) the
+    variance left over, NaN for arms some family lacks (they get no factors). The leftover
+    variance is measured leaving each family out in turn: how far its offsets sit from the
+    best combination of the others' directions, i.e. how a family the history lacks may
+    differ in ways no other family did."""
+    K = len(labels)
+    have = [j for j, lab in enumerate(labels) if all(lab in f for f in by_family)]
+    F = len(by_family)
+    loadings, rest = np.zeros((K, 0)), np.full(K, np.nan)
+    if F < 3 or len(have) < 2:
+        return loadings, rest
+    A = np.array([[f[labels[j]] for j in have] for f in by_family])  # (F, K')
+    dev = A - A.mean(axis=0)
+    _U, S, Vt = np.linalg.svd(dev, full_matrices=False)
+    tiny = 1e-9 * max(float(S[0]), 1e-300)  # directions of no spread (rank F - 1 at most)
+    r = int(np.count_nonzero(S[S > 0] >= tiny))
+    loadings = np.zeros((K, r))
+    loadings[have] = (Vt[:r].T * S[:r]) * math.sqrt((1.0 + 1.0 / F) / (F - 1))
+    left = np.zeros(len(have))
+    for f in range(F):
+        others = np.delete(A, f, axis=0)
+        x = A[f] - others.mean(axis=0)
+        basis = (others - others.mean(axis=0)).T  # (K', F - 1)
+        coef = np.linalg.lstsq(basis, x, rcond=None)[0]
+        left += (x - basis @ coef) ** 2 / F
+    rest[have] = left
+    return loadings, rest
 
 
 def history_prior(
@@ -100,13 +137,20 @@ def history_prior(
 
     known = {lab: summary(lab) for lab in set(labels)}
     widest = max(s[2] for s in known.values() if s is not None)
+    factors, rest = _factors(stats["by_family"], labels)
     offset, sd, slope = [], [], np.zeros((len(arms), len(features)))
     col = list(features).index("log_n") if "log_n" in features else None
     for i, lab in enumerate(labels):
         s = known[lab]
         offset.append(0.0 if s is None else s[0])
-        sd.append(widest if s is None else s[2])
+        if s is None:
+            sd.append(widest)
+        else:  # with factors, the arm's own spread is what they leave over
+            sd.append(s[2] if np.isnan(rest[i]) else max(math.sqrt(rest[i]), MIN_SD))
         if col is not None and s is not None:
             slope[i, col] = s[1]
     center = [stats["center"] if f == "log_n" else 0.0 for f in features]
-    return {"offset": offset, "sd": sd, "slope": slope.tolist(), "center": center}
+    out = {"offset": offset, "sd": sd, "slope": slope.tolist(), "center": center}
+    if factors.shape[1]:
+        out["factors"] = factors.tolist()
+    return out

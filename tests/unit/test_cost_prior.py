@@ -100,8 +100,12 @@ def test_the_history_prior_is_each_arms_mean_and_spread_across_families() -> Non
     assert p["center"] == [0.0, 4.0]
     assert p["slope"][1] == pytest.approx([0.0, 0.4]) and p["slope"][2] == pytest.approx([0, 0])
     spread = math.sqrt(np.var([-1.0, -0.5, -1.5], ddof=1) * (1 + 1 / 3))
-    assert p["sd"][1] == pytest.approx(spread)
-    assert p["sd"][0] == p["sd"][2] == pytest.approx(0.1)  # no spread: the floor
+    # only "a" moves between families: one factor carries its whole spread, and leaving
+    # a family out, the others' direction explains it: its own spread is the floor
+    F = np.asarray(p["factors"])
+    assert F.shape == (4, 1)
+    assert abs(F[1, 0]) == pytest.approx(spread) and F[[0, 2, 3], 0] == pytest.approx([0, 0, 0])
+    assert p["sd"][:3] == pytest.approx([0.1, 0.1, 0.1])  # no spread left: the floor
     assert p["offset"][3] == 0.0 and p["sd"][3] == pytest.approx(spread)  # unknown: widest
     # relative to the campaign's fallback, whichever it is
     q = history_prior(arms, ["log_n"], 1, history=_history())
@@ -109,8 +113,59 @@ def test_the_history_prior_is_each_arms_mean_and_spread_across_families() -> Non
     # a family left out (the benchmark's held-out column); fewer than two: no prior
     r = history_prior(arms, ["log_n"], 0, exclude=["f3"], history=_history())
     assert r is not None and r["offset"][1] == pytest.approx(-0.75)
+    # two families are too few to tell a direction from a family's own quirks: no factors,
+    # each arm's spread across them
+    assert "factors" not in r
+    assert r["sd"][1] == pytest.approx(math.sqrt(np.var([-1.0, -0.5], ddof=1) * 1.5))
     assert history_prior(arms, ["log_n"], 0, exclude=["f2", "f3"], history=_history()) is None
     assert history_prior(arms, ["log_n"], 3, history=_history()) is None  # fallback unmeasured
+
+
+def _moving_history() -> dict[str, Any]:
+    """Five families against arm "s": "a1" and "a2" (two settings of one method) are slow
+    or fast together, "b" varies on its own."""
+    fams = {}
+    moves = [(-1.0, 0.3), (0.5, 0.4), (0.0, -0.5), (1.2, 0.1), (-0.7, 0.3)]
+    for i, (m, own) in enumerate(moves):
+        fams[f"f{i}"] = {
+            "reference": "m=s",
+            "log_n": [4.0],
+            "arms": {"m=s": [0.0], "m=a1": [m], "m=a2": [m + 0.1], "m=b": [own]},
+        }
+    return {"families": fams}
+
+
+def test_arms_that_moved_together_in_the_history_share_a_factor() -> None:
+    arms = [{"m": "s"}, {"m": "a1"}, {"m": "a2"}, {"m": "b"}]
+    p = history_prior(arms, ["log_n"], 0, history=_moving_history())
+    assert p is not None
+    F = np.asarray(p["factors"])
+    cov = F @ F.T + np.diag(np.square(p["sd"]))
+    corr = cov / np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
+    assert corr[1, 2] > 0.95  # a1 and a2 move as one
+    assert abs(corr[1, 3]) < 0.6  # b is not tied to them
+    # between families the prior's variance is at least the history's spread
+    m = np.array([-1.0, 0.5, 0.0, 1.2, -0.7])
+    assert cov[1, 1] >= np.var(m, ddof=1) * (1 + 1 / 5) - 1e-9
+    # in the model: a1 found slow moves a2 with it, and b much less
+    pol = make_policy(
+        "shared-ts", 4, 1, arm_values=[{"k": i} for i in range(4)], config={"prior": p}
+    )
+    assert isinstance(pol, SharedTSPolicy)
+    x = np.array([0.0])
+    pol.update(x, 0, 1.0)  # the level: arm s at 1 s
+    before = pol._predictive(x[None])[0][0]
+    pol.update(x, 1, 8.0)  # a1 at 8 s: ~2 above its prior mean
+    after = pol._predictive(x[None])[0][0]
+    moved = after - before
+    assert moved[2] > 0.8 * moved[1] > 0.5 and abs(moved[3]) < 0.5 * moved[2]
+
+
+def test_malformed_prior_factors_name_their_field() -> None:
+    base = {"offset": [0.0] * 3, "sd": [0.5] * 3}
+    for bad in ([[1.0]] * 2, [[1.0, "x"]] * 3, [[99.0]] * 3, [[0.0] * 17] * 3, 5):
+        with pytest.raises(ValueError, match="prior.factors"):
+            make_policy("shared-ts", 3, 1, config={"prior": {**base, "factors": bad}})
 
 
 def test_a_krylov_campaign_gets_the_shipped_history_as_its_prior() -> None:
