@@ -14,7 +14,9 @@ offsets remain: independent arms.
 With ``prior`` (:mod:`app.policies.cost_prior`: each arm's expected log cost relative to the
 others, from history, and how far a new campaign may stray from it) the model above learns
 what this campaign's costs add to the prior's; the first result sets the common level, and
-the prior sds replace the wide defaults of ``shared_sd`` and ``offset_sd``.
+the prior sds replace the wide defaults of ``shared_sd`` and ``offset_sd``. The prior's
+factors (directions in which the arms moved together across the history) are terms of
+their own, ``F_a . c`` with ``c`` standard normal: one result moves the arms tied to it.
 
 A draw picks, among the arms within ``tolerance`` (a ratio: 0.1 is 10%) of its cheapest,
 the one with the lowest posterior mean (satisficing Thompson sampling): with dozens of
@@ -27,9 +29,9 @@ variance is re-estimated at each result from the residuals of the fit before it,
 prior worth ``NOISE_WEIGHT`` results. A decision draws ``mc`` joint samples of the arms'
 log costs from the posterior predictive and logs the share of draws that picked its arm as
 the propensity. Not thread-safe (as every policy); an update costs O(p^3) for
-p = q (d + 1) + K model terms (the posterior's Cholesky factor, ~200 terms for the krylov
-kind's 42 default arms and 3 features), plus a refit from the last ``buffer`` results when
-the context range grows.
+p = q (d + 1) + r + K model terms (the posterior's Cholesky factor; r the prior's factors:
+~210 terms for the krylov kind's 42 default arms, 5 features and 4 factors), plus a refit
+from the last ``buffer`` results when the context range grows.
 """
 
 from __future__ import annotations

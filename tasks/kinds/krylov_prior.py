@@ -7,8 +7,11 @@ measured tables) holds, per family and size, each configuration's mean log time 
 the family's safe configuration. From it, per configuration and relative to the campaign's
 fallback (any configuration the history measured): the mean across families at the
 history's central size (``offset``), the mean change per decade of unknowns (``slope`` on
-``log_n``), and the spread across families, widened for a family the history does not hold
-(``sd``). Ratios, not seconds: they carry across machines better than times do.
+``log_n``), and the spread across families, widened for a family the history does not hold:
+with three or more families, as ``factors`` (the directions in which the configurations
+moved together from family to family) and each configuration's own ``sd`` beyond them;
+with two, as ``sd`` alone. Ratios, not seconds: they carry across machines better than
+times do.
 Configurations the history lacks get the fallback's level and the widest spread the
 history shows.
 
