@@ -74,7 +74,7 @@ def _per_arm(history: dict[str, Any], reference: str, exclude: Sequence[str]) ->
                 slope, icpt = np.polyfit(L - center, m, 1)
                 out.setdefault(label, []).append((float(icpt), float(slope)))
             else:
-                icpt, slope = float(m.mean()), None
+                icpt = float(m.mean())
                 out.setdefault(label, []).append((icpt, None))
             here[label] = float(icpt)
         by_family.append(here)
