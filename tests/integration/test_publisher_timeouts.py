@@ -8,6 +8,7 @@ while still starting.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -65,6 +66,9 @@ class MutingProxy:
     def close(self) -> None:
         self.server.close()
         for sock in self.sockets:
+            # shutdown ends the connection now: close alone waits for the pump's recv
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
 
@@ -98,8 +102,20 @@ def _publisher(
     )
 
 
-def _publish_in_thread(pub: ChannelPublisher, body: str) -> threading.Thread:
-    thread = threading.Thread(target=pub.publish, args=(body,), daemon=True)
+def _publish_in_thread(
+    pub: ChannelPublisher, body: str, errors: list[BaseException] | None = None
+) -> threading.Thread:
+    """``pub.publish(body)`` on a thread of its own; what it raises goes to ``errors`` (an
+    exception left to end the thread would surface in whichever test runs when it does)."""
+    caught = [] if errors is None else errors
+
+    def run() -> None:
+        try:
+            pub.publish(body)
+        except Exception as exc:
+            caught.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
 
@@ -138,7 +154,12 @@ def test_without_the_bound_the_same_fault_holds_the_publisher(
     pub = _publisher(proxy, queue, io_timeout=None)
     pub.publish('"first"')
     proxy.mute()
-    thread = _publish_in_thread(pub, '"second"')
+    errors: list[BaseException] = []
+    thread = _publish_in_thread(pub, '"second"', errors)
     thread.join(timeout=3)
     assert thread.is_alive()
-    proxy.close()  # resets the connection: the held thread fails and ends (a daemon either way)
+    proxy.close()  # resets the connection: the held publish returns to its retries
+    thread.join(timeout=60)
+    # it ends here (with whatever its retries came to), not in a later test
+    assert not thread.is_alive(), f"the publish still waits after the reset ({errors})"
+    pub.close()
