@@ -52,9 +52,9 @@ def load_history(path: str = str(HISTORY_FILE)) -> dict[str, Any]:
 
 
 def _per_arm(history: dict[str, Any], reference: str, exclude: Sequence[str]) -> dict[str, Any]:
-    """label -> [(its log cost above ``reference``'s at the centre, its slope or None) per
-    family], and the centre, over the families that measured ``reference`` and are not in
-    ``exclude``."""
+    """Per family that measured ``reference`` and is not in ``exclude``: label -> (its log
+    cost above ``reference``'s at the centre, its slope or None); the same per label across
+    families; and the centre."""
     families = [
         v
         for f, v in history.get("families", {}).items()
@@ -62,26 +62,29 @@ def _per_arm(history: dict[str, Any], reference: str, exclude: Sequence[str]) ->
     ]
     sizes = [x for v in families for x in v["log_n"]]
     center = float(np.mean(sizes)) if sizes else 0.0
-    out: dict[str, list[tuple[float, float | None]]] = {}
-    by_family: list[dict[str, float]] = []
+    by_family: list[dict[str, tuple[float, float | None]]] = []
     for fam in families:
         L = np.asarray(fam["log_n"], float)
         base = np.asarray(fam["arms"][reference], float)
-        here: dict[str, float] = {}
+        here: dict[str, tuple[float, float | None]] = {}
         for label, means in fam["arms"].items():
             m = np.asarray(means, float) - base
             if len(L) >= 2 and np.ptp(L) > 0:
                 slope, icpt = np.polyfit(L - center, m, 1)
-                out.setdefault(label, []).append((float(icpt), float(slope)))
+                here[label] = (float(icpt), float(slope))
             else:
-                icpt = float(m.mean())
-                out.setdefault(label, []).append((icpt, None))
-            here[label] = float(icpt)
+                here[label] = (float(m.mean()), None)
         by_family.append(here)
+    out: dict[str, list[tuple[float, float | None]]] = {}
+    for here in by_family:
+        for label, row in here.items():
+            out.setdefault(label, []).append(row)
     return {"arms": out, "center": center, "families": len(families), "by_family": by_family}
 
 
-def _factors(by_family: list[dict[str, float]], labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _factors(
+    by_family: list[dict[str, tuple[float, float | None]]], labels: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
     """The directions in which the arms' offsets moved together across the history's
     families, and what each arm's offset does beyond them: (K, r) factors (the between-family
     covariance's square root, widened for one more family as the spreads are) and (K,) the
@@ -95,18 +98,19 @@ def _factors(by_family: list[dict[str, float]], labels: list[str]) -> tuple[np.n
     loadings, rest = np.zeros((K, 0)), np.full(K, np.nan)
     if F < 3 or len(have) < 2:
         return loadings, rest
-    A = np.array([[f[labels[j]] for j in have] for f in by_family])  # (F, K')
+    A = np.array([[f[labels[j]][0] for j in have] for f in by_family])  # (F, K') offsets
     dev = A - A.mean(axis=0)
     _U, S, Vt = np.linalg.svd(dev, full_matrices=False)
     tiny = 1e-9 * max(float(S[0]), 1e-300)  # directions of no spread (rank F - 1 at most)
-    r = int(np.count_nonzero(S[S > 0] >= tiny))
+    r = int(np.count_nonzero(tiny <= S))
     loadings = np.zeros((K, r))
     loadings[have] = (Vt[:r].T * S[:r]) * math.sqrt((1.0 + 1.0 / F) / (F - 1))
     left = np.zeros(len(have))
     for f in range(F):
         others = np.delete(A, f, axis=0)
-        x = A[f] - others.mean(axis=0)
-        basis = (others - others.mean(axis=0)).T  # (K', F - 1)
+        mid = others.mean(axis=0)
+        x = A[f] - mid
+        basis = (others - mid).T  # (K', F - 1)
         coef = np.linalg.lstsq(basis, x, rcond=None)[0]
         left += (x - basis @ coef) ** 2 / F
     rest[have] = left
