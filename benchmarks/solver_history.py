@@ -1,6 +1,8 @@
 """Write the krylov kind's history (``tasks/kinds/krylov_history.json``) from tables that
 ``benchmarks/solvers.py --tables DIR`` measured: per family and size, each configuration's
-mean log time relative to the family's safe configuration (the kind's default fallback).
+mean log time relative to the family's safe configuration (the kind's default fallback),
+and that configuration's mean log time in products of the system's matrix with a vector on
+systems whose set-up no earlier step held (``level``: a campaign's first budget).
 
     python benchmarks/solver_history.py DIR [DIR ...] [--out FILE]
 
@@ -34,6 +36,7 @@ def main() -> int:
     grid = {arm_label(a): a for a in [*DEFAULT_SPD, *DEFAULT_NONSYMMETRIC]}
     families: dict[str, dict[float, dict[str, float]]] = {}
     refs: dict[str, str] = {}
+    levels: dict[str, dict[float, float]] = {}
     sources = []
     for folder in args.folders:
         for path in sorted(Path(folder).glob("*.npz")):
@@ -50,15 +53,28 @@ def main() -> int:
             log_n = round(float(tab.contexts[:, tab.context_names.index("log_n")].mean()), 3)
             ratio = np.log(tab.costs / tab.costs[:, [fb]]).mean(axis=0)
             families.setdefault(fam, {})[log_n] = dict(zip(labels, ratio.tolist(), strict=True))
+            sidecar = path.with_suffix(".json")  # the direct baselines and product times
+            side = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+            fresh = tab.contexts[:, tab.context_names.index("setup_cached")] == 0
+            if "matvec_s" in side and fresh.any():
+                per = np.log(tab.costs[fresh, fb] / np.asarray(side["matvec_s"])[fresh])
+                levels.setdefault(fam, {})[log_n] = float(per.mean())
             refs[fam] = labels[fb]
             sources.append(f"{path.name} ({tab.T} systems)")
     out = {
-        "about": "mean log(time / the safe configuration's time) per family, size and arm",
+        "about": "mean log(time / the safe configuration's time) per family, size and arm; "
+        "level: the safe configuration's mean log(time / one matrix-vector product's) on "
+        "systems new to the worker, per size",
         "sources": sources,
         "families": {
             fam: {
                 "reference": refs[fam],
                 "log_n": sorted(by),
+                **(
+                    {"level": [round(levels[fam][n], 4) for n in sorted(by)]}
+                    if set(levels.get(fam, {})) == set(by)
+                    else {}
+                ),
                 "arms": {
                     lab: [round(by[n][lab], 4) for n in sorted(by)]
                     for lab in sorted(set.intersection(*(set(v) for v in by.values())))

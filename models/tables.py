@@ -134,6 +134,9 @@ class Trial(Base):
     #: the cost after which the caller should give up on the arm and solve with the
     #: campaign's fallback arm (``policy_config.fallback``); None: no budget
     budget: Mapped[float | None] = mapped_column(Float)
+    #: ``budget``'s unit: None, the campaign's cost; "matvec", products of the instance's
+    #: matrix with a vector (converted where the trial runs)
+    budget_unit: Mapped[str | None] = mapped_column(String(16))
     #: an external trial's tell: when it came and what it said (the scheduler records it
     #: from here when the tell's message was lost)
     told_at: Mapped[datetime | None] = mapped_column(TS)

@@ -130,6 +130,13 @@ def create_campaign(
         arm_list, extra, policy, config, features
     )
     campaign_settings(kind, extra)  # what is stored: unknown keys and bounds, field named
+    given = config.get("fallback")
+    levelled = isinstance(given, Mapping) and given.get("level") is not None
+    if levelled and "matvec" not in kind_impl.budget_units:
+        raise InputError(
+            "policy_config.fallback.level",
+            f"the {kind} kind cannot budget in matrix-vector products: drop 'level'",
+        )
     try:  # build once now so a bad config fails here, not in the scheduler
         probe = make_policy(
             policy,

@@ -4,7 +4,9 @@ arm it chose, instances in file order.
 With ``policy_config.fallback`` a decision's budget is honoured as a worker honours it: an
 arm whose cost in the table exceeds its budget is stopped there and the fallback arm solves,
 so the instance costs the budget plus the fallback's cost in that row, and the policy learns
-that cost as a censored observation (what the scheduler does with such a trial's report)."""
+that cost as a censored observation (what the scheduler does with such a trial's report). A
+budget in matrix-vector products is converted with the row's product time
+(``matvec_seconds``), as the worker converts it with the one it measures."""
 
 from __future__ import annotations
 
@@ -36,9 +38,11 @@ def replay_once(
     config: dict[str, Any] | None = None,
     warm: CostTable | None = None,
     unordered: bool = False,
+    matvec_seconds: np.ndarray | None = None,
 ) -> ReplayRun:
     """One replay; ``unordered``: the arms are not numbers on an axis (solver
-    configurations), so the policy gets no positions."""
+    configurations), so the policy gets no positions; ``matvec_seconds``: per row, one
+    matrix-vector product's time (needed for budgets in products)."""
     pol = make_policy(
         policy,
         table.K,
@@ -63,8 +67,13 @@ def replay_once(
         chosen[t] = d.arm
         props[t] = d.propensity
         cost = float(table.costs[t, d.arm])
-        if fb is not None and d.budget is not None and cost > d.budget:
-            paid[t] = d.budget + float(table.costs[t, fb])
+        budget = d.budget
+        if budget is not None and d.budget_unit == "matvec":
+            if matvec_seconds is None:
+                raise ValueError("a budget in products needs the rows' matvec_seconds")
+            budget *= float(matvec_seconds[t])
+        if fb is not None and budget is not None and cost > budget:
+            paid[t] = budget + float(table.costs[t, fb])
             pol.update_censored(table.contexts[t], d.arm, float(paid[t]))
         else:
             paid[t] = cost

@@ -29,12 +29,15 @@ PROBE = "quality-probe"
 class Decision:
     """The chosen arm, the probability the policy gave it, and why it was chosen; ``budget``:
     the cost after which the caller should stop the arm and solve with the fallback arm
-    (set by :class:`app.policies.fallback.FallbackBudget`; None: no budget)."""
+    (set by :class:`app.policies.fallback.FallbackBudget`; None: no budget), in the
+    campaign's cost unit, or with ``budget_unit="matvec"`` in products of the instance's
+    matrix with a vector (timed where the trial runs: set before any cost is known)."""
 
     arm: int
     propensity: float
     reason: str = "policy"
     budget: float | None = None
+    budget_unit: str | None = None
 
 
 class Policy(ABC):

@@ -32,7 +32,9 @@ MAX_LOG = 20.0
 MAX_FACTORS = 16
 
 
-def _array(value: Any, shape: tuple[int, ...], field: str, lo: float, hi: float) -> np.ndarray:
+def checked_array(
+    value: Any, shape: tuple[int, ...], field: str, lo: float, hi: float
+) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=float)
     except (TypeError, ValueError):
@@ -65,21 +67,21 @@ class CostPrior:
                 f"got {unknown}",
             )
         K, d = n_arms, n_features
-        offset = _array(cfg["offset"], (K,), f"{FIELD}.offset", -MAX_LOG, MAX_LOG)
-        sd = _array(cfg["sd"], (K,), f"{FIELD}.sd", 1e-3, MAX_LOG)
+        offset = checked_array(cfg["offset"], (K,), f"{FIELD}.offset", -MAX_LOG, MAX_LOG)
+        sd = checked_array(cfg["sd"], (K,), f"{FIELD}.sd", 1e-3, MAX_LOG)
         slope = np.zeros((K, d))
         if cfg.get("slope") is not None:
-            slope = _array(cfg["slope"], (K, d), f"{FIELD}.slope", -MAX_LOG, MAX_LOG)
+            slope = checked_array(cfg["slope"], (K, d), f"{FIELD}.slope", -MAX_LOG, MAX_LOG)
         center = np.zeros(d)
         if cfg.get("center") is not None:
-            center = _array(cfg["center"], (d,), f"{FIELD}.center", -1e6, 1e6)
+            center = checked_array(cfg["center"], (d,), f"{FIELD}.center", -1e6, 1e6)
         factors = np.zeros((K, 0))
         if cfg.get("factors") is not None:
             raw = cfg["factors"]
             r = len(raw[0]) if isinstance(raw, list) and raw and isinstance(raw[0], list) else -1
             if not 0 <= r <= MAX_FACTORS:
                 raise InputError(f"{FIELD}.factors", f"must be K lists of 0..{MAX_FACTORS} numbers")
-            factors = _array(raw, (K, r), f"{FIELD}.factors", -MAX_LOG, MAX_LOG)
+            factors = checked_array(raw, (K, r), f"{FIELD}.factors", -MAX_LOG, MAX_LOG)
         return cls(offset, sd, slope, center, factors)
 
     def mean(self, X: np.ndarray) -> np.ndarray:

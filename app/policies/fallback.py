@@ -6,8 +6,14 @@ Enabled by ``policy_config={"fallback": {"arm": i, "budget": 3.0}, ...}`` on any
 The fallback's expected cost in a context is the inner policy's estimate where it has a
 model across arms and contexts (``estimated_cost``: shared-ts), else a per-arm log-cost
 ridge model's (the guard's); until the fallback arm has been seen once it is played (reason
-``fallback:first``):
-no budget can be set before that. A trial stopped at its budget, or that did not converge,
+``fallback:first``): no budget in the cost's unit can be set before that. With ``"level"``
+(``{"offset", "slope", "center"}``: the fallback's expected log cost in products of the
+instance's matrix with a vector, linear in the context, e.g. from history: the krylov kind
+sets it) the inner policy chooses from the first decision on, with a budget of ``budget`` x
+that many products (``budget_unit="matvec"``, converted where the trial runs), until a
+result gives the inner policy an estimate of the fallback's cost (one from a prior, such as
+shared-ts's history prior, counts from its first result). A trial stopped at its budget, or
+that did not converge,
 is a censored observation ("at least this much"): the policy learns the mean of its
 log-cost model's predictive distribution beyond the bound (a truncated normal), with the
 spread of the model's own one-step prediction errors, not the bound itself.
@@ -16,13 +22,19 @@ spread of the model's own one-step prediction errors, not the bound itself.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from app.policies.base import Decision, Policy
+from app.policies.cost_prior import MAX_LOG, checked_array
 from app.policies.ridge import model_input
 from app.policies.wrapper import Wrapper
+from tasks.errors import InputError
+
+LEVEL = "policy_config.fallback.level"
 
 
 def fallback_arm(config: dict[str, Any] | None) -> int | None:
@@ -32,18 +44,54 @@ def fallback_arm(config: dict[str, Any] | None) -> int | None:
     return arm if isinstance(arm, int) and not isinstance(arm, bool) else None
 
 
+@dataclass(frozen=True)
+class FallbackLevel:
+    """The fallback's expected cost before any result, in matrix-vector products: ``exp(offset
+    + slope . (x - center))`` at raw context ``x``. Immutable."""
+
+    offset: float
+    slope: np.ndarray  # (d,)
+    center: np.ndarray  # (d,)
+
+    @classmethod
+    def parse(cls, cfg: Any, n_features: int) -> FallbackLevel:
+        """From ``policy_config.fallback.level``; InputError naming the field when malformed."""
+        if not isinstance(cfg, Mapping) or "offset" not in cfg:
+            raise InputError(LEVEL, "must be an object with 'offset' (and 'slope', 'center')")
+        unknown = sorted(set(cfg) - {"offset", "slope", "center"})
+        if unknown:
+            raise InputError(LEVEL, f"takes 'offset', 'slope' and 'center'; got {unknown}")
+        # at least one product, at most e^40 of them
+        offset = checked_array(cfg["offset"], (), f"{LEVEL}.offset", 0.0, 2 * MAX_LOG)
+        d = int(n_features)
+        slope, center = np.zeros(d), np.zeros(d)
+        if cfg.get("slope") is not None:
+            slope = checked_array(cfg["slope"], (d,), f"{LEVEL}.slope", -MAX_LOG, MAX_LOG)
+        if cfg.get("center") is not None:
+            center = checked_array(cfg["center"], (d,), f"{LEVEL}.center", -1e6, 1e6)
+        return cls(float(offset), slope, center)
+
+    def products(self, context: np.ndarray) -> float:
+        """The expected number of products at one raw context (capped at e^40)."""
+        x = np.asarray(context, float)[: len(self.slope)]
+        return math.exp(min(self.offset + float(self.slope @ (x - self.center)), 2 * MAX_LOG))
+
+
 class FallbackBudget(Wrapper):
     """Wraps ``inner``; not thread-safe (as every policy)."""
 
     version = "1"
 
-    def __init__(self, inner: Policy, arm: int, budget: float) -> None:
+    def __init__(
+        self, inner: Policy, arm: int, budget: float, level: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__(inner)
         self.fallback = self.arm_index(arm, "fallback.arm")
         ok = isinstance(budget, int | float) and not isinstance(budget, bool)
         if not ok or not 1.0 <= float(budget) <= 1e6:
             raise ValueError(f"policy_config.fallback.budget={budget!r} must be in 1..1e6")
         self.factor = float(budget)
+        self.level = None if level is None else FallbackLevel.parse(level, inner.n_features)
         inner.set_stop_rule(self.fallback, self.factor)
         # a prior worth a tenth of one solve: estimates follow the data from the first trials
         self.model = self.log_cost_model(lam=0.1)
@@ -60,9 +108,10 @@ class FallbackBudget(Wrapper):
         where it has one (a model across arms and contexts knows how this context differs
         from the few where the fallback was played: after the first solve the fallback is
         rarely played again), else this wrapper's per-arm log-cost model's."""
-        if self.model.n[arm] == 0:
-            return None
         shared = self.inner.estimated_cost(context, arm)
+        if self.model.n[arm] == 0:
+            # unseen: only a model that knows how the arms compare (given with the level)
+            return shared if self.level is not None else None
         if shared is not None:
             return shared
         mean, _w, _f = self.model.predict(model_input(np.asarray(context, float)))
@@ -72,22 +121,31 @@ class FallbackBudget(Wrapper):
         base = self.expected_cost(context, self.fallback)
         return None if base is None else max(self.factor * base, 1e-12)
 
-    def choose(self, context: np.ndarray, key: int) -> Decision:
-        if self.model.n[self.fallback] == 0:
-            return Decision(self.fallback, 1.0, "fallback:first")
-        d = self.inner.choose(context, key)
+    def _budgeted(self, d: Decision, context: np.ndarray) -> Decision:
+        """``d`` with its budget: in the cost's unit where the fallback's cost is known, else
+        in products from the level, else none."""
         if d.arm == self.fallback:
             return d
-        return Decision(d.arm, d.propensity, d.reason, budget=self.budget_at(context))
+        budget = self.budget_at(context)
+        if budget is None and self.level is not None:
+            products = self.factor * self.level.products(context)
+            return Decision(d.arm, d.propensity, d.reason, budget=products, budget_unit="matvec")
+        return Decision(d.arm, d.propensity, d.reason, budget=budget)
+
+    def _first(self) -> bool:
+        """The fallback must be played first: unseen, and no level to budget without it."""
+        return self.model.n[self.fallback] == 0 and self.level is None
+
+    def choose(self, context: np.ndarray, key: int) -> Decision:
+        if self._first():
+            return Decision(self.fallback, 1.0, "fallback:first")
+        return self._budgeted(self.inner.choose(context, key), context)
 
     def choose_among(self, context: np.ndarray, key: int, allowed: np.ndarray) -> Decision:
-        d = self.inner.choose_among(context, key, allowed)
-        if d.arm == self.fallback:
-            return d
-        return Decision(d.arm, d.propensity, d.reason, budget=self.budget_at(context))
+        return self._budgeted(self.inner.choose_among(context, key, allowed), context)
 
     def probabilities(self, context: np.ndarray, key: int, draws: int = 64) -> np.ndarray:
-        if self.model.n[self.fallback] == 0:
+        if self._first():
             p = np.zeros(self.n_arms)
             p[self.fallback] = 1.0
             return p

@@ -112,9 +112,13 @@ def make_policy(
             )
         policy = ConservativeGuard(policy, guard["baseline_arm"], guard["tolerance"])
     if fallback is not None:
-        if not isinstance(fallback, dict) or set(fallback) != {"arm", "budget"}:
-            raise ValueError("policy_config.fallback must be {'arm': int, 'budget': float}")
-        policy = FallbackBudget(policy, fallback["arm"], fallback["budget"])
+        keys = set(fallback) if isinstance(fallback, dict) else set()
+        if not {"arm", "budget"} <= keys <= {"arm", "budget", "level"}:
+            raise ValueError(
+                "policy_config.fallback must be {'arm': int, 'budget': float} "
+                "(and optionally 'level')"
+            )
+        policy = FallbackBudget(policy, fallback["arm"], fallback["budget"], fallback.get("level"))
     if holdout is not None:  # outermost: the logged propensity is the whole mixture's
         if not isinstance(holdout, dict) or set(holdout) != {"arm", "share"}:
             raise ValueError("policy_config.holdout must be {'arm': int, 'share': float}")

@@ -238,9 +238,11 @@ class SharedTSPolicy(Policy, Windowed):
         return P[0]
 
     def estimated_cost(self, context: np.ndarray, arm: int) -> float | None:
-        """exp of the posterior mean log cost, less the floor (None before any result): the
-        mean :meth:`_predictive` gives for ``arm``, without the covariances of every arm."""
-        if not self.have_y0:
+        """exp of the posterior mean log cost, less the floor (None before any result, and
+        for an arm not seen yet without a cost prior: the model knows nothing of how it
+        compares): the mean :meth:`_predictive` gives for ``arm``, without the covariances
+        of every arm."""
+        if not self.have_y0 or (self.cost_prior is None and self.n[arm] == 0):
             return None
         x = np.asarray(context, float)[: self.d]
         f = self._phi_rows(x[None], np.array([arm]))[0]

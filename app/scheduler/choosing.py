@@ -123,6 +123,9 @@ class Chooser:
 
 #: the trials.reason column's length
 MAX_REASON = 50
+#: a decision's budget in the campaign's cost unit (None) or in the instance's matrix-vector
+#: products (a kind whose ``budget_units`` has "matvec" converts it where the trial runs)
+BUDGET_UNITS = (None, "matvec")
 
 
 def checked(d: Any, n_arms: int, allowed: np.ndarray | None) -> Decision:
@@ -149,6 +152,13 @@ def checked(d: Any, n_arms: int, allowed: np.ndarray | None) -> Decision:
         or not 0.0 < float(budget) < float("inf")
     ):
         raise ValueError(f"budget {budget!r} is not a positive finite number")
+    unit = d.budget_unit
+    if unit not in BUDGET_UNITS or (unit is not None and budget is None):
+        raise ValueError(f"budget_unit {unit!r} is not one of {BUDGET_UNITS} with a budget")
     return Decision(
-        int(arm), float(p), reason=reason, budget=None if budget is None else float(budget)
+        int(arm),
+        float(p),
+        reason=reason,
+        budget=None if budget is None else float(budget),
+        budget_unit=unit,
     )

@@ -195,7 +195,16 @@ class Decider:
                     None
                     if rt.external
                     else rt.message(
-                        tid, 1, inst.spec, d.arm, d.reason, inst.seq, cls, inst.id, d.budget
+                        tid,
+                        1,
+                        inst.spec,
+                        d.arm,
+                        d.reason,
+                        inst.seq,
+                        cls,
+                        inst.id,
+                        d.budget,
+                        d.budget_unit,
                     )
                 )
             except Exception as exc:  # this campaign's kind: it alone stops
@@ -219,6 +228,7 @@ class Decider:
                 "created_at": at,
                 "device_class": cls,
                 "budget": d.budget,
+                "budget_unit": d.budget_unit,
                 "published_at": None,
                 "started_at": None,
                 "lease_expires_at": None,

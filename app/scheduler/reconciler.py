@@ -71,6 +71,7 @@ class Reconciler:
                 device_class or row.device_class,
                 row.instance_id,
                 row.budget,
+                row.budget_unit,
             )
         except CampaignBroken:
             return None

@@ -94,17 +94,21 @@ class CampaignRuntime:
         device_class: str | None = None,
         instance: int | None = None,
         budget: float | None = None,
+        budget_unit: str | None = None,
     ) -> TrialMessage:
         """The message of one attempt of a trial of this campaign (a re-issued attempt gets
         the same body: the options depend only on the decision and the seq). A decision's
-        ``budget`` goes in the options with the fallback arm (``budget``, ``fallback_arm``):
-        a kind that can stop an arm runs the fallback once the arm has spent its budget."""
+        ``budget`` goes in the options with the fallback arm (``budget``, ``fallback_arm``,
+        and ``budget_unit`` when it is not the cost's): a kind that can stop an arm runs the
+        fallback once the arm has spent its budget."""
         options = get_kind(self.kind).decision_options(
             self.settings.get("kind_options"), self.monitored(reason, seq)
         )
         if budget is not None and self.fallback_arm is not None:
             fallback = self.arm_values[self.fallback_arm]
             options = {**(options or {}), "budget": budget, "fallback_arm": fallback}
+            if budget_unit is not None:
+                options["budget_unit"] = budget_unit
         return TrialMessage(
             trial_uuid,
             attempt,

@@ -68,6 +68,9 @@ class TrialKind:
     runner: ClassVar[str | None] = None
     #: trials are run by the caller (ask/tell: ``Campaign.ask``), never sent to a worker
     external: ClassVar[bool] = False
+    #: units a decision's budget may take besides the campaign's cost unit ("matvec":
+    #: products of the instance's matrix with a vector, converted by the kind's runner)
+    budget_units: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------ client side
     def validate_spec(self, spec: dict[str, Any]) -> dict[str, Any]:

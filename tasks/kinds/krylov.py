@@ -175,6 +175,7 @@ class KrylovKind(TrialKind):
 
     name = "krylov"
     runner = "workers.kinds.krylov:run_krylov"
+    budget_units = ("matvec",)
     #: configurations share what is learnt through their parameters, and exploration is
     #: spent where it pays back within the campaign (app.policies.shared_kg)
     default_policy = "shared-kg"
@@ -253,16 +254,24 @@ class KrylovKind(TrialKind):
                 }
         features = features or list(DEFAULT_FEATURES)
         # What the history says about how these configurations compare (relative to the
-        # fallback: its first solve sets the campaign's own level); ``"prior": None`` opts out.
+        # fallback; the first result sets the campaign's own level); ``"prior": None`` opts
+        # out.
         given = policy_config.get("fallback")
         fb = given.get("arm") if isinstance(given, dict) else None
         wanted = policy in PRIOR_POLICIES and "prior" not in policy_config
         if wanted and isinstance(fb, int) and not isinstance(fb, bool) and 0 <= fb < len(arms):
-            from tasks.kinds.krylov_prior import history_prior
+            from tasks.kinds.krylov_prior import fallback_level, history_prior
 
             prior = history_prior(arms, features, fb)
             if prior is not None:
                 policy_config = {**policy_config, "prior": prior}
+                # with the prior, the fallback's time per product: the first decisions are
+                # the policy's own, budgeted in products, not the fallback's solve
+                level = fallback_level(arms, features, fb)
+                cost = (settings.get("kind_options") or {}).get("cost", "time")
+                if level is not None and cost == "time" and isinstance(given, dict):
+                    given = {"level": level, **given}  # in seconds: not for cost="work"
+                    policy_config["fallback"] = given
         return arms, settings, policy_config, features
 
     def campaign_options(self, settings: dict[str, Any]) -> dict[str, Any]:

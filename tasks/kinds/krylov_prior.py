@@ -13,7 +13,9 @@ moved together from family to family) and each configuration's own ``sd`` beyond
 with two, as ``sd`` alone. Ratios, not seconds: they carry across machines better than
 times do.
 Configurations the history lacks get the fallback's level and the widest spread the
-history shows.
+history shows. :func:`fallback_level`: the fallback's own expected log time in products of
+the system's matrix with a vector (``policy_config.fallback.level``: the budget of the
+decisions made before any result).
 
 Pure functions; the file is read once per process."""
 
@@ -161,3 +163,39 @@ def history_prior(
     if factors.shape[1]:
         out["factors"] = factors.tolist()
     return out
+
+
+def fallback_level(
+    arms: Sequence[dict[str, Any]],
+    features: Sequence[str],
+    fallback: int,
+    exclude: Sequence[str] = (),
+    history: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """``policy_config.fallback.level`` for arm ``fallback``: per family (less ``exclude``)
+    that measured it and
+    its reference's level, the reference's log time in products plus the fallback's log
+    time relative to the reference, fitted over ``log_n`` (offset at the centre, slope per
+    decade) and averaged across families; None when no family did."""
+    hist = load_history() if history is None else history
+    label = arm_label(arms[fallback])
+    rows = [
+        (np.asarray(v["log_n"], float), np.asarray(v["level"], float) + v["arms"][label])
+        for f, v in hist.get("families", {}).items()
+        if f not in exclude and "level" in v and label in v.get("arms", {})
+    ]
+    if not rows:
+        return None
+    center = float(np.mean(np.concatenate([L for L, _y in rows])))
+    fits = [
+        np.polyfit(L - center, y, 1) if len(L) >= 2 and np.ptp(L) > 0 else (0.0, y.mean())
+        for L, y in rows
+    ]
+    slope = float(np.mean([f[0] for f in fits]))
+    offset = float(np.mean([f[1] for f in fits]))
+    col = list(features).index("log_n") if "log_n" in features else None
+    return {
+        "offset": offset,
+        "slope": [slope if i == col else 0.0 for i in range(len(features))],
+        "center": [center if i == col else 0.0 for i in range(len(features))],
+    }

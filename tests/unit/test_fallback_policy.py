@@ -11,6 +11,7 @@ from app.policies.fallback import FallbackBudget
 from app.policies.registry import make_policy
 from app.scheduler.choosing import checked
 from app.scheduler.runtime import apply_result
+from tasks.errors import InputError
 
 
 def _policy(seed: int = 0, factor: float = 3.0) -> FallbackBudget:
@@ -104,3 +105,84 @@ def test_checked_refuses_a_bad_budget() -> None:
     for bad in (0.0, -1.0, float("inf"), float("nan"), True):
         with pytest.raises(ValueError, match="budget"):
             checked(Decision(0, 1.0, "policy", budget=bad), 2, None)  # type: ignore[arg-type]
+
+
+def _levelled(prior: bool, seed: int = 0) -> FallbackBudget:
+    """shared-ts over four configurations (the first the fallback), with a level: the
+    fallback's expected log cost in products, offset 5 at log_n 4, slope 1 per decade."""
+    arms = [{"method": "cg", "preconditioner": p} for p in ("amg-sa", "jacobi", "ssor", "none")]
+    config: dict[str, object] = {
+        "fallback": {
+            "arm": 0,
+            "budget": 2.0,
+            "level": {"offset": 5.0, "slope": [1.0], "center": [4.0]},
+        }
+    }
+    if prior:  # the fallback slow, ssor fastest, with small spreads
+        config["prior"] = {"offset": [0.0, -0.5, -1.5, 1.0], "sd": [0.2] * 4}
+    p = make_policy("shared-ts", 4, 1, seed=seed, config=config, arm_values=arms)
+    assert isinstance(p, FallbackBudget)
+    return p
+
+
+def test_with_a_level_the_first_decision_is_the_policys_budgeted_in_products() -> None:
+    """Before any result the fallback's cost is unknown, but its level says how many
+    products of the matrix it takes: the policy chooses, budgeted at ``budget`` x that."""
+    p = _levelled(prior=True)
+    x = np.array([5.0])  # a decade above the level's centre: e^(5 + 1) products
+    d = checked(p.choose(x, 0), 4, None)
+    assert d.arm == 2 and d.reason != "fallback:first"  # the prior's fastest
+    assert d.budget_unit == "matvec" and d.budget == pytest.approx(2.0 * np.exp(6.0))
+    assert p.probabilities(x, 0)[0] < 1.0  # not the fallback for certain
+    # one result, and the prior says how the fallback compares: a budget in seconds
+    p.update(x, 2, 0.05)
+    d = p.choose(x, 1)
+    assert d.budget_unit is None and d.budget is not None
+    assert d.budget == pytest.approx(2.0 * 0.05 * np.exp(1.5), rel=0.2)
+
+
+def test_a_level_without_a_prior_budgets_in_products_until_the_fallback_is_seen() -> None:
+    p = _levelled(prior=False)
+    x = np.array([4.0])
+    budgets = []
+    for key in range(6):
+        d = p.choose(x, key)
+        if d.arm != 0:
+            budgets.append((d.budget, d.budget_unit))
+            p.update(x, d.arm, 1.0 + d.arm)
+    assert budgets and all(b == (pytest.approx(2.0 * np.exp(5.0)), "matvec") for b in budgets)
+    p.update(x, 0, 3.0)  # the fallback seen: its own estimate, in the cost's unit
+    later = [p.choose(x, k) for k in range(10, 20)]
+    assert all(d.budget_unit is None for d in later if d.arm != 0)
+
+
+def test_without_a_level_the_fallback_still_comes_first() -> None:
+    d = _policy().choose(np.array([0.5]), 0)
+    assert (d.arm, d.reason, d.budget, d.budget_unit) == (0, "fallback:first", None, None)
+
+
+@pytest.mark.parametrize(
+    ("level", "field"),
+    [
+        (3.0, "policy_config.fallback.level"),
+        ({"offset": -1.0}, "policy_config.fallback.level.offset"),
+        ({"offset": 5.0, "slope": [1.0, 2.0]}, "policy_config.fallback.level.slope"),
+        ({"offset": 5.0, "center": ["x"]}, "policy_config.fallback.level.center"),
+        ({"offset": 5.0, "scale": 1}, "policy_config.fallback.level"),
+    ],
+)
+def test_a_bad_level_is_refused_naming_the_field(level: object, field: str) -> None:
+    with pytest.raises(InputError) as err:
+        make_policy(
+            "smooth-ts", 4, 1, config={"fallback": {"arm": 0, "budget": 2.0, "level": level}}
+        )
+    assert err.value.field == field
+
+
+def test_checked_refuses_a_bad_budget_unit() -> None:
+    with pytest.raises(ValueError, match="budget_unit"):
+        checked(Decision(1, 1.0, "policy", budget=3.0, budget_unit="seconds"), 2, None)
+    with pytest.raises(ValueError, match="budget_unit"):
+        checked(Decision(1, 1.0, "policy", budget_unit="matvec"), 2, None)
+    d = checked(Decision(1, 1.0, "policy", budget=3.0, budget_unit="matvec"), 2, None)
+    assert d.budget_unit == "matvec"

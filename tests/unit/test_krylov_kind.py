@@ -18,10 +18,10 @@ from tasks.errors import InputError
 from tasks.kinds import get_kind
 from tasks.kinds.krylov import DEFAULT_BUDGET, DEFAULT_NONSYMMETRIC, DEFAULT_SPD
 from tasks.kinds.krylov_features import matrix_features, system_features
-from tasks.linsys import LinearSystem, laplace2d
+from tasks.linsys import LinearSystem, build_system, laplace2d
 from tests.inline import InlineScheduler
 from tests.unit.test_solvers import _csr_system
-from workers.kinds.krylov import run_krylov
+from workers.kinds.krylov import matvec_seconds, run_krylov
 
 KIND = get_kind("krylov")
 AMG_DEFAULTS = {"strength": 0.0, "smoother": "gauss_seidel"}
@@ -158,6 +158,25 @@ def test_an_arm_over_its_budget_stops_and_the_fallback_solves() -> None:
     # within budget: the arm's own solve, not censored
     out = run_krylov(spec, safe, {"cost": "work", "budget": 1e9, "fallback_arm": slow})
     assert not out.censored and "arm_cost" not in out.metrics
+
+
+def test_a_budget_in_products_is_converted_with_the_products_time_measured_here() -> None:
+    """``budget_unit="matvec"``: by time, the budget is that many products of the system's
+    matrix, timed by the worker; by work (which counts products), taken as it is."""
+    spec = KIND.validate_spec({"system": {"generator": "laplace2d", "m": 32}, "tol": 1e-8})
+    slow = {"method": "cg", "preconditioner": "none"}
+    safe = {"method": "cg", "preconditioner": "amg-sa"}
+    A, _b = build_system(spec["system"])
+    assert 0 < matvec_seconds(A) < 0.1
+    tight = {"budget": 1.0, "budget_unit": "matvec", "fallback_arm": safe}
+    out = run_krylov(spec, slow, {"cost": "time", **tight})
+    assert out.censored and out.metrics["arm_stopped"].startswith("stopped at its budget")
+    assert "budget_unit" not in out.metrics
+    loose = {**tight, "budget": 1e9}
+    out = run_krylov(spec, slow, {"cost": "time", **loose})
+    assert not out.censored and out.converged
+    out = run_krylov(spec, slow, {"cost": "work", **tight, "budget": 10.0})
+    assert out.censored and 10.0 < out.metrics["arm_cost"] <= 11.0
 
 
 def test_a_decision_budget_reaches_the_worker_and_comes_back_censored(

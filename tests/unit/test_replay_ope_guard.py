@@ -274,3 +274,21 @@ def test_table_from_costtable_roundtrip(tmp_path: Path) -> None:
     t = CostTable(np.zeros((2, 1)), np.arange(2.0), np.ones((2, 2)), ["c"], ["a", "b"])
     t.save(tmp_path / "r.npz")
     assert load_table(tmp_path / "r.npz").arm_names == ["a", "b"]
+
+
+def test_replay_converts_a_budget_in_products_with_each_rows_product_time() -> None:
+    """The first decision of a levelled fallback is budgeted in products: the replay
+    converts it with the row's product time, as the worker does, and stops the arm there."""
+    costs = np.array([[1.0, 5.0], [1.0, 5.0]])  # the fallback (arm 0) is the cheap one here
+    table = CostTable(np.zeros((2, 1)), np.arange(2, dtype=float), costs, ["x"], ["a", "b"])
+    level = {"offset": float(np.log(10.0))}  # the fallback: ten products
+    config = {"arm": 1, "fallback": {"arm": 0, "budget": 2.0, "level": level}}
+    with pytest.raises(ValueError, match="matvec_seconds"):
+        replay_once(table, "fixed", config=config)
+    # 2 x 10 products of 0.1 s: arm 1 (5 s) is stopped at 2 s, the fallback solves (1 s)
+    run = replay_once(table, "fixed", config=config, matvec_seconds=np.array([0.1, 0.1]))
+    assert run.costs[0] == pytest.approx(3.0)
+    # the fallback unseen still, and no model to compare it with: products again
+    assert run.costs[1] == pytest.approx(3.0)
+    wide = replay_once(table, "fixed", config=config, matvec_seconds=np.array([1.0, 1.0]))
+    assert wide.costs.tolist() == [5.0, 5.0]  # within 20 s: the arm's own cost

@@ -13,28 +13,35 @@ import pytest
 
 from app.offline.tables import CostTable
 from tasks.kinds.krylov import DEFAULT_FEATURES, DEFAULT_SPD, safe_arm
-from tasks.kinds.krylov_prior import history_prior
+from tasks.kinds.krylov_prior import fallback_level, history_prior
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _table(path: Path, log_n: float, ratios: list[float]) -> None:
-    """Three systems, the arms DEFAULT_SPD[:3] plus the safe one (cost 1 ms x 1, 2, 4)."""
+def _table(path: Path, log_n: float, ratios: list[float], matvec_s: float | None = None) -> None:
+    """Three systems, the arms DEFAULT_SPD[:3] plus the safe one (cost 1 ms x 1, 2, 4);
+    with ``matvec_s``, the sidecar's product times (the third system repeats the second's
+    matrix: its set-up was held, so it is no sample of the level)."""
     safe = safe_arm(DEFAULT_SPD)
     assert safe is not None
     arms = [*DEFAULT_SPD[:3], DEFAULT_SPD[safe]]
     labels = [",".join(f"{k}={v}" for k, v in a.items()) for a in arms]
     ctx = np.zeros((3, len(DEFAULT_FEATURES)))
     ctx[:, list(DEFAULT_FEATURES).index("log_n")] = log_n
+    ctx[2, list(DEFAULT_FEATURES).index("setup_cached")] = 1.0
     base = 1e-3 * np.array([[1.0], [2.0], [4.0]])
     costs = base * np.array([*ratios, 1.0])[None, :]
     CostTable(ctx, np.arange(4.0), costs, list(DEFAULT_FEATURES), labels).save(path)
+    if matvec_s is not None:
+        path.with_suffix(".json").write_text(json.dumps({"matvec_s": [matvec_s] * 3}))
 
 
 def test_tables_become_a_history_the_prior_reads(tmp_path: Path) -> None:
     for fam, (r_small, r_big) in {"fa": (0.5, 1.0), "fb": (0.25, 0.5)}.items():
-        _table(tmp_path / f"{fam}-T3-n1000-seed1.npz", 3.0, [r_small, 2.0, 1.0])
-        _table(tmp_path / f"{fam}-T3-n100000-seed1.npz", 5.0, [r_big, 2.0, 1.0])
+        # fa's product times: 1e-5 s at 10^3 unknowns, 1e-3 s at 10^5
+        small, big = (1e-5, 1e-3) if fam == "fa" else (None, None)
+        _table(tmp_path / f"{fam}-T3-n1000-seed1.npz", 3.0, [r_small, 2.0, 1.0], small)
+        _table(tmp_path / f"{fam}-T3-n100000-seed1.npz", 5.0, [r_big, 2.0, 1.0], big)
     out = tmp_path / "history.json"
     subprocess.run(
         [sys.executable, "benchmarks/solver_history.py", str(tmp_path), "--out", str(out)],
@@ -62,3 +69,20 @@ def test_tables_become_a_history_the_prior_reads(tmp_path: Path) -> None:
     )
     assert prior["offset"][1] == pytest.approx(np.log(2.0), abs=1e-3)
     assert prior["offset"][3] == 0.0
+    # the safe configuration's level: fa's fresh systems (1 and 2 ms) in products of 1e-5 s
+    # at 10^3 and of 1e-3 s at 10^5; fb timed no products
+    assert "level" not in hist["families"]["fb"]
+    want = [np.mean(np.log([1e-3 / 1e-5, 2e-3 / 1e-5])), np.mean(np.log([1.0, 2.0]))]
+    assert fa["level"] == pytest.approx(want, abs=1e-3)
+    level = fallback_level(arms, list(DEFAULT_FEATURES), 3, history=hist)
+    assert level is not None
+    col = list(DEFAULT_FEATURES).index("log_n")
+    assert level["center"][col] == pytest.approx(4.0)
+    assert level["offset"] == pytest.approx(np.mean(want), abs=1e-3)
+    assert level["slope"][col] == pytest.approx((want[1] - want[0]) / 2, abs=1e-3)
+    # relative to another fallback: its log time above the safe one's added (arm 1: 2x)
+    other = fallback_level(arms, list(DEFAULT_FEATURES), 1, history=hist)
+    assert other is not None and other["offset"] == pytest.approx(
+        level["offset"] + np.log(2), abs=1e-3
+    )
+    assert fallback_level(arms, list(DEFAULT_FEATURES), 3, exclude=["fa"], history=hist) is None

@@ -54,6 +54,7 @@ TRIAL_FIELDS = (
     "created_at",
     "device_class",
     "budget",
+    "budget_unit",
     "published_at",
     "started_at",
     "lease_expires_at",

@@ -44,6 +44,7 @@ TRIAL_COLUMNS = (
     ("created_at", "timestamptz"),
     ("device_class", "varchar"),
     ("budget", "float8"),
+    ("budget_unit", "varchar"),
     ("published_at", "timestamptz"),
     ("started_at", "timestamptz"),
     ("lease_expires_at", "timestamptz"),

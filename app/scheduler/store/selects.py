@@ -25,6 +25,7 @@ def open_trials() -> Select[Any]:
             Instance.spec,
             Trial.device_class,
             Trial.budget,
+            Trial.budget_unit,
         )
         .join(Instance, Instance.id == Trial.instance_id)
         .where(
