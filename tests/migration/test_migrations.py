@@ -323,6 +323,45 @@ def test_external_trials_upgrade_in_place(empty_url: str) -> None:
     eng.dispose()
 
 
+def test_budget_unit_upgrade_in_place(empty_url: str) -> None:
+    """Migration 0009 on a database at 0008 holding a budgeted trial: the trial keeps its
+    budget, in the cost's unit (no unit), and can be given one; a downgrade drops it."""
+    from sqlalchemy import inspect
+
+    db.upgrade(empty_url, "0008")
+    eng = create_engine(empty_url)
+    with eng.begin() as c:
+        _old_campaign(c, "decided")
+        c.execute(
+            text("INSERT INTO arms (campaign_id, \"index\", name, value) VALUES (1, 0, 'a', '{}')")
+        )
+        c.execute(
+            text(
+                "INSERT INTO trials (uuid, campaign_id, instance_id, arm_id, arm_index, "
+                "propensity, policy_name, policy_version, reason, state, attempt, created_at, "
+                "budget) VALUES ('t-1', 1, 1, 1, 0, 1.0, 'random', '1', 'policy', 'running', "
+                "1, CURRENT_TIMESTAMP, 2.5)"
+            )
+        )
+    eng.dispose()
+    db.upgrade(empty_url)
+    eng = create_engine(empty_url)
+    with eng.begin() as c:
+        assert tuple(c.execute(text("SELECT budget, budget_unit FROM trials")).one()) == (
+            2.5,
+            None,
+        )
+        c.execute(text("UPDATE trials SET budget_unit = 'matvec'"))
+        assert c.execute(text("SELECT budget_unit FROM trials")).scalar() == "matvec"
+    eng.dispose()
+    db.downgrade(empty_url, "0008")
+    eng = create_engine(empty_url)
+    assert "budget_unit" not in {col["name"] for col in inspect(eng).get_columns("trials")}
+    with eng.begin() as c:
+        assert c.execute(text("SELECT budget FROM trials")).scalar() == 2.5
+    eng.dispose()
+
+
 def _old_campaign(c: Any, status: str) -> None:
     """A campaign 'old' (id 1) with one instance (id 1) of ``status``, written in SQL as any
     schema revision since 0001 takes it."""
