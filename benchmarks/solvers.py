@@ -63,6 +63,7 @@ from tasks.kinds.krylov_features import matrix_features  # noqa: E402
 from tasks.kinds.krylov_prior import fallback_level, history_prior  # noqa: E402
 from tasks.solvers.generators import build, validate  # noqa: E402
 from workers.kinds.krylov import matvec_seconds, run_krylov  # noqa: E402
+from workers.solvers.cache import process_cache  # noqa: E402
 
 FAMILIES = ("poisson2d", "poisson3d", "aniso", "contrast", "elasticity", "convdiff")
 #: the context a krylov campaign gets by default (setup_cached: the matrix repeats the
@@ -159,6 +160,8 @@ def table(family: str, T: int, n: int, seed: int) -> tuple[CostTable, dict[str, 
     b = np.zeros(0)
     for t, A in enumerate(mats):
         reused = t > 0 and A is mats[t - 1]
+        if not reused:  # nothing earlier can be found again: free its set-ups
+            process_cache().clear()
         # a reused matrix is the same system to the worker's cache (its set-ups are held,
         # as a stored matrix's are); a new one's right-hand side is drawn
         b = b if reused else rng.standard_normal(A.shape[0])

@@ -135,6 +135,12 @@ def test_bad_asks_and_tells_name_the_field(running: Client) -> None:
         client.create_campaign("y", "external", {"k": [1]}, tell_timeout=0)
     assert err.value.field == "tell_timeout"
 
+    # a budget in matrix-vector products needs a kind whose runner times one
+    levelled = {"arm": 0, "budget": 2.0, "level": {"offset": 7.0}}
+    with pytest.raises(InputError) as err:
+        client.create_campaign("z", "external", {"k": [1, 2]}, policy_config={"fallback": levelled})
+    assert err.value.field == "policy_config.fallback.level"
+
     noop = client.create_campaign("n", "noop", [{"cost": 1.0}])
     with pytest.raises(InputError, match="kind='external'"):
         noop.ask({})

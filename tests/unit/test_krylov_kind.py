@@ -328,8 +328,21 @@ def test_a_campaign_falls_back_to_the_safe_configuration_by_default(
             camp = s.scalars(select(Campaign).where(Campaign.name == name)).one()
             return dict(camp.policy_config or {})
 
+    def fallback(cfg: dict[str, object]) -> dict[str, object]:
+        """The fallback without the level the history prior brings (tested below)."""
+        fb = cfg["fallback"]
+        assert isinstance(fb, dict)
+        return {k: v for k, v in fb.items() if k != "level"}
+
     safe = DEFAULT_SPD.index({"method": "cg", "preconditioner": "amg-sa", **AMG_DEFAULTS})
-    assert config("spd", "default")["fallback"] == {"arm": safe, "budget": DEFAULT_BUDGET}
+    spd = config("spd", "default")
+    assert fallback(spd) == {"arm": safe, "budget": DEFAULT_BUDGET}
+    # with the history prior, the fallback's level in products (so no fallback-first solve)
+    level = spd["fallback"]["level"]  # type: ignore[index]
+    assert 5.0 < level["offset"] < 10.0 and len(level["slope"]) == len(spd["prior"]["center"])  # type: ignore[index]
+    assert "level" not in config("work", "default", settings={"cost": "work"})["fallback"]  # type: ignore[operator]
+    bare = config("bare", "default", policy_config={"prior": None})["fallback"]
+    assert "level" not in bare  # type: ignore[operator]
     ns = config("ns", "default-nonsymmetric")["fallback"]
     assert DEFAULT_NONSYMMETRIC[ns["arm"]] == {  # type: ignore[index]
         "method": "gmres",
@@ -341,9 +354,12 @@ def test_a_campaign_falls_back_to_the_safe_configuration_by_default(
     assert "fallback" not in config("own", own)
     # written without its defaults, the safe configuration is still found
     mine = [{"method": "cg"}, {"method": "cg", "preconditioner": "amg-sa", "strength": 0.0}]
-    assert config("mine", mine)["fallback"] == {"arm": 1, "budget": DEFAULT_BUDGET}
+    assert fallback(config("mine", mine)) == {"arm": 1, "budget": DEFAULT_BUDGET}
     assert config("off", "default", policy_config={"fallback": None})["fallback"] is None
     fixed = config("fixed", "default", policy="fixed", policy_config={"arm": 3})
     assert "fallback" not in fixed  # the one arm asked for, from the first trial on
     chosen = {"arm": 0, "budget": 4.0}
-    assert config("set", "default", policy_config={"fallback": chosen})["fallback"] == chosen
+    assert fallback(config("set", "default", policy_config={"fallback": chosen})) == chosen
+    own_level = {**chosen, "level": None}  # said: kept (the fallback solves first)
+    kept = config("kept", "default", policy_config={"fallback": own_level})["fallback"]
+    assert kept == own_level
