@@ -12,11 +12,12 @@ instance's matrix with a vector, linear in the context, e.g. from history: the k
 sets it) the inner policy chooses from the first decision on, with a budget of ``budget`` x
 that many products (``budget_unit="matvec"``, converted where the trial runs), until a
 result gives the inner policy an estimate of the fallback's cost (one from a prior, such as
-shared-ts's history prior, counts from its first result). A trial stopped at its budget, or
-that did not converge,
-is a censored observation ("at least this much"): the policy learns the mean of its
-log-cost model's predictive distribution beyond the bound (a truncated normal), with the
-spread of the model's own one-step prediction errors, not the bound itself.
+shared-ts's history prior, counts from its first result).
+
+A trial stopped at its budget, or that did not converge, is a censored observation ("at
+least this much"): the policy learns the mean of its log-cost model's predictive
+distribution beyond the bound (a truncated normal), with the spread of the model's own
+one-step prediction errors, not the bound itself.
 """
 
 from __future__ import annotations
