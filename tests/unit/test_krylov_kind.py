@@ -212,6 +212,31 @@ def test_a_decision_budget_reaches_the_worker_and_comes_back_censored(
     assert censored == len(later)  # plain CG needs far more than 1.5x AMG's work here
 
 
+def test_the_first_decisions_are_budgeted_in_products_of_the_matrix(
+    embedded_settings: Settings,
+) -> None:
+    """A default krylov campaign (history prior, fallback with its level): the first
+    decision is the policy's own, not the fallback's, its budget in products; the worker
+    converts it and the trial is recorded; later budgets are in seconds."""
+    client = Client(settings=embedded_settings)
+    camp = client.create_campaign("levelled", "krylov", "default", max_in_flight=1)
+    systems = [(LinearSystem.generate("laplace2d", 24), {}) for _ in range(3)]
+    camp.submit_many(systems, tol=1e-8)
+    sch = InlineScheduler(embedded_settings)
+    sch.run_until_idle()
+    sent = [m for m in sch.publisher.sent if m["campaign"] == "levelled"]
+    first = sent[0]["options"] or {}
+    assert first.get("budget_unit") == "matvec" and first["budget"] > 100  # ~2 x e^7
+    assert first["fallback_arm"]["preconditioner"] == "amg-sa"
+    assert all("budget_unit" not in (m["options"] or {}) for m in sent[1:])
+    rows = camp.results()
+    assert len(rows) == 3 and all(r["status"] == "succeeded" and r["converged"] for r in rows)
+    with client.engine.connect() as c:
+        units = c.exec_driver_sql("SELECT budget_unit, reason FROM trials ORDER BY id").all()
+    assert units[0][0] == "matvec" and units[0][1] != "fallback:first"
+    client.close()
+
+
 def test_every_configuration_on_an_indefinite_system_converges_or_says_so() -> None:
     """A symmetric indefinite system (a Laplacian shifted into the middle of its spectrum):
     each default configuration either reaches the tolerance, or reports converged=False
