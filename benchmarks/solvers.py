@@ -12,19 +12,22 @@ matrix now and then, as a time-stepping code does, so cached set-ups count):
 * ``convdiff``: upwinded convection-diffusion (non-symmetric; its own default arms).
 
 Every system is solved by every configuration of the kind's default arms (wall time, set-up
-included, each configuration's set-up cached per matrix as the worker caches it), each under
+included, each configuration's set-up cached per matrix as the worker caches it: a repeated
+matrix is the same system, and finds its set-ups held), each under
 the kind's safety (stopped at BUDGET x the fallback configuration's time, or when it fails
 to converge, and then the fallback solves: both paid): a full-information table. On it,
 side by side: the per-instance oracle, the best fixed configuration in hindsight,
 banditq's default policy as a krylov campaign gets it (learning included: it sees only the
 cost of what it chose, with the system's features as its context; its default fallback
 budget applied: an arm past 2x the fallback's expected time is stopped and the fallback
-solves, both paid; its history prior from ``tasks/kinds/krylov_history.json``), the same
-with the table's own family left out of that history ("prior w/o family": a family the
-history never saw), the same told the sequence's length (``policy_config.horizon``: "told
-horizon"), the same model deciding by Thompson sampling ("thompson": ``shared-ts``,
-the default before ``shared-kg``), the default without the prior, without the budget, Tsallis-INF
-over the same arms without context and with the same budget (PCGBandit's algorithm and
+solves, both paid; its history prior from ``tasks/kinds/krylov_history.json``, and its
+first decisions budgeted in products of the matrix by the history's level, converted with
+each system's measured product time), the same policy with the fallback solving the first
+system instead ("fallback first"), the same with the table's own family left out of that
+history ("prior w/o family": a family the history never saw), the same told the sequence's
+length (``policy_config.horizon``: "told horizon"), the same model deciding by Thompson
+sampling ("thompson": ``shared-ts``, the default before ``shared-kg``), the default
+without the prior, without the budget, Tsallis-INF over the same arms without context and with the same budget (PCGBandit's algorithm and
 safety), and, timed directly, ``pyamg.solve(A, b)`` as users call it (a new hierarchy per
 call) and scipy's default ``gmres`` (restart 20; at most 100 restarts here, where its
 default of 10 n iterations took minutes). The ``mixed`` stream interleaves the SPD
@@ -265,7 +268,7 @@ def compare(
         "prior w/o family": held_out,
         # a campaign that says how many systems it will have (a simulation's time steps)
         "told horizon": run(DEFAULT, {**config, "horizon": tab.T}),
-        # the previous default: the same model, prior and budget, Thompson sampling's
+        # the previous default: the same model, prior and budget, Thompson sampling
         "thompson": run("shared-ts", config),
         # a campaign that opts out of the prior (and so of the level)
         "default, no prior": run(DEFAULT, {**unlevelled, "prior": None}),
