@@ -27,10 +27,11 @@ system instead ("fallback first"), the same with the table's own family left out
 history ("prior w/o family": a family the history never saw), the same told the sequence's
 length (``policy_config.horizon``: "told horizon"), the same model deciding by Thompson
 sampling ("thompson": ``shared-ts``, the default before ``shared-kg``), the default
-without the prior, without the budget, Tsallis-INF over the same arms without context and with the same budget (PCGBandit's algorithm and
-safety), and, timed directly, ``pyamg.solve(A, b)`` as users call it (a new hierarchy per
-call) and scipy's default ``gmres`` (restart 20; at most 100 restarts here, where its
-default of 10 n iterations took minutes). The ``mixed`` stream interleaves the SPD
+without the prior, without the budget, Tsallis-INF over the same arms without context and
+with the same budget (PCGBandit's algorithm and safety), and, timed directly,
+``pyamg.solve(A, b)`` as users call it (a new hierarchy per call) and scipy's default
+``gmres`` (restart 20; at most 100 restarts here, where its default of 10 n iterations took
+minutes). The ``mixed`` stream interleaves the SPD
 families. Figures are totals in seconds over each sequence.
 """
 
