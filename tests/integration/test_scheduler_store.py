@@ -55,6 +55,7 @@ def _trial(cid: int, iid: int, arm_id: int, n: int) -> dict[str, Any]:
         "created_at": _at(),
         "device_class": None,
         "budget": None,
+        "budget_unit": None,
         "published_at": None,
         "started_at": None,
         "lease_expires_at": None,
@@ -302,7 +303,13 @@ def test_values_cross_the_statement_exactly(backend: tuple[Client, Any]) -> None
         _camp, arms = store.campaign_with_arms(s, camp.id)
         (p,) = store.pending_instances(s, camp.id, 1)
         trial = _trial(camp.id, p.id, arms[0].id, 0)
-        trial.update(propensity=0.1 + 0.2, reason='q"\\é{', created_at=at, budget=1e-300)
+        trial.update(
+            propensity=0.1 + 0.2,
+            reason='q"\\é{',
+            created_at=at,
+            budget=1e-300,
+            budget_unit="matvec",
+        )
         store.record_decisions(s, [trial])
     with client.Session() as s, s.begin():
         (t,) = store.trials_for_results(s, ["t-0"])
@@ -341,6 +348,7 @@ def test_values_cross_the_statement_exactly(backend: tuple[Client, Any]) -> None
     with client.Session() as s:
         row = s.scalars(select(Trial).where(Trial.uuid == "t-0")).one()
         assert row.propensity == 0.1 + 0.2 and row.reason == 'q"\\é{' and row.budget == 1e-300
+        assert row.budget_unit == "matvec"
         assert row.created_at.replace(tzinfo=UTC) == at and row.worker == "w\u00e9"
         assert row.finished_at.replace(tzinfo=UTC) == at  # type: ignore[union-attr]
         r = s.scalars(select(Result)).one()
