@@ -279,18 +279,7 @@ def test_external_trials_upgrade_in_place(empty_url: str) -> None:
     db.upgrade(empty_url, "0007")
     eng = create_engine(empty_url)
     with eng.begin() as c:
-        _old_campaign(c, "decided")
-        c.execute(
-            text("INSERT INTO arms (campaign_id, \"index\", name, value) VALUES (1, 0, 'a', '{}')")
-        )
-        c.execute(
-            text(
-                "INSERT INTO trials (uuid, campaign_id, instance_id, arm_id, arm_index, "
-                "propensity, policy_name, policy_version, reason, state, attempt, created_at) "
-                "VALUES ('t-1', 1, 1, 1, 0, 1.0, 'random', '1', 'policy', 'running', 1, "
-                "CURRENT_TIMESTAMP)"
-            )
-        )
+        _old_trial(c)
     eng.dispose()
     db.upgrade(empty_url)
     eng = create_engine(empty_url)
@@ -331,18 +320,7 @@ def test_budget_unit_upgrade_in_place(empty_url: str) -> None:
     db.upgrade(empty_url, "0008")
     eng = create_engine(empty_url)
     with eng.begin() as c:
-        _old_campaign(c, "decided")
-        c.execute(
-            text("INSERT INTO arms (campaign_id, \"index\", name, value) VALUES (1, 0, 'a', '{}')")
-        )
-        c.execute(
-            text(
-                "INSERT INTO trials (uuid, campaign_id, instance_id, arm_id, arm_index, "
-                "propensity, policy_name, policy_version, reason, state, attempt, created_at, "
-                "budget) VALUES ('t-1', 1, 1, 1, 0, 1.0, 'random', '1', 'policy', 'running', "
-                "1, CURRENT_TIMESTAMP, 2.5)"
-            )
-        )
+        _old_trial(c, budget=2.5)
     eng.dispose()
     db.upgrade(empty_url)
     eng = create_engine(empty_url)
@@ -360,6 +338,25 @@ def test_budget_unit_upgrade_in_place(empty_url: str) -> None:
     with eng.begin() as c:
         assert c.execute(text("SELECT budget FROM trials")).scalar() == 2.5
     eng.dispose()
+
+
+def _old_trial(c: Any, budget: float | None = None) -> None:
+    """A decided campaign 'old' with one arm and one running trial 't-1' (with ``budget``
+    where given: revisions since 0008 have the column)."""
+    _old_campaign(c, "decided")
+    c.execute(
+        text("INSERT INTO arms (campaign_id, \"index\", name, value) VALUES (1, 0, 'a', '{}')")
+    )
+    extra = ("", "") if budget is None else (", budget", f", {budget!r}")
+    c.execute(
+        text(
+            "INSERT INTO trials (uuid, campaign_id, instance_id, arm_id, arm_index, "
+            "propensity, policy_name, policy_version, reason, state, attempt, "
+            f"created_at{extra[0]}) "
+            "VALUES ('t-1', 1, 1, 1, 0, 1.0, 'random', '1', 'policy', 'running', 1, "
+            f"CURRENT_TIMESTAMP{extra[1]})"
+        )
+    )
 
 
 def _old_campaign(c: Any, status: str) -> None:
