@@ -85,7 +85,6 @@ DEFAULT = KrylovKind.default_policy or "default"
 #: the guard's tolerance: the issue's own bound on a family's total against its fallback
 GUARD_TOLERANCE = 0.10
 assert FALLBACK[0] is not None and FALLBACK[1] is not None
-fallback = (DEFAULT_SPD[FALLBACK[0]], DEFAULT_NONSYMMETRIC[FALLBACK[1]])
 
 
 def convdiff(m: int, peclet: float) -> sp.csr_matrix:
@@ -161,6 +160,8 @@ def table(family: str, T: int, n: int, seed: int) -> tuple[CostTable, dict[str, 
     ctx = np.zeros((T, len(FEATURES)))
     direct: dict[str, Any] = {"pyamg.solve": 0.0, "scipy gmres": 0.0, "matvec_s": []}
     fb = FALLBACK[1] if family == "convdiff" else FALLBACK[0]
+    assert fb is not None
+    ref = arms[fb]
     b = np.zeros(0)
     for t, A in enumerate(mats):
         reused = t > 0 and A is mats[t - 1]
@@ -175,7 +176,6 @@ def table(family: str, T: int, n: int, seed: int) -> tuple[CostTable, dict[str, 
         direct["matvec_s"].append(matvec_seconds(A))
         f = {**matrix_features(A), "setup_cached": float(reused)}
         ctx[t] = [f.get(k, 0.0) for k in FEATURES]
-        ref = fallback[family == "convdiff"]
         with contextlib.redirect_stdout(io.StringIO()):  # pyamg prints its warnings
             base = run_krylov(spec, ref, {"cost": "time"}).cost
             # as the kind's safety runs them: an arm past BUDGET x the fallback's time, or

@@ -53,6 +53,15 @@ def load_history(path: str = str(HISTORY_FILE)) -> dict[str, Any]:
     return json.loads(p.read_text()) if p.exists() else {}
 
 
+def _line(L: np.ndarray, y: np.ndarray, center: float) -> tuple[float, float | None]:
+    """``y`` fitted over ``L`` (log_n): (value at ``center``, slope per decade), the slope
+    None where the points hold one size only (then the value is their mean)."""
+    if len(L) >= 2 and np.ptp(L) > 0:
+        slope, icpt = np.polyfit(L - center, y, 1)
+        return float(icpt), float(slope)
+    return float(np.mean(y)), None
+
+
 def _per_arm(history: dict[str, Any], reference: str, exclude: Sequence[str]) -> dict[str, Any]:
     """Per family that measured ``reference`` and is not in ``exclude``: label -> (its log
     cost above ``reference``'s at the centre, its slope or None); the same per label across
@@ -68,15 +77,12 @@ def _per_arm(history: dict[str, Any], reference: str, exclude: Sequence[str]) ->
     for fam in families:
         L = np.asarray(fam["log_n"], float)
         base = np.asarray(fam["arms"][reference], float)
-        here: dict[str, tuple[float, float | None]] = {}
-        for label, means in fam["arms"].items():
-            m = np.asarray(means, float) - base
-            if len(L) >= 2 and np.ptp(L) > 0:
-                slope, icpt = np.polyfit(L - center, m, 1)
-                here[label] = (float(icpt), float(slope))
-            else:
-                here[label] = (float(m.mean()), None)
-        by_family.append(here)
+        by_family.append(
+            {
+                label: _line(L, np.asarray(means, float) - base, center)
+                for label, means in fam["arms"].items()
+            }
+        )
     out: dict[str, list[tuple[float, float | None]]] = {}
     for here in by_family:
         for label, row in here.items():
@@ -187,12 +193,9 @@ def fallback_level(
     if not rows:
         return None
     center = float(np.mean(np.concatenate([L for L, _y in rows])))
-    fits = [
-        np.polyfit(L - center, y, 1) if len(L) >= 2 and np.ptp(L) > 0 else (0.0, y.mean())
-        for L, y in rows
-    ]
-    slope = float(np.mean([f[0] for f in fits]))
-    offset = float(np.mean([f[1] for f in fits]))
+    fits = [_line(L, y, center) for L, y in rows]
+    offset = float(np.mean([f[0] for f in fits]))
+    slope = float(np.mean([f[1] or 0.0 for f in fits]))
     col = list(features).index("log_n") if "log_n" in features else None
     return {
         "offset": offset,
