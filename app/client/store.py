@@ -47,12 +47,13 @@ _INSERT_PG_PSYCOPG: list[str] = []
 
 def insert_pg_params(campaign_id: int, prepared: Prepared) -> dict[str, Any]:
     """The parameters of ``_INSERT_PG`` for ``prepared`` (context, spec) pairs: the
-    contexts and specs each as one JSON array (one string each for the driver to pass)."""
+    contexts and specs each as one JSON array (one string each for the driver to pass;
+    one encoding each, not one per row: a strict encoder is built per call)."""
     return {
         "cid": campaign_id,
         "n": len(prepared),
-        "contexts": "[" + ",".join(json_dumps(ctx) for ctx, _sp in prepared) + "]",
-        "specs": "[" + ",".join(json_dumps(sp) for _ctx, sp in prepared) + "]",
+        "contexts": json_dumps([ctx for ctx, _sp in prepared]),
+        "specs": json_dumps([sp for _ctx, sp in prepared]),
         "now": utcnow(),
     }
 

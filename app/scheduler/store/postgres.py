@@ -101,11 +101,15 @@ def _records(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]])
     becomes null, as :func:`models.base.json_dumps` stores it."""
     stamps = [c for c, t in columns if t == "timestamptz"]
     data = [{c: r[c] for c, _t in columns} for r in rows]
+    iso: dict[Any, str] = {}  # a burst's rows share a few instants: each spelled once
     for d in data:
         for c in stamps:
             v = d[c]
             if v is not None:
-                d[c] = v.isoformat()
+                s = iso.get(v)
+                if s is None:
+                    s = iso[v] = v.isoformat()
+                d[c] = s
     try:
         return json.dumps(data, allow_nan=False)
     except ValueError:
