@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, func, insert, select, tuple_, update
+from sqlalchemy import Row, Select, bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from app.scheduler.errors import DecisionFenced
@@ -58,6 +58,19 @@ TRIAL_FIELDS = (
     "published_at",
     "started_at",
     "lease_expires_at",
+)
+
+
+_INSTANCES = Instance.__table__.c
+#: :meth:`SchedulerStore.pending_instances`, built once (Core: no ORM entities involved)
+_PENDING: Select[Any] = (
+    select(_INSTANCES.id, _INSTANCES.seq, _INSTANCES.context, _INSTANCES.spec)
+    .where(
+        _INSTANCES.campaign_id == bindparam("cid"),
+        _INSTANCES.status == InstanceStatus.pending.value,
+    )
+    .order_by(_INSTANCES.seq)
+    .limit(bindparam("limit"))
 )
 
 
@@ -155,17 +168,10 @@ class SchedulerStore(ResultStatements, IsolationStatements, ExternalStatements):
     # ------------------------------------------------------------------ decisions
     def pending_instances(self, session: Session, campaign_id: int, limit: int) -> list[Row[Any]]:
         """(id, seq, context, spec) of pending instances, oldest first."""
-        return list(
-            session.execute(
-                select(Instance.id, Instance.seq, Instance.context, Instance.spec)
-                .where(
-                    Instance.campaign_id == campaign_id,
-                    Instance.status == InstanceStatus.pending.value,
-                )
-                .order_by(Instance.seq)
-                .limit(limit)
-            ).all()
-        )
+        # on the session's connection, past the ORM: every decision step reads this (an
+        # ask waits on it), and the ORM's execution path is most of a one-row read's time
+        rows = session.connection().execute(_PENDING, {"cid": campaign_id, "limit": limit})
+        return list(rows.all())
 
     def record_decisions(
         self, session: Session, trials: list[dict[str, Any]], asked: Sequence[str] = ()
