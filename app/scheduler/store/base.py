@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from app.scheduler.errors import DecisionFenced
 from app.scheduler.store.external import ExternalStatements
 from app.scheduler.store.isolation import IsolationStatements
-from app.scheduler.store.results import ResultStatements
+from app.scheduler.store.results import INSTANCE_COLUMNS, ResultStatements
 from app.scheduler.store.selects import open_trials
 from models import (
     Arm,
@@ -61,15 +61,16 @@ TRIAL_FIELDS = (
 )
 
 
-_INSTANCES = Instance.__table__.c
 #: :meth:`SchedulerStore.pending_instances`, built once (Core: no ORM entities involved)
 _PENDING: Select[Any] = (
-    select(_INSTANCES.id, _INSTANCES.seq, _INSTANCES.context, _INSTANCES.spec)
-    .where(
-        _INSTANCES.campaign_id == bindparam("cid"),
-        _INSTANCES.status == InstanceStatus.pending.value,
+    select(
+        INSTANCE_COLUMNS.id, INSTANCE_COLUMNS.seq, INSTANCE_COLUMNS.context, INSTANCE_COLUMNS.spec
     )
-    .order_by(_INSTANCES.seq)
+    .where(
+        INSTANCE_COLUMNS.campaign_id == bindparam("cid"),
+        INSTANCE_COLUMNS.status == InstanceStatus.pending.value,
+    )
+    .order_by(INSTANCE_COLUMNS.seq)
     .limit(bindparam("limit"))
 )
 

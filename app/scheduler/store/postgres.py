@@ -18,12 +18,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, any_, bindparam, text
+from sqlalchemy import String, any_, bindparam, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from app.scheduler.errors import DecisionFenced
 from app.scheduler.store.base import SchedulerStore
+from app.scheduler.store.results import trials_select
 from models import Trial
 from models.base import finite_json
 from models.states import OPEN_STATES
@@ -190,11 +191,12 @@ _MARK_PUBLISHED_ATTEMPTS = text(
 class PostgresStore(SchedulerStore):
     """The scheduler's statements on PostgreSQL."""
 
-    pg = True
+    #: ``trials.uuid`` among the burst's: one array parameter, not one per uuid
+    trials_for = trials_select(
+        Trial.__table__.c.uuid == any_(bindparam("uuids", type_=postgresql.ARRAY(String)))
+    )
 
-    def uuid_in(self, uuids: list[str]) -> ColumnElement[bool]:
-        """``trials.uuid`` among ``uuids``: one array parameter, not N."""
-        return Trial.uuid == any_(bindparam("uuids", uuids, type_=postgresql.ARRAY(String)))
+    pg = True
 
     def record_decisions(
         self, session: Session, trials: list[dict[str, Any]], asked: Sequence[str] = ()
