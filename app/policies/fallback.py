@@ -119,6 +119,14 @@ class FallbackBudget(Wrapper):
         return float(np.expm1(mean[arm] + (self.anchor or 0.0)))
 
     def budget_at(self, context: np.ndarray) -> float | None:
+        """The budget in the cost's unit: ``budget`` x the fallback's expected cost; None
+        while that is unknown, or, with a level, until the fallback has a result of its
+        own: a model's estimate of a configuration it never ran is its ratio to those it
+        did run, on the systems it ran them on (in a stream mixing families, off by 4-10x
+        on a family whose systems cost more), where the level prices the fallback on each
+        system's own matrix."""
+        if self.level is not None and self.model.n[self.fallback] == 0:
+            return None
         base = self.expected_cost(context, self.fallback)
         return None if base is None else max(self.factor * base, 1e-12)
 

@@ -134,11 +134,17 @@ def test_with_a_level_the_first_decision_is_the_policys_budgeted_in_products() -
     assert d.arm == 2 and d.reason != "fallback:first"  # the prior's fastest
     assert d.budget_unit == "matvec" and d.budget == pytest.approx(2.0 * np.exp(6.0))
     assert p.probabilities(x, 0)[0] < 1.0  # not the fallback for certain
-    # one result, and the prior says how the fallback compares: a budget in seconds
+    # another configuration's result: the fallback is still priced by its level, not by
+    # the prior's ratio to that configuration on this system
     p.update(x, 2, 0.05)
     d = p.choose(x, 1)
-    assert d.budget_unit is None and d.budget is not None
-    assert d.budget == pytest.approx(2.0 * 0.05 * np.exp(1.5), rel=0.2)
+    assert d.arm != 0
+    assert d.budget_unit == "matvec" and d.budget == pytest.approx(2.0 * np.exp(6.0))
+    # the fallback's own result: from then on a budget in seconds, from the model
+    p.update(x, 0, 0.2)
+    d = p.choose(x, 2)
+    assert d.arm != 0 and d.budget_unit is None and d.budget is not None
+    assert d.budget == pytest.approx(2.0 * 0.2, rel=0.3)
 
 
 def test_a_level_without_a_prior_budgets_in_products_until_the_fallback_is_seen() -> None:

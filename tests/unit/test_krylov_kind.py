@@ -4,6 +4,7 @@ matrix, wall time or a deterministic work count as the cost, features from the s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -217,7 +218,8 @@ def test_the_first_decisions_are_budgeted_in_products_of_the_matrix(
 ) -> None:
     """A default krylov campaign (history prior, fallback with its level): the first
     decision is the policy's own, not the fallback's, its budget in products; the worker
-    converts it and the trial is recorded; later budgets are in seconds."""
+    converts it and the trial is recorded; while the fallback has not run, later budgets
+    stay in products (its level prices it on each system)."""
     client = Client(settings=embedded_settings)
     camp = client.create_campaign("levelled", "krylov", "default", max_in_flight=1)
     systems = [(LinearSystem.generate("laplace2d", 24), {}) for _ in range(3)]
@@ -228,12 +230,22 @@ def test_the_first_decisions_are_budgeted_in_products_of_the_matrix(
     first = sent[0]["options"] or {}
     assert first.get("budget_unit") == "matvec" and first["budget"] > 100  # ~2 x e^7
     assert first["fallback_arm"]["preconditioner"] == "amg-sa"
-    assert all("budget_unit" not in (m["options"] or {}) for m in sent[1:])
     rows = camp.results()
     assert len(rows) == 3 and all(r["status"] == "succeeded" and r["converged"] for r in rows)
     with client.engine.connect() as c:
-        units = c.exec_driver_sql("SELECT budget_unit, reason FROM trials ORDER BY id").all()
+        units = c.exec_driver_sql(
+            "SELECT t.budget_unit, t.reason, a.value FROM trials t JOIN arms a "
+            "ON a.id = t.arm_id ORDER BY t.id"
+        ).all()
     assert units[0][0] == "matvec" and units[0][1] != "fallback:first"
+    fallback = first["fallback_arm"]
+    ran_fallback = False
+    for unit, _reason, value in units:
+        arm = json.loads(value) if isinstance(value, str) else value
+        if arm == fallback:
+            ran_fallback = True
+        elif not ran_fallback:
+            assert unit == "matvec", units
     client.close()
 
 
