@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 from app.scheduler.errors import DecisionFenced
 from app.scheduler.store.external import ExternalStatements
 from app.scheduler.store.isolation import IsolationStatements
-from app.scheduler.store.results import INSTANCE_COLUMNS, ResultStatements
-from app.scheduler.store.selects import open_trials
+from app.scheduler.store.results import ResultStatements
+from app.scheduler.store.selects import INSTANCE_COLS, open_trials
 from models import (
     Arm,
     Campaign,
@@ -63,14 +63,12 @@ TRIAL_FIELDS = (
 
 #: :meth:`SchedulerStore.pending_instances`, built once (Core: no ORM entities involved)
 _PENDING: Select[Any] = (
-    select(
-        INSTANCE_COLUMNS.id, INSTANCE_COLUMNS.seq, INSTANCE_COLUMNS.context, INSTANCE_COLUMNS.spec
-    )
+    select(INSTANCE_COLS.id, INSTANCE_COLS.seq, INSTANCE_COLS.context, INSTANCE_COLS.spec)
     .where(
-        INSTANCE_COLUMNS.campaign_id == bindparam("cid"),
-        INSTANCE_COLUMNS.status == InstanceStatus.pending.value,
+        INSTANCE_COLS.campaign_id == bindparam("cid"),
+        INSTANCE_COLS.status == InstanceStatus.pending.value,
     )
-    .order_by(INSTANCE_COLUMNS.seq)
+    .order_by(INSTANCE_COLS.seq)
     .limit(bindparam("limit"))
 )
 

@@ -24,8 +24,7 @@ from sqlalchemy.orm import Session
 
 from app.scheduler.errors import DecisionFenced
 from app.scheduler.store.base import SchedulerStore
-from app.scheduler.store.results import trials_select
-from models import Trial
+from app.scheduler.store.selects import TRIAL_COLS, trials_select
 from models.base import finite_json
 from models.states import OPEN_STATES
 from tasks.messages import ASK_CHANNEL, NOTIFY_CHANNEL
@@ -193,7 +192,7 @@ class PostgresStore(SchedulerStore):
 
     #: ``trials.uuid`` among the burst's: one array parameter, not one per uuid
     trials_for = trials_select(
-        Trial.__table__.c.uuid == any_(bindparam("uuids", type_=postgresql.ARRAY(String)))
+        TRIAL_COLS.uuid == any_(bindparam("uuids", type_=postgresql.ARRAY(String)))
     )
 
     pg = True

@@ -9,34 +9,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, bindparam, insert, select, update
+from sqlalchemy import Row, Select, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
+from app.scheduler.store.selects import TRIAL_COLS, trials_select
 from models import BlobRef, Campaign, Instance, Result, Trial
 from models.states import OPEN_STATES, TrialState
-
-_TRIALS = Trial.__table__.c
-#: the instances table's columns (Core statements built once read them)
-INSTANCE_COLUMNS = Instance.__table__.c
-
-
-def trials_select(uuid_among: ColumnElement[bool]) -> Select[Any]:
-    """(id, uuid, campaign_id, instance_id, arm_index, attempt, state, context) of the trials
-    ``uuid_among`` selects (a condition on ``trials.uuid`` with the parameter ``uuids``)."""
-    return (
-        select(
-            _TRIALS.id,
-            _TRIALS.uuid,
-            _TRIALS.campaign_id,
-            _TRIALS.instance_id,
-            _TRIALS.arm_index,
-            _TRIALS.attempt,
-            _TRIALS.state,
-            INSTANCE_COLUMNS.context,
-        )
-        .join_from(Trial.__table__, Instance.__table__, INSTANCE_COLUMNS.id == _TRIALS.instance_id)
-        .where(uuid_among)
-    )
 
 
 class ResultStatements:
@@ -44,7 +22,7 @@ class ResultStatements:
 
     #: :meth:`trials_for_results`, built once (each result burst runs it; Core, on the
     #: session's connection: the ORM's execution path cost more than the read)
-    trials_for: Select[Any] = trials_select(_TRIALS.uuid.in_(bindparam("uuids", expanding=True)))
+    trials_for: Select[Any] = trials_select(TRIAL_COLS.uuid.in_(bindparam("uuids", expanding=True)))
 
     def trials_for_results(self, session: Session, uuids: list[str]) -> list[Row[Any]]:
         """(id, uuid, campaign_id, instance_id, arm_index, attempt, state, context) of the
