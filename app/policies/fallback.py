@@ -122,9 +122,9 @@ class FallbackBudget(Wrapper):
         """The budget in the cost's unit: ``budget`` x the fallback's expected cost; None
         while that is unknown, or, with a level, until the fallback has a result of its
         own: a model's estimate of a configuration it never ran is its ratio to those it
-        did run, on the systems it ran them on (in a stream mixing families, off by 4-10x
-        on a family whose systems cost more), where the level prices the fallback on each
-        system's own matrix."""
+        did run, on the systems it ran them on (in a stream mixing families, several times
+        too low on a family whose systems cost more), where the level prices the fallback
+        on each system's own matrix."""
         if self.level is not None and self.model.n[self.fallback] == 0:
             return None
         base = self.expected_cost(context, self.fallback)
