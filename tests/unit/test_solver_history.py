@@ -13,7 +13,7 @@ import pytest
 
 from app.offline.tables import CostTable
 from tasks.kinds.krylov import DEFAULT_FEATURES, DEFAULT_SPD, safe_arm
-from tasks.kinds.krylov_prior import fallback_level, history_prior
+from tasks.kinds.krylov_prior import arm_label, fallback_level, history_prior
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,3 +86,34 @@ def test_tables_become_a_history_the_prior_reads(tmp_path: Path) -> None:
         level["offset"] + np.log(2), abs=1e-3
     )
     assert fallback_level(arms, list(DEFAULT_FEATURES), 3, exclude=["fa"], history=hist) is None
+
+
+def test_add_extends_the_history_size_by_size(tmp_path: Path) -> None:
+    first, later = tmp_path / "first", tmp_path / "later"
+    first.mkdir()
+    later.mkdir()
+    for fam, r in {"fa": 0.5, "fb": 0.25}.items():
+        _table(first / f"{fam}-T3-n1000-seed1.npz", 3.0, [r, 2.0, 1.0], 1e-5)
+        _table(later / f"{fam}-T3-n100000-seed1.npz", 5.0, [2 * r, 2.0, 1.0], 1e-3)
+    out = tmp_path / "history.json"
+
+    def write(folder: Path, *extra: str) -> dict[str, object]:
+        cmd = [sys.executable, "benchmarks/solver_history.py", str(folder), "--out", str(out)]
+        subprocess.run([*cmd, *extra], cwd=ROOT, check=True, capture_output=True)
+        return json.loads(out.read_text())  # type: ignore[no-any-return]
+
+    write(first)
+    alone = write(later)  # without --add the file holds the later tables only
+    assert alone["families"]["fa"]["log_n"] == [5.0]  # type: ignore[index]
+    write(first)
+    both = write(later, "--add")
+    fa = both["families"]["fa"]  # type: ignore[index]
+    assert fa["log_n"] == [3.0, 5.0]
+    assert fa["arms"][arm_label(DEFAULT_SPD[0])] == pytest.approx(
+        [np.log(0.5), np.log(1.0)], abs=1e-3
+    )
+    assert len(fa["level"]) == 2
+    assert len(both["sources"]) == 4  # type: ignore[arg-type]
+    # adding the same tables again replaces their sizes' rows: nothing doubles
+    again = write(later, "--add")
+    assert again["families"]["fa"]["log_n"] == [3.0, 5.0]  # type: ignore[index]
