@@ -63,6 +63,16 @@ def test_a_mixed_stream_of_stored_matrices_on_postgresql(pg_settings: Settings) 
             .all()
         )
         budgets = c.execute(text("SELECT count(*) FROM trials WHERE budget IS NOT NULL")).scalar()
+        # each result carries one product's time on its worker (its time in products, in SQL)
+        matvec_ms = (
+            c.execute(
+                text(
+                    "SELECT (metrics->>'matvec_ms')::float FROM results WHERE status = 'succeeded'"
+                )
+            )
+            .scalars()
+            .all()
+        )
         # before any result, budgets in products of the matrix (the history's level), which
         # the workers converted with the product's time they measured
         units = dict(
@@ -82,6 +92,7 @@ def test_a_mixed_stream_of_stored_matrices_on_postgresql(pg_settings: Settings) 
             text("SELECT policy_config FROM campaigns WHERE name = 'solvers'")
         ).scalar_one()
     assert sorted(per_instance) == [1] * len(ids)  # exactly once
+    assert len(matvec_ms) == len(ids) and all(v > 0 for v in matvec_ms), matvec_ms
     assert budgets and budgets >= len(ids) - 4  # the fallback's own trials have none
     assert units.get("matvec", 0) >= 1 and firsts == 0, (units, firsts)
     # "default" on a krylov campaign: configurations that share what is learnt

@@ -97,6 +97,9 @@ def test_work_is_deterministic_and_the_second_solve_pays_no_setup() -> None:
     assert first.cost == second.cost and first.iterations == second.iterations
     assert not first.metrics["precond_cached"] and second.metrics["precond_cached"]
     assert second.metrics["setup_ms"] < first.metrics["setup_ms"]
+    # one product's time, measured once per matrix: every trial on it reports the same
+    assert first.metrics["matvec_ms"] > 0
+    assert second.metrics["matvec_ms"] == first.metrics["matvec_ms"]
 
 
 def test_features_from_the_system() -> None:
