@@ -10,9 +10,9 @@ ridge model's (the guard's); until the fallback arm has been seen once it is pla
 (``{"offset", "slope", "center"}``: the fallback's expected log cost in products of the
 instance's matrix with a vector, linear in the context, e.g. from history: the krylov kind
 sets it) the inner policy chooses from the first decision on, with a budget of ``budget`` x
-that many products (``budget_unit="matvec"``, converted where the trial runs), until a
-result gives the inner policy an estimate of the fallback's cost (one from a prior, such as
-shared-ts's history prior, counts from its first result).
+that many products (``budget_unit="matvec"``, converted where the trial runs), until the
+fallback has a result of its own (a prior's estimate of a configuration never run, such as
+shared-ts's history prior's, does not count: see :meth:`FallbackBudget.expected_cost`).
 
 A trial stopped at its budget, or that did not converge, is a censored observation ("at
 least this much"): the policy learns the mean of its log-cost model's predictive
@@ -105,14 +105,17 @@ class FallbackBudget(Wrapper):
 
     # ------------------------------------------------------------------ choosing
     def expected_cost(self, context: np.ndarray, arm: int) -> float | None:
-        """``arm``'s expected cost at ``context`` (None: unseen): the inner policy's estimate
-        where it has one (a model across arms and contexts knows how this context differs
-        from the few where the fallback was played: after the first solve the fallback is
-        rarely played again), else this wrapper's per-arm log-cost model's."""
-        shared = self.inner.estimated_cost(context, arm)
+        """``arm``'s expected cost at ``context``, None until the arm has a result of its
+        own: a model's estimate of a configuration it never ran is its ratio to those it did
+        run, on the systems it ran them on (in a stream mixing families, several times too
+        low on a family whose systems cost more; with a level, the level prices the
+        fallback on each system's own matrix instead). Once seen: the inner policy's
+        estimate where it has one (a model across arms and contexts knows how this context
+        differs from the few where the fallback was played: after the first solve the
+        fallback is rarely played again), else this wrapper's per-arm log-cost model's."""
         if self.model.n[arm] == 0:
-            # unseen: only a model that knows how the arms compare (given with the level)
-            return shared if self.level is not None else None
+            return None
+        shared = self.inner.estimated_cost(context, arm)
         if shared is not None:
             return shared
         mean, _w, _f = self.model.predict(model_input(np.asarray(context, float)))
@@ -120,13 +123,7 @@ class FallbackBudget(Wrapper):
 
     def budget_at(self, context: np.ndarray) -> float | None:
         """The budget in the cost's unit: ``budget`` x the fallback's expected cost; None
-        while that is unknown, or, with a level, until the fallback has a result of its
-        own: a model's estimate of a configuration it never ran is its ratio to those it
-        did run, on the systems it ran them on (in a stream mixing families, several times
-        too low on a family whose systems cost more), where the level prices the fallback
-        on each system's own matrix."""
-        if self.level is not None and self.model.n[self.fallback] == 0:
-            return None
+        while that is unknown (:meth:`expected_cost`)."""
         base = self.expected_cost(context, self.fallback)
         return None if base is None else max(self.factor * base, 1e-12)
 
