@@ -73,7 +73,9 @@ def main() -> int:
             if "matvec_s" in side and fresh.any():
                 per = np.log(tab.costs[fresh, fb] / np.asarray(side["matvec_s"])[fresh])
                 levels.setdefault(fam, {})[log_n] = float(per.mean())
-            sources.append(f"{path.name} ({tab.T} systems)")
+            source = f"{path.name} ({tab.T} systems)"
+            if source not in sources:  # the same table added again
+                sources.append(source)
     out = {
         "about": "mean log(time / the safe configuration's time) per family, size and arm; "
         "level: the safe configuration's mean log(time / one matrix-vector product's) on "

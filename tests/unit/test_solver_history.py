@@ -117,3 +117,4 @@ def test_add_extends_the_history_size_by_size(tmp_path: Path) -> None:
     # adding the same tables again replaces their sizes' rows: nothing doubles
     again = write(later, "--add")
     assert again["families"]["fa"]["log_n"] == [3.0, 5.0]  # type: ignore[index]
+    assert again["sources"] == both["sources"]
