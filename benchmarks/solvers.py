@@ -64,7 +64,7 @@ from tasks.kinds.krylov import (  # noqa: E402
     safe_arm,
 )
 from tasks.kinds.krylov_features import matrix_features  # noqa: E402
-from tasks.kinds.krylov_prior import fallback_level, history_prior  # noqa: E402
+from tasks.kinds.krylov_prior import campaign_prior  # noqa: E402
 from tasks.solvers.generators import build, validate  # noqa: E402
 from workers.kinds.krylov import matvec_seconds, run_krylov  # noqa: E402
 from workers.solvers.cache import process_cache  # noqa: E402
@@ -240,12 +240,17 @@ def compare(
 ) -> dict[str, float | None]:
     """Every policy's total on ``tab``; ``family``: the one the table holds (its history is
     left out of the prior for the "prior without this family" column)."""
-    # the policy_config a krylov campaign over these arms gets (its fallback, budget, prior)
-    config = KrylovKind().prepare_campaign(arms, {}, DEFAULT, {}, list(FEATURES))[2]
+
+    # the policy_config a krylov campaign over these arms gets (its fallback, budget, prior,
+    # level; costs learnt in products), and with a policy or an opt-out of its own
+    def campaign(policy: str, given: dict[str, Any]) -> dict[str, Any]:
+        return KrylovKind().prepare_campaign(arms, {}, policy, given, list(FEATURES))[2]
+
+    config = campaign(DEFAULT, {})
     fb = fallback_arm(config)
     assert fb is not None
     mv = np.asarray(direct["matvec_s"], float)
-    # the same fallback and budget without the history's level: the fallback solves first
+    # the same without the fallback's level: the fallback solves first
     unlevelled = {**config, "fallback": {**config["fallback"], "level": None}}
 
     def run(policy: str, cfg: dict[str, Any] | None, table: CostTable = tab) -> float:
@@ -253,14 +258,13 @@ def compare(
         return float(out.costs.sum())
 
     others = [family] if family else []
-    loo = history_prior(arms, list(FEATURES), fb, exclude=others)
-    loo_level = fallback_level(arms, list(FEATURES), fb, exclude=others)
+    loo, loo_level = campaign_prior(arms, list(FEATURES), fb, exclude=others)
     held_out = (
         run(
             DEFAULT,
             {**config, "prior": loo, "fallback": {**config["fallback"], "level": loo_level}},
         )
-        if family and loo is not None
+        if family and loo is not None and loo_level is not None
         else None
     )
     results = {
@@ -272,7 +276,7 @@ def compare(
         # the previous default: the same model, prior and budget, Thompson sampling
         "thompson": run("shared-ts", config),
         # a campaign that opts out of the prior (and so of the level)
-        "default, no prior": run(DEFAULT, {**unlevelled, "prior": None}),
+        "default, no prior": run(DEFAULT, campaign(DEFAULT, {"prior": None})),
         "default, no budget": run(DEFAULT, {**config, "fallback": None}),
         "banditq guarded": run(
             DEFAULT, {**config, "guard": {"baseline_arm": fb, "tolerance": GUARD_TOLERANCE}}
@@ -283,7 +287,7 @@ def compare(
         # prior, no level)
         "tsallis-inf": run(
             "tsallis-inf",
-            {k: v for k, v in unlevelled.items() if k != "prior"},
+            campaign("tsallis-inf", {}),
             CostTable(np.zeros((tab.T, 0)), tab.arms, tab.costs),
         ),
     }

@@ -137,6 +137,14 @@ def create_campaign(
             "policy_config.fallback.level",
             f"the {kind} kind cannot budget in matrix-vector products: drop 'level'",
         )
+    unit = config.get("cost_unit")
+    if unit is not None and unit not in kind_impl.cost_units(extra):
+        units = list(kind_impl.cost_units(extra)) or "none"
+        raise InputError(
+            "policy_config.cost_unit",
+            f"the {kind} kind with these settings gives its policy costs in {units}, "
+            f"not {unit!r}: drop 'cost_unit'",
+        )
     try:  # build once now so a bad config fails here, not in the scheduler
         probe = make_policy(
             policy,

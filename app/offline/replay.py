@@ -6,7 +6,9 @@ arm whose cost in the table exceeds its budget is stopped there and the fallback
 so the instance costs the budget plus the fallback's cost in that row, and the policy learns
 that cost as a censored observation (what the scheduler does with such a trial's report). A
 budget in matrix-vector products is converted with the row's product time
-(``matvec_seconds``), as the worker converts it with the one it measures."""
+(``matvec_seconds``), as the worker converts it with the one it measures; with
+``policy_config.cost_unit="matvec"`` the policy learns each cost divided by that time, as the
+scheduler gives it."""
 
 from __future__ import annotations
 
@@ -61,6 +63,9 @@ def replay_once(
     props = np.zeros(table.T)
     paid = np.zeros(table.T)
     fb = fallback_arm(config)
+    in_products = (config or {}).get("cost_unit") == "matvec"
+    if in_products and matvec_seconds is None:
+        raise ValueError("costs in products need the rows' matvec_seconds")
     t0 = time.perf_counter()
     for t in range(table.T):
         d = pol.choose(table.contexts[t], key=t)
@@ -72,12 +77,13 @@ def replay_once(
             if matvec_seconds is None:
                 raise ValueError("a budget in products needs the rows' matvec_seconds")
             budget *= float(matvec_seconds[t])
+        unit = float(matvec_seconds[t]) if in_products and matvec_seconds is not None else 1.0
         if fb is not None and budget is not None and cost > budget:
             paid[t] = budget + float(table.costs[t, fb])
-            pol.update_censored(table.contexts[t], d.arm, float(paid[t]))
+            pol.update_censored(table.contexts[t], d.arm, float(paid[t]) / unit)
         else:
             paid[t] = cost
-            pol.update(table.contexts[t], d.arm, cost)
+            pol.update(table.contexts[t], d.arm, cost / unit)
     secs = time.perf_counter() - t0
     return ReplayRun(pol.name, chosen, paid, props, secs)
 

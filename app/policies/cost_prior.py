@@ -13,6 +13,13 @@ the history (a family where one SSOR setting is slow has every SSOR setting slow
 campaign's arms deviate from ``offset`` by ``factors @ c`` with ``c`` standard normal, plus
 an arm's own deviation of sd ``sd[a]`` (with factors, ``sd`` is what they leave over).
 
+``level`` (optional: ``{"offset", "sd", "slope", "center"}``) states the common level too,
+for costs in a unit that does carry across machines (``policy_config.cost_unit="matvec"``:
+products of the instance's matrix with a vector): ``offset + slope . (x - center)`` is then
+the log cost of the arm the offsets are relative to (``offset[a] == 0``), and the campaign's
+level may sit ``sd`` from it (one model term shared by every arm), so decisions use the
+prior from the first one and the first result moves the level only as far as it says.
+
 Pure data and arithmetic; immutable after parsing."""
 
 from __future__ import annotations
@@ -53,18 +60,21 @@ class CostPrior:
     slope: np.ndarray  # (K, d)
     center: np.ndarray  # (d,)
     factors: np.ndarray  # (K, r), r >= 0
+    #: the common level's (offset, sd, slope (d,), center (d,)), or None: learnt from the
+    #: first result
+    level: tuple[float, float, np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def parse(cls, cfg: Mapping[str, Any], n_arms: int, n_features: int) -> CostPrior:
         """From ``policy_config.prior``; InputError naming the field when malformed."""
         if not isinstance(cfg, Mapping):
             raise InputError(FIELD, "must be an object with 'offset' and 'sd'")
-        unknown = sorted(set(cfg) - {"offset", "sd", "slope", "center", "factors"})
+        unknown = sorted(set(cfg) - {"offset", "sd", "slope", "center", "factors", "level"})
         if unknown or "offset" not in cfg or "sd" not in cfg:
             raise InputError(
                 FIELD,
-                "takes 'offset' and 'sd' (and optionally 'slope', 'center', 'factors'); "
-                f"got {unknown}",
+                "takes 'offset' and 'sd' (and optionally 'slope', 'center', 'factors', "
+                f"'level'); got {unknown}",
             )
         K, d = n_arms, n_features
         offset = checked_array(cfg["offset"], (K,), f"{FIELD}.offset", -MAX_LOG, MAX_LOG)
@@ -82,9 +92,34 @@ class CostPrior:
             if not 0 <= r <= MAX_FACTORS:
                 raise InputError(f"{FIELD}.factors", f"must be K lists of 0..{MAX_FACTORS} numbers")
             factors = checked_array(raw, (K, r), f"{FIELD}.factors", -MAX_LOG, MAX_LOG)
-        return cls(offset, sd, slope, center, factors)
+        level = None if cfg.get("level") is None else parse_level(cfg["level"], d)
+        return cls(offset, sd, slope, center, factors, level)
 
     def mean(self, X: np.ndarray) -> np.ndarray:
         """(n, K) prior mean log costs (above the common level) at the rows of ``X``."""
         X = np.asarray(X, float).reshape(len(X), -1)
-        return self.offset[None, :] + (X - self.center) @ self.slope.T
+        out = self.offset[None, :] + (X - self.center) @ self.slope.T
+        if self.level is not None:
+            base, _sd, slope, center = self.level
+            out = out + (base + (X - center) @ slope)[:, None]
+        return out
+
+
+def parse_level(cfg: Any, d: int) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """``policy_config.prior.level`` as (offset, sd, slope, center); InputError naming the
+    field when malformed."""
+    field = f"{FIELD}.level"
+    if not isinstance(cfg, Mapping) or "offset" not in cfg or "sd" not in cfg:
+        raise InputError(field, "must be an object with 'offset' and 'sd' (and 'slope', 'center')")
+    unknown = sorted(set(cfg) - {"offset", "sd", "slope", "center"})
+    if unknown:
+        raise InputError(field, f"takes 'offset', 'sd', 'slope' and 'center'; got {unknown}")
+    # a level is a log cost in an absolute unit: e^-20 .. e^40 of it
+    offset = float(checked_array(cfg["offset"], (), f"{field}.offset", -MAX_LOG, 2 * MAX_LOG))
+    sd = float(checked_array(cfg["sd"], (), f"{field}.sd", 1e-3, MAX_LOG))
+    slope, center = np.zeros(d), np.zeros(d)
+    if cfg.get("slope") is not None:
+        slope = checked_array(cfg["slope"], (d,), f"{field}.slope", -MAX_LOG, MAX_LOG)
+    if cfg.get("center") is not None:
+        center = checked_array(cfg["center"], (d,), f"{field}.center", -1e6, 1e6)
+    return offset, sd, slope, center

@@ -13,6 +13,9 @@ sets it) the inner policy chooses from the first decision on, with a budget of `
 that many products (``budget_unit="matvec"``, converted where the trial runs), until the
 fallback has a result of its own (a prior's estimate of a configuration never run, such as
 shared-ts's history prior's, does not count: see :meth:`FallbackBudget.expected_cost`).
+Where the policy learns costs in products (``policy_config.cost_unit="matvec"``: the
+scheduler divides each result's time by the time of one product on its matrix) every budget
+is in products.
 
 A trial stopped at its budget, or that did not converge, is a censored observation ("at
 least this much"): the policy learns the mean of its log-cost model's predictive
@@ -84,7 +87,12 @@ class FallbackBudget(Wrapper):
     version = "1"
 
     def __init__(
-        self, inner: Policy, arm: int, budget: float, level: Mapping[str, Any] | None = None
+        self,
+        inner: Policy,
+        arm: int,
+        budget: float,
+        level: Mapping[str, Any] | None = None,
+        unit: str | None = None,
     ) -> None:
         super().__init__(inner)
         self.fallback = self.arm_index(arm, "fallback.arm")
@@ -93,6 +101,7 @@ class FallbackBudget(Wrapper):
             raise ValueError(f"policy_config.fallback.budget={budget!r} must be in 1..1e6")
         self.factor = float(budget)
         self.level = None if level is None else FallbackLevel.parse(level, inner.n_features)
+        self.unit = unit  # the unit of the costs the policy learns: its budgets' unit
         inner.set_stop_rule(self.fallback, self.factor)
         # a prior worth a tenth of one solve: estimates follow the data from the first trials
         self.model = self.log_cost_model(lam=0.1)
@@ -136,7 +145,7 @@ class FallbackBudget(Wrapper):
         if budget is None and self.level is not None:
             products = self.factor * self.level.products(context)
             return Decision(d.arm, d.propensity, d.reason, budget=products, budget_unit="matvec")
-        return Decision(d.arm, d.propensity, d.reason, budget=budget)
+        return Decision(d.arm, d.propensity, d.reason, budget=budget, budget_unit=self.unit)
 
     def _first(self) -> bool:
         """The fallback must be played first: unseen, and no level to budget without it."""

@@ -44,6 +44,12 @@ def policy_class(name: str) -> type[Policy]:
     return cls
 
 
+#: ``policy_config.cost_unit``: the unit of the costs the policy learns. None: the
+#: campaign's own; "matvec": each result's cost divided by one product of its matrix with a
+#: vector (the scheduler converts, with the time its kind measured; budgets are then in
+#: products too)
+COST_UNITS: tuple[str | None, ...] = (None, "matvec")
+
 #: the magnitude any number in a policy_config may have (a policy bounds its own further)
 MAX_CONFIG_NUMBER = 1e6
 MAX_CONFIG_BYTES = 64 * 1024
@@ -99,6 +105,12 @@ def make_policy(
     guard = cfg.pop("guard", None)
     fallback = cfg.pop("fallback", None)
     holdout = cfg.pop("holdout", None)
+    cost_unit = cfg.pop("cost_unit", None)
+    if cost_unit not in COST_UNITS:
+        raise ValueError(
+            f"policy_config.cost_unit={cost_unit!r} must be one of {list(COST_UNITS)[1:]} "
+            "(or left out: the campaign's cost unit)"
+        )
     try:
         if getattr(cls, "takes_arm_values", False):
             cfg["arm_values"] = arm_values
@@ -118,7 +130,9 @@ def make_policy(
                 "policy_config.fallback must be {'arm': int, 'budget': float} "
                 "(and optionally 'level')"
             )
-        policy = FallbackBudget(policy, fallback["arm"], fallback["budget"], fallback.get("level"))
+        policy = FallbackBudget(
+            policy, fallback["arm"], fallback["budget"], fallback.get("level"), cost_unit
+        )
     if holdout is not None:  # outermost: the logged propensity is the whole mixture's
         if not isinstance(holdout, dict) or set(holdout) != {"arm", "share"}:
             raise ValueError("policy_config.holdout must be {'arm': int, 'share': float}")

@@ -43,7 +43,7 @@ class SharedKGPolicy(SharedTSPolicy):
     """Knowledge-gradient decisions on shared-ts's model; deterministic (propensity 1)."""
 
     name = "shared-kg"
-    version = "1"
+    version = "2"
 
     def __init__(
         self,

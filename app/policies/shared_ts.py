@@ -17,6 +17,10 @@ what this campaign's costs add to the prior's; the first result sets the common 
 the prior sds replace the wide defaults of ``shared_sd`` and ``offset_sd``. The prior's
 factors (directions in which the arms moved together across the history) are terms of
 their own, ``F_a . c`` with ``c`` standard normal: one result moves the arms tied to it.
+A prior with a ``level`` (costs in an absolute unit, such as products of the matrix with a
+vector) sets the common level before any result and adds one such term shared by every arm
+(its sd the level's): the first result moves every arm's estimate by what it says of the
+level, and its own arm's by what it says of that arm.
 
 A draw picks, among the arms within ``tolerance`` (a ratio: 0.1 is 10%) of its cheapest,
 the one with the lowest posterior mean (satisficing Thompson sampling): with dozens of
@@ -60,7 +64,7 @@ NOISE_PRIOR, NOISE_WEIGHT = 0.1, 4.0
 
 class SharedTSPolicy(Policy, Windowed):
     name = "shared-ts"
-    version = "1"
+    version = "2"
     #: make_policy passes the arms' parameter mappings as ``arm_values``
     takes_arm_values: ClassVar[bool] = True
 
@@ -101,6 +105,9 @@ class SharedTSPolicy(Policy, Windowed):
         # the prior's factors: arms that moved together across the history move together
         # here (one term each, prior sd 1: the factors carry the scale)
         self.F = np.zeros((n_arms, 0)) if self.cost_prior is None else self.cost_prior.factors
+        level = None if self.cost_prior is None else self.cost_prior.level
+        if level is not None:  # the common level, as one more factor loading every arm
+            self.F = np.concatenate([self.F, np.full((n_arms, 1), level[1])], axis=1)
         self.p = self.q * (self.d + 1) + self.F.shape[1] + self.n_arms
         if self.p > MAX_TERMS:
             raise ValueError(
@@ -122,8 +129,9 @@ class SharedTSPolicy(Policy, Windowed):
         self.S = np.zeros((self.p, self.p))  # sum of phi phi'
         self.r = np.zeros(self.p)  # sum of phi (y - y0)
         self.n = np.zeros(self.n_arms)
-        self.y0 = 0.0  # the first log cost: the prior mean of every arm
-        self.have_y0 = False
+        # the common level: from the first result, or the prior's own level (then 0 here)
+        self.y0 = 0.0
+        self.have_y0 = level is not None
         self.floor = 0.0  # added to costs before the log (set by the first positive cost)
         self.yy = 0.0  # sum of (y - y0)^2
         self.s2 = NOISE_PRIOR  # the noise variance (log cost), re-estimated at each update

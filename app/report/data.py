@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, Engine, text
 
+from app.cost_units import learnt_cost
 from app.report.queries import (
     BUCKETS,
     MAX_ROUNDS,
@@ -56,7 +57,10 @@ class ReportData:
     table_costs: np.ndarray | None
     policy_state: dict[str, Any] | None
     policy_version: str | None
-    policy_tail: list[tuple[np.ndarray, int, float, float | None]] = field(default_factory=list)
+    #: (context, arm, cost as the policy learns it, quality, censored) per applied result
+    policy_tail: list[tuple[np.ndarray, int, float, float | None, bool]] = field(
+        default_factory=list
+    )
     #: the latest failures and lease expiries, newest first (at, instance, arm, worker, error)
     errors: list[dict[str, Any]] = field(default_factory=list)
 
@@ -115,8 +119,11 @@ class ReportData:
             if pol.version != self.policy_version:
                 return None
             pol.set_state(self.policy_state)
-        for x, arm, cost, quality in self.policy_tail:
-            pol.update(x, arm, cost, quality)
+        for x, arm, cost, quality, censored in self.policy_tail:
+            if censored:  # as the scheduler applies it (app.scheduler.runtime.apply_result)
+                pol.update_censored(x, arm, cost, quality)
+            else:
+                pol.update(x, arm, cost, quality)
         return pol
 
 
@@ -240,7 +247,7 @@ def load(
         if snap is not None:
             data.policy_version, data.policy_state = str(snap[0]), json_value(snap[1])
             after = int(snap[2])
-        data.policy_tail = _policy_tail(conn, campaign, after, data.features)
+        data.policy_tail = _policy_tail(conn, campaign, after, data.features, overview)
         data.errors = recent_errors(conn, campaign)
     return data
 
@@ -280,12 +287,16 @@ def recent_errors(conn: Connection, campaign: str, n: int = RECENT_ERRORS) -> li
 
 
 def _policy_tail(
-    conn: Connection, campaign: str, after: int, features: list[str]
-) -> list[tuple[np.ndarray, int, float, float | None]]:
-    """Applied results after the snapshot, in update order (the newest ``POLICY_TAIL``)."""
+    conn: Connection, campaign: str, after: int, features: list[str], overview: dict[str, Any]
+) -> list[tuple[np.ndarray, int, float, float | None, bool]]:
+    """Applied results after the snapshot, in update order (the newest ``POLICY_TAIL``), with
+    their costs as the policy learns them."""
+    unit = (overview.get("policy_config") or {}).get("cost_unit")
     rows = conn.execute(
         text(
-            "SELECT ra.arm_index, ra.cost, ra.quality, tr.context FROM result_attempts ra "
+            "SELECT ra.arm_index, ra.cost, ra.quality, tr.context, r.censored, ra.metrics "
+            "FROM result_attempts ra "
+            "JOIN results r ON r.id = ra.result_id "
             "JOIN trial_results tr ON tr.trial_id = ra.trial_id AND tr.attempt = ra.attempt "
             "WHERE ra.campaign = :c AND ra.applied AND ra.result_id > :after "
             "ORDER BY ra.result_id DESC LIMIT :n"
@@ -293,8 +304,13 @@ def _policy_tail(
         {"c": campaign, "after": after, "n": POLICY_TAIL},
     ).all()
     out = []
-    for arm, cost, quality, context in reversed(rows):
+    for arm, cost, quality, context, censored, metrics in reversed(rows):
         ctx = json_value(context) or {}
         x = np.array([float(ctx.get(f, 0.0)) for f in features])
-        out.append((x, int(arm), float(cost), None if quality is None else float(quality)))
+        try:
+            learnt = learnt_cost(str(overview["kind"]), unit, cost, json_value(metrics))
+        except ValueError:
+            continue  # not as applied: the scheduler quarantines such a result
+        q = None if quality is None else float(quality)
+        out.append((x, int(arm), learnt, q, bool(censored)))
     return out

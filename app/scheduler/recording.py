@@ -121,9 +121,8 @@ class Recorder:
                 # them raises there too, the reload marks the campaign broken.
                 continue
             try:
-                apply_result(
-                    rt.policy, rt.vector(context), arm_index, m.cost, m.quality, m.censored
-                )
+                cost = rt.learnt_cost(m.cost, m.metrics)
+                apply_result(rt.policy, rt.vector(context), arm_index, cost, m.quality, m.censored)
             except Exception as exc:  # a policy bug: quarantine this result, not the service
                 self._quarantine(session, rt, rid, exc)
                 broken.add(rt.id)

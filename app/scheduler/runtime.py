@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.campaign_settings import campaign_settings
 from app.contexts import context_vector
+from app.cost_units import learnt_cost
 from app.policies.base import PROBE, Policy, arm_positions
 from app.policies.fallback import fallback_arm
 from app.policies.registry import make_policy
@@ -59,6 +60,13 @@ class CampaignRuntime:
     last_active: float = field(default_factory=time.monotonic)
     #: policy_config.fallback's arm: a decision's budget reaches the worker with it
     fallback_arm: int | None = None
+    #: policy_config.cost_unit: the unit the policy learns costs in (None: the campaign's)
+    cost_unit: str | None = None
+
+    def learnt_cost(self, cost: float | None, metrics: dict[str, Any] | None) -> float:
+        """A result's cost as the policy learns it: in :attr:`cost_unit`, converted by the
+        kind from the result's metrics (``ValueError`` when they cannot tell)."""
+        return learnt_cost(self.kind, self.cost_unit, cost, metrics)
 
     def vector(self, context: dict[str, Any]) -> np.ndarray:
         return context_vector(context, self.features)
@@ -193,6 +201,7 @@ def load_runtime(
         settings=dict(camp.settings or {}),
         database_id=store.database_identity(session),
         fallback_arm=fallback_arm(camp.policy_config),
+        cost_unit=(camp.policy_config or {}).get("cost_unit"),
     )
     snap = store.latest_snapshot(session, camp.id)
     if snap is not None and snap.policy_version == policy.version:
@@ -206,7 +215,8 @@ def load_runtime(
 def replay_results(session: Session, store: SchedulerStore, rt: CampaignRuntime, after: int) -> int:
     """Apply the applied results with id > ``after`` in id order (the live update order)."""
     rows = store.applied_results_after(session, rt.id, after)
-    for rid, cost, arm_index, context, quality, censored in rows:
+    for rid, cost, arm_index, context, quality, censored, metrics in rows:
+        cost = rt.learnt_cost(cost, metrics)
         apply_result(rt.policy, rt.vector(context), arm_index, cost, quality, censored)
         rt.last_result_id = rid
     return len(rows)

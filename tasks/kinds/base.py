@@ -154,6 +154,18 @@ class TrialKind:
         ``capability``, ``threads``), for campaigns decided per device. Default: none."""
         return {}
 
+    # ------------------------------------------------------------ scheduler side
+    def cost_units(self, settings: dict[str, Any]) -> tuple[str, ...]:
+        """Units besides the campaign's own that a policy may learn this kind's costs in
+        (``policy_config.cost_unit``), for a campaign with stored ``settings``. Default: none."""
+        return ()
+
+    def policy_cost(self, cost: float, metrics: dict[str, Any], unit: str) -> float:
+        """A result's ``cost`` in ``unit`` (one of :meth:`cost_units`), from the result's
+        ``metrics``; ``ValueError`` saying why when they cannot tell (the scheduler then
+        quarantines the result). Pure."""
+        raise ValueError(f"the {self.name} kind does not give costs in {unit!r}")
+
     # ------------------------------------------------------------ worker side
     def warm_up(self) -> None:  # noqa: B027 - optional hook
         """Load and compile what the first trial would (a worker calls it once at start,

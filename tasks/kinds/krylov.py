@@ -23,6 +23,7 @@ data is: see :mod:`tasks.kinds.krylov_features`. The run is ``workers.kinds.kryl
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 from tasks.errors import InputError
@@ -254,25 +255,48 @@ class KrylovKind(TrialKind):
                 }
         features = features or list(DEFAULT_FEATURES)
         # What the history says about how these configurations compare (relative to the
-        # fallback; the first result sets the campaign's own level); ``"prior": None`` opts
-        # out.
+        # fallback); ``"prior": None`` opts out. Timed in seconds, the policy learns each
+        # time in products of the system's matrix with a vector (``cost_unit``: a unit the
+        # history's level carries into, across machines and sizes), so its estimates and
+        # budgets are in products from the first decision; by work the first result sets
+        # the level.
         given = policy_config.get("fallback")
         fb = given.get("arm") if isinstance(given, dict) else None
         wanted = policy in PRIOR_POLICIES and "prior" not in policy_config
         if wanted and isinstance(fb, int) and not isinstance(fb, bool) and 0 <= fb < len(arms):
-            from tasks.kinds.krylov_prior import fallback_level, history_prior
+            from tasks.kinds.krylov_prior import campaign_prior
 
-            prior = history_prior(arms, features, fb)
-            if prior is not None:
-                policy_config = {**policy_config, "prior": prior}
-                # with the prior, the fallback's time per product: the first decisions are
-                # the policy's own, budgeted in products, not the fallback's solve
-                level = fallback_level(arms, features, fb)
-                cost = (settings.get("kind_options") or {}).get("cost", "time")
-                if level is not None and cost == "time" and isinstance(given, dict):
-                    given = {"level": level, **given}  # in seconds: not for cost="work"
-                    policy_config["fallback"] = given
+            prior, level = campaign_prior(arms, features, fb)
+            by_time = (settings.get("kind_options") or {}).get("cost", "time") == "time"
+            # ``"cost_unit": None`` keeps seconds (then the first result sets the level)
+            in_products = policy_config.get("cost_unit", "matvec") == "matvec"
+            if prior is not None and level is not None and by_time and in_products:
+                policy_config = {
+                    **policy_config,
+                    "prior": prior,
+                    "fallback": {"level": level, **given},  # type: ignore[dict-item]
+                    "cost_unit": "matvec",
+                }
+            elif prior is not None:
+                unlevelled = {k: v for k, v in prior.items() if k != "level"}
+                policy_config = {**policy_config, "prior": unlevelled}
         return arms, settings, policy_config, features
+
+    def cost_units(self, settings: dict[str, Any]) -> tuple[str, ...]:
+        # by work the cost counts products already
+        by_time = (settings.get("kind_options") or {}).get("cost", "time") == "time"
+        return ("matvec",) if by_time else ()
+
+    def policy_cost(self, cost: float, metrics: dict[str, Any], unit: str) -> float:
+        # every krylov result (a censored one too) carries the time of one product on its
+        # matrix, measured on the worker that solved it
+        ms = metrics.get("matvec_ms") if unit == "matvec" else None
+        value = float(ms) if isinstance(ms, int | float) and not isinstance(ms, bool) else -1.0
+        if math.isfinite(value) and value > 0:
+            return float(cost) / (value / 1000.0)
+        raise ValueError(
+            f"cost in {unit!r} needs a positive metrics.matvec_ms; the result has {ms!r}"
+        )
 
     def campaign_options(self, settings: dict[str, Any]) -> dict[str, Any]:
         cost = settings.pop("cost", "time")

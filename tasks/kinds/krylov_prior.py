@@ -15,7 +15,8 @@ times do.
 Configurations the history lacks get the fallback's level and the widest spread the
 history shows. :func:`fallback_level`: the fallback's own expected log time in products of
 the system's matrix with a vector (``policy_config.fallback.level``: the budget of the
-decisions made before any result).
+decisions made before any result); :func:`campaign_prior`: both, the prior with that level
+as its own (for a policy that learns costs in products).
 
 Pure functions; the file is read once per process."""
 
@@ -171,18 +172,15 @@ def history_prior(
     return out
 
 
-def fallback_level(
+def _level_fits(
     arms: Sequence[dict[str, Any]],
     features: Sequence[str],
     fallback: int,
-    exclude: Sequence[str] = (),
-    history: dict[str, Any] | None = None,
-) -> dict[str, Any] | None:
-    """``policy_config.fallback.level`` for arm ``fallback``: per family (less ``exclude``)
-    that measured it and
-    its reference's level, the reference's log time in products plus the fallback's log
-    time relative to the reference, fitted over ``log_n`` (offset at the centre, slope per
-    decade) and averaged across families; None when no family did."""
+    exclude: Sequence[str],
+    history: dict[str, Any] | None,
+) -> tuple[dict[str, Any], float] | None:
+    """(the level, its spread across families) for arm ``fallback``; None when no family
+    measured it with its reference's level."""
     hist = load_history() if history is None else history
     label = arm_label(arms[fallback])
     rows = [
@@ -194,11 +192,50 @@ def fallback_level(
         return None
     center = float(np.mean(np.concatenate([L for L, _y in rows])))
     fits = [_line(L, y, center) for L, y in rows]
-    offset = float(np.mean([f[0] for f in fits]))
+    offsets = np.array([f[0] for f in fits])
     slope = float(np.mean([f[1] or 0.0 for f in fits]))
     col = list(features).index("log_n") if "log_n" in features else None
-    return {
-        "offset": offset,
+    level = {
+        "offset": float(offsets.mean()),
         "slope": [slope if i == col else 0.0 for i in range(len(features))],
         "center": [center if i == col else 0.0 for i in range(len(features))],
     }
+    # as an arm's spread: the predictive spread for one more family (widest with one)
+    F = len(offsets)
+    spread = math.sqrt(float(np.var(offsets, ddof=1)) * (1.0 + 1.0 / F)) if F > 1 else 1.0
+    return level, max(spread, MIN_SD)
+
+
+def fallback_level(
+    arms: Sequence[dict[str, Any]],
+    features: Sequence[str],
+    fallback: int,
+    exclude: Sequence[str] = (),
+    history: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """``policy_config.fallback.level`` for arm ``fallback``: per family (less ``exclude``)
+    that measured it and its reference's level, the reference's log time in products plus
+    the fallback's log time relative to the reference, fitted over ``log_n`` (offset at the
+    centre, slope per decade) and averaged across families; None when no family did."""
+    got = _level_fits(arms, features, fallback, exclude, history)
+    return None if got is None else got[0]
+
+
+def campaign_prior(
+    arms: Sequence[dict[str, Any]],
+    features: Sequence[str],
+    fallback: int,
+    exclude: Sequence[str] = (),
+    history: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(``policy_config.prior``, ``policy_config.fallback.level``) for a campaign whose
+    policy learns costs in products (``cost_unit="matvec"``): the prior carries the level
+    as its own (``prior.level``, with the spread of the families' levels as its sd), so
+    that the policy's estimates are in products from its first decision. (None, None)
+    without a prior; (prior, None) without a level."""
+    prior = history_prior(arms, features, fallback, exclude, history)
+    got = _level_fits(arms, features, fallback, exclude, history)
+    if prior is None or got is None:
+        return prior, None
+    level, spread = got
+    return {**prior, "level": {**level, "sd": spread}}, level

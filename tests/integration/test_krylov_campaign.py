@@ -8,12 +8,15 @@ import json
 
 import numpy as np
 import pyamg
+import pytest
 import scipy.sparse as sp
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from app.client import Client
 from app.config import Settings
 from app.dev.local import LocalCluster
+from app.scheduler.runtime import build_policy, load_runtime
+from models import Arm, Campaign
 from tasks.kinds.krylov import DEFAULT_SPD
 from tasks.linsys import LinearSystem, laplace2d
 
@@ -105,4 +108,39 @@ def test_a_mixed_stream_of_stored_matrices_on_postgresql(pg_settings: Settings) 
     assert len(prior["offset"]) == len(DEFAULT_SPD) and prior["offset"][10] == 0.0
     assert len(prior["slope"][0]) == 3 and any(row[0] != 0.0 for row in prior["slope"])
     assert config["fallback"]["level"]["offset"] > 0.0
+    # timed in seconds, the policy learnt each time over its matrix's product time: the
+    # scheduler's state (its snapshot and the results after it) equals a fresh policy fed
+    # every logged result so converted, here in SQL
+    assert config["cost_unit"] == "matvec" and config["prior"]["level"]["sd"] > 0.0
+    with client.Session() as s:
+        cid = s.scalar(select(Campaign.id).where(Campaign.name == "solvers"))
+        live = load_runtime(s, cid).policy
+        camp_row = s.get(Campaign, cid)
+        assert camp_row is not None
+        arm_rows = list(s.scalars(select(Arm).where(Arm.campaign_id == cid).order_by(Arm.index)))
+        fresh = build_policy(camp_row, arm_rows)
+        logged = s.execute(
+            text(
+                "SELECT r.cost / ((r.metrics->>'matvec_ms')::float / 1000.0), t.arm_index, "
+                "i.context, r.censored FROM results r JOIN trials t ON t.id = r.trial_id "
+                "JOIN instances i ON i.id = t.instance_id WHERE r.campaign_id = :c "
+                "AND r.applied ORDER BY r.id"
+            ),
+            {"c": cid},
+        ).all()
+    features = ["log_n", "nnz_per_row", "symmetric"]
+    contexts = []
+    for products, arm, ctx, censored in logged:
+        x = np.array([float(ctx[f]) for f in features])
+        contexts.append(x)
+        if censored:
+            fresh.update_censored(x, arm, float(products))
+        else:
+            fresh.update(x, arm, float(products))
+    assert len(logged) == len(ids) and fresh.n_updates == live.n_updates == len(ids)
+    for k, x in enumerate(contexts):
+        assert fresh.choose(x, key=1000 + k) == live.choose(x, key=1000 + k)
+        for arm in (0, 10):  # in products: what one solve takes, not seconds
+            got, want = live.inner.estimated_cost(x, arm), fresh.inner.estimated_cost(x, arm)  # type: ignore[attr-defined]
+            assert got == pytest.approx(want, rel=1e-6) and got > 1.0
     client.close()

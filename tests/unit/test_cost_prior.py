@@ -223,3 +223,102 @@ def test_a_budget_follows_the_shared_model_where_the_fallback_was_not_played() -
     assert isinstance(pol, FallbackBudget)
     assert pol.budget_at(np.array([0.0])) == pytest.approx(2.0, rel=0.25)
     assert pol.budget_at(np.array([1.0])) == pytest.approx(10.0, rel=0.35)
+
+
+def _levelled_prior(K: int = 12, products: float = 100.0) -> dict[str, Any]:
+    # the arms relative to arm 6, whose own cost the level states: ``products`` per solve
+    level = {"offset": math.log(products), "sd": 0.3, "slope": [0.0], "center": [0.0]}
+    return {**_prior(9, K), "level": level}
+
+
+def test_a_prior_with_a_level_prices_every_arm_before_any_result() -> None:
+    """Costs in an absolute unit (products): the level says what arm 6 costs, so estimates
+    exist from the first decision; one result moves every arm's level (one shared term)
+    and its own arm's estimate further."""
+    pol = make_policy(
+        "shared-ts", 12, 1, arm_values=_grouped(), seed=1, config={"prior": _levelled_prior()}
+    )
+    assert isinstance(pol, SharedTSPolicy)
+    x = np.array([0.0])
+    assert pol.estimated_cost(x, 6) == pytest.approx(100.0, rel=1e-6)
+    assert pol.estimated_cost(x, 9) == pytest.approx(100.0 * math.exp(-1.5), rel=1e-6)
+    assert pol.probabilities(x, 0)[9] > 0.5  # the prior's cheapest, before any result
+    before = [pol.estimated_cost(x, a) for a in range(12)]
+    pol.update(x, 0, 400.0)  # arm 0 at 4x the level
+    after = [pol.estimated_cost(x, a) for a in range(12)]
+    ratio = [a / b for a, b in zip(after, before, strict=True)]  # type: ignore[operator]
+    assert all(r > 1.05 for r in ratio)  # the level rose for every arm
+    assert ratio[0] > ratio[1] > ratio[6] > 1.0  # its own arm most, its group's more
+    assert pol.y0 == 0.0  # the level stayed the prior's: the first result did not set it
+    # the running fit equals a refit, and the state round-trips
+    S, r = pol.S.copy(), pol.r.copy()
+    pol._refit()
+    assert np.allclose(pol.S, S) and np.allclose(pol.r, r)
+    copy = make_policy(
+        "shared-ts", 12, 1, arm_values=_grouped(), seed=1, config={"prior": _levelled_prior()}
+    )
+    copy.set_state(pol.get_state())
+    assert copy.estimated_cost(x, 3) == pytest.approx(pol.estimated_cost(x, 3))
+
+
+@pytest.mark.parametrize(
+    ("level", "field"),
+    [
+        ({"offset": 1.0}, "prior.level"),
+        ({"offset": 1.0, "sd": 0.0}, "prior.level.sd"),
+        ({"offset": "a", "sd": 0.3}, "prior.level.offset"),
+        ({"offset": 1.0, "sd": 0.3, "slope": [1.0, 2.0]}, "prior.level.slope"),
+        ({"offset": 1.0, "sd": 0.3, "scale": 2.0}, "prior.level"),
+    ],
+)
+def test_a_malformed_level_names_its_field(level: dict[str, Any], field: str) -> None:
+    prior = {"offset": [0.0] * 3, "sd": [0.5] * 3, "level": level}
+    with pytest.raises(ValueError, match=field):
+        make_policy("shared-ts", 3, 1, config={"prior": prior})
+
+
+def test_a_krylov_campaign_timed_in_seconds_learns_in_products_from_the_level() -> None:
+    kind = KrylovKind()
+    features = list(DEFAULT_FEATURES)
+    config = kind.prepare_campaign(DEFAULT_SPD, {}, "shared-kg", {}, features)[2]
+    assert config["cost_unit"] == "matvec"
+    level, fb_level = config["prior"]["level"], config["fallback"]["level"]
+    # one level for the model and the budget: the fallback's products from the history
+    assert level["offset"] == fb_level["offset"] > 0.0 and level["slope"] == fb_level["slope"]
+    assert 0.1 <= level["sd"] < 1.0  # the spread of the families' levels
+    pol = make_policy(
+        "shared-kg", len(DEFAULT_SPD), len(features), config=config, arm_values=DEFAULT_SPD
+    )
+    assert isinstance(pol, FallbackBudget) and pol.unit == "matvec"
+    x = np.array([5.0, 3.0, 0.5, 5.0, 0.0])
+    fb = config["fallback"]["arm"]
+    assert pol.inner.estimated_cost(x, fb) == pytest.approx(pol.level.products(x))  # type: ignore[union-attr]
+    # by work (products counted already), or opting out of the unit: no level, as before
+    by_work = {"kind_options": {"cost": "work"}}
+    for settings, given in ((by_work, {}), ({}, {"cost_unit": None})):
+        cfg = kind.prepare_campaign(DEFAULT_SPD, settings, "shared-kg", given, features)[2]
+        assert cfg.get("cost_unit") is None and "level" not in cfg["prior"]
+        assert "level" not in cfg["fallback"]
+    assert kind.cost_units(by_work) == () and kind.cost_units({}) == ("matvec",)
+
+
+def test_a_krylov_result_in_products_is_its_time_over_one_products() -> None:
+    kind = KrylovKind()
+    assert kind.policy_cost(0.5, {"matvec_ms": 0.25}, "matvec") == pytest.approx(2000.0)
+    for metrics in ({}, {"matvec_ms": 0.0}, {"matvec_ms": "1"}, {"matvec_ms": float("nan")}):
+        with pytest.raises(ValueError, match="matvec_ms"):
+            kind.policy_cost(0.5, metrics, "matvec")
+
+
+def test_budgets_are_in_products_when_the_policy_learns_products() -> None:
+    config = {"fallback": {"arm": 6, "budget": 2.0}, "cost_unit": "matvec"}
+    pol = make_policy("shared-ts", 12, 1, arm_values=_grouped(), seed=1, config=config)
+    x = np.array([0.0])
+    assert pol.choose(x, 0).reason == "fallback:first"  # no level: it solves first
+    pol.update(x, 6, 300.0)  # 300 products
+    others = [d for d in (pol.choose(x, k) for k in range(1, 30)) if d.arm != 6]
+    assert others and all(
+        d.budget_unit == "matvec" and d.budget == pytest.approx(600.0) for d in others
+    )
+    with pytest.raises(ValueError, match="cost_unit"):
+        make_policy("shared-ts", 12, 1, arm_values=_grouped(), config={"cost_unit": "flops"})

@@ -403,3 +403,20 @@ def test_a_campaign_falls_back_to_the_safe_configuration_by_default(
     own_level = {**chosen, "level": None}  # said: kept (the fallback solves first)
     kept = config("kept", "default", policy_config={"fallback": own_level})["fallback"]
     assert kept == own_level
+    # timed in seconds, the policy learns products (the level's unit); where the kind cannot
+    # convert (by work, another kind) a unit asked for is refused, naming the field
+    assert spd["cost_unit"] == "matvec" and spd["prior"]["level"]["offset"] == level["offset"]  # type: ignore[index]
+    assert "cost_unit" not in config("work2", "default", settings={"cost": "work"})
+    for kind, arms, settings in (
+        ("krylov", "default", {"cost": "work"}),
+        ("sor", {"omega": [1.0, 1.5]}, {}),
+    ):
+        with pytest.raises(InputError) as err:
+            client.create_campaign(
+                f"unit-{kind}",
+                kind,
+                arms,  # type: ignore[arg-type]
+                settings=settings,
+                policy_config={"cost_unit": "matvec"},
+            )
+        assert err.value.field == "policy_config.cost_unit", err.value

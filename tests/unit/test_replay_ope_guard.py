@@ -292,3 +292,24 @@ def test_replay_converts_a_budget_in_products_with_each_rows_product_time() -> N
     assert run.costs[1] == pytest.approx(3.0)
     wide = replay_once(table, "fixed", config=config, matvec_seconds=np.array([1.0, 1.0]))
     assert wide.costs.tolist() == [5.0, 5.0]  # within 20 s: the arm's own cost
+
+
+def test_a_replay_in_products_gives_the_policy_each_cost_over_its_rows_product_time() -> None:
+    """Rows whose systems differ in size by 10x: in seconds arm 1 looks 10x dearer on the
+    big rows; in products (``cost_unit="matvec"``) it costs 50 on every row."""
+    T = 20
+    mv = np.where(np.arange(T) % 2 == 0, 1e-4, 1e-3)  # one product's seconds per row
+    costs = np.stack([80.0 * mv, 50.0 * mv], axis=1)
+    tab = CostTable(np.zeros((T, 1)), np.arange(2.0), costs, ["c"], [])
+    config = {"cost_unit": "matvec"}
+    with pytest.raises(ValueError, match="matvec_seconds"):
+        replay_once(tab, "shared-ts", config=config, unordered=True)
+    run = replay_once(tab, "shared-ts", config=config, unordered=True, matvec_seconds=mv)
+    assert run.costs.sum() == pytest.approx(costs[np.arange(T), run.chosen].sum())
+    # the same decisions as the policy fed products by hand
+    pol = make_policy("shared-ts", 2, 1, config=config)
+    for t in range(T):
+        d = pol.choose(tab.contexts[t], key=t)
+        assert d.arm == run.chosen[t]
+        pol.update(tab.contexts[t], d.arm, float(costs[t, d.arm] / mv[t]))
+    assert pol.estimated_cost(np.zeros(1), 1) == pytest.approx(50.0, rel=0.01)

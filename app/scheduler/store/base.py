@@ -126,8 +126,8 @@ class SchedulerStore(ResultStatements, IsolationStatements, ExternalStatements):
         ).first()
 
     def applied_results_after(self, session: Session, campaign_id: int, after: int) -> list[Any]:
-        """(result id, cost, arm index, context, quality, censored) of applied results, id
-        order."""
+        """(result id, cost, arm index, context, quality, censored, metrics) of applied
+        results, id order."""
         return list(
             session.execute(
                 select(
@@ -137,6 +137,7 @@ class SchedulerStore(ResultStatements, IsolationStatements, ExternalStatements):
                     Instance.context,
                     Result.quality,
                     Result.censored,
+                    Result.metrics,
                 )
                 .join(Trial, Trial.id == Result.trial_id)
                 .join(Instance, Instance.id == Trial.instance_id)
