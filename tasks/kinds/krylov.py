@@ -268,17 +268,22 @@ class KrylovKind(TrialKind):
 
             prior, level = campaign_prior(arms, features, fb)
             by_time = (settings.get("kind_options") or {}).get("cost", "time") == "time"
-            # ``"cost_unit": None`` keeps seconds (then the first result sets the level)
-            in_products = policy_config.get("cost_unit", "matvec") == "matvec"
-            if prior is not None and level is not None and by_time and in_products:
+            levelled = prior is not None and level is not None and by_time
+            unlevelled = {k: v for k, v in (prior or {}).items() if k != "level"}
+            if levelled and policy_config.get("cost_unit", "matvec") == "matvec":
                 policy_config = {
                     **policy_config,
                     "prior": prior,
                     "fallback": {"level": level, **given},  # type: ignore[dict-item]
                     "cost_unit": "matvec",
                 }
+            elif levelled:  # ``"cost_unit": None``: seconds, the level for budgets only
+                policy_config = {
+                    **policy_config,
+                    "prior": unlevelled,
+                    "fallback": {"level": level, **given},  # type: ignore[dict-item]
+                }
             elif prior is not None:
-                unlevelled = {k: v for k, v in prior.items() if k != "level"}
                 policy_config = {**policy_config, "prior": unlevelled}
         return arms, settings, policy_config, features
 

@@ -133,16 +133,21 @@ def history_prior(
     exclude: Sequence[str] = (),
     history: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """``policy_config.prior`` for ``arms`` (relative to arm ``fallback``), or None when fewer
-    than two of the history's families (less ``exclude``) measured the fallback."""
+    """``policy_config.prior`` for ``arms`` (relative to arm ``fallback``), or None when none
+    of the history's families (less ``exclude``) measured the fallback. Measured by one
+    family only, a configuration's spread is the typical spread of a configuration across
+    the history's other families (:func:`typical_spread`); None when there is none."""
     hist = load_history() if history is None else history
     labels = [arm_label(a) for a in arms]
     stats = _per_arm(hist, labels[fallback], exclude)
-    if stats["families"] < 2:
+    one = typical_spread(hist, exclude) if stats["families"] == 1 else None
+    if stats["families"] < 2 and one is None:
         return None
 
     def summary(label: str) -> tuple[float, float, float] | None:
         rows = stats["arms"].get(label)
+        if rows and len(rows) == 1 and one is not None:
+            return rows[0][0], rows[0][1] or 0.0, one
         if not rows or len(rows) < 2:
             return None
         alphas = np.array([a for a, _s in rows])
@@ -170,6 +175,36 @@ def history_prior(
     if factors.shape[1]:
         out["factors"] = factors.tolist()
     return out
+
+
+def typical_spread(history: dict[str, Any], exclude: Sequence[str] = ()) -> float | None:
+    """How far a configuration's log time relative to its family's reference moves from one
+    family to another, typically: per configuration measured by two or more of the history's
+    families (less ``exclude``; each relative to its own reference, at the history's centre
+    size), the predictive spread for one more family; the median over configurations. None
+    when no configuration was measured twice. The spread for an arm set only one family
+    measured (the non-symmetric grid): a guess from how other families' configurations
+    varied, not from its own."""
+    by_label: dict[str, list[float]] = {}
+    fams = [(f, v) for f, v in history.get("families", {}).items() if f not in exclude]
+    sizes = [x for _f, v in fams for x in v["log_n"]]
+    center = float(np.mean(sizes)) if sizes else 0.0
+    for _f, v in fams:
+        ref = v.get("reference")
+        if ref not in v.get("arms", {}):
+            continue
+        L, base = np.asarray(v["log_n"], float), np.asarray(v["arms"][ref], float)
+        for label, means in v["arms"].items():
+            if label != ref:
+                by_label.setdefault(label, []).append(
+                    _line(L, np.asarray(means, float) - base, center)[0]
+                )
+    spreads = [
+        math.sqrt(float(np.var(a, ddof=1)) * (1.0 + 1.0 / len(a)))
+        for a in by_label.values()
+        if len(a) >= 2
+    ]
+    return max(float(np.median(spreads)), MIN_SD) if spreads else None
 
 
 def _level_fits(

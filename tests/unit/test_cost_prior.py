@@ -293,12 +293,15 @@ def test_a_krylov_campaign_timed_in_seconds_learns_in_products_from_the_level() 
     x = np.array([5.0, 3.0, 0.5, 5.0, 0.0])
     fb = config["fallback"]["arm"]
     assert pol.inner.estimated_cost(x, fb) == pytest.approx(pol.level.products(x))  # type: ignore[union-attr]
-    # by work (products counted already), or opting out of the unit: no level, as before
+    # by work (products counted already): no level; opting out of the unit: seconds, the
+    # level for the first budgets only
     by_work = {"kind_options": {"cost": "work"}}
-    for settings, given in ((by_work, {}), ({}, {"cost_unit": None})):
-        cfg = kind.prepare_campaign(DEFAULT_SPD, settings, "shared-kg", given, features)[2]
-        assert cfg.get("cost_unit") is None and "level" not in cfg["prior"]
-        assert "level" not in cfg["fallback"]
+    cfg = kind.prepare_campaign(DEFAULT_SPD, by_work, "shared-kg", {}, features)[2]
+    assert cfg.get("cost_unit") is None and "level" not in cfg["prior"]
+    assert "level" not in cfg["fallback"]
+    cfg = kind.prepare_campaign(DEFAULT_SPD, {}, "shared-kg", {"cost_unit": None}, features)[2]
+    assert cfg["cost_unit"] is None and "level" not in cfg["prior"]
+    assert cfg["fallback"]["level"] == fb_level
     assert kind.cost_units(by_work) == () and kind.cost_units({}) == ("matvec",)
 
 
@@ -322,3 +325,33 @@ def test_budgets_are_in_products_when_the_policy_learns_products() -> None:
     )
     with pytest.raises(ValueError, match="cost_unit"):
         make_policy("shared-ts", 12, 1, arm_values=_grouped(), config={"cost_unit": "flops"})
+
+
+def test_an_arm_set_one_family_measured_gets_its_ratios_and_a_typical_spread() -> None:
+    """The non-symmetric grid: only convdiff measured it. Its prior is convdiff's ratios to
+    the fallback, each with the spread configurations showed across the other families."""
+    from tasks.kinds.krylov import DEFAULT_NONSYMMETRIC
+    from tasks.kinds.krylov_prior import typical_spread
+
+    hist = load_history()
+    fb = safe_arm(DEFAULT_NONSYMMETRIC)
+    assert fb is not None
+    features = list(DEFAULT_FEATURES)
+    prior = history_prior(DEFAULT_NONSYMMETRIC, features, fb)
+    assert prior is not None and "factors" not in prior
+    spread = typical_spread(hist)
+    assert spread is not None and 0.1 < spread < 2.0
+    assert prior["sd"] == [pytest.approx(spread)] * len(DEFAULT_NONSYMMETRIC)
+    fam = hist["families"]["convdiff"]
+    ref = fam["arms"][arm_label(DEFAULT_NONSYMMETRIC[fb])]
+    for i, arm in enumerate(DEFAULT_NONSYMMETRIC):  # its mean ratio over the sizes held
+        got = np.mean(np.asarray(fam["arms"][arm_label(arm)]) - np.asarray(ref))
+        assert prior["offset"][i] == pytest.approx(got, abs=0.1)
+    # the family left out: nothing measured the grid
+    assert history_prior(DEFAULT_NONSYMMETRIC, features, fb, exclude=["convdiff"]) is None
+    # a history of that family alone: no other family's spread to borrow, no prior
+    two = {"families": {k: hist["families"][k] for k in ("convdiff",)}}
+    assert (
+        typical_spread(two) is None
+        and history_prior(DEFAULT_NONSYMMETRIC, features, fb, history=two) is None
+    )
