@@ -269,19 +269,20 @@ class KrylovKind(TrialKind):
             prior, level = campaign_prior(arms, features, fb)
             by_time = (settings.get("kind_options") or {}).get("cost", "time") == "time"
             levelled = prior is not None and level is not None and by_time
+            own: dict[str, Any] = given if isinstance(given, dict) else {}
             unlevelled = {k: v for k, v in (prior or {}).items() if k != "level"}
             if levelled and policy_config.get("cost_unit", "matvec") == "matvec":
                 policy_config = {
                     **policy_config,
                     "prior": prior,
-                    "fallback": {"level": level, **given},  # type: ignore[dict-item]
+                    "fallback": {"level": level, **own},
                     "cost_unit": "matvec",
                 }
             elif levelled:  # ``"cost_unit": None``: seconds, the level for budgets only
                 policy_config = {
                     **policy_config,
                     "prior": unlevelled,
-                    "fallback": {"level": level, **given},  # type: ignore[dict-item]
+                    "fallback": {"level": level, **own},
                 }
             elif prior is not None:
                 policy_config = {**policy_config, "prior": unlevelled}

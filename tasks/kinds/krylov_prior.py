@@ -235,7 +235,8 @@ def _level_fits(
         "slope": [slope if i == col else 0.0 for i in range(len(features))],
         "center": [center if i == col else 0.0 for i in range(len(features))],
     }
-    # as an arm's spread: the predictive spread for one more family (widest with one)
+    # as an arm's spread: the predictive spread for one more family; with one family none
+    # can be measured, so a factor of e either way
     F = len(offsets)
     spread = math.sqrt(float(np.var(offsets, ddof=1)) * (1.0 + 1.0 / F)) if F > 1 else 1.0
     return level, max(spread, MIN_SD)
