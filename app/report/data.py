@@ -57,10 +57,8 @@ class ReportData:
     table_costs: np.ndarray | None
     policy_state: dict[str, Any] | None
     policy_version: str | None
-    #: (context, arm, cost as the policy learns it, quality, censored) per applied result
-    policy_tail: list[tuple[np.ndarray, int, float, float | None, bool]] = field(
-        default_factory=list
-    )
+    #: (context, arm, cost as the policy learns it, quality) per applied result
+    policy_tail: list[tuple[np.ndarray, int, float, float | None]] = field(default_factory=list)
     #: the latest failures and lease expiries, newest first (at, instance, arm, worker, error)
     errors: list[dict[str, Any]] = field(default_factory=list)
 
@@ -119,11 +117,8 @@ class ReportData:
             if pol.version != self.policy_version:
                 return None
             pol.set_state(self.policy_state)
-        for x, arm, cost, quality, censored in self.policy_tail:
-            if censored:  # as the scheduler applies it (app.scheduler.runtime.apply_result)
-                pol.update_censored(x, arm, cost, quality)
-            else:
-                pol.update(x, arm, cost, quality)
+        for x, arm, cost, quality in self.policy_tail:
+            pol.update(x, arm, cost, quality)
         return pol
 
 
@@ -288,15 +283,16 @@ def recent_errors(conn: Connection, campaign: str, n: int = RECENT_ERRORS) -> li
 
 def _policy_tail(
     conn: Connection, campaign: str, after: int, features: list[str], overview: dict[str, Any]
-) -> list[tuple[np.ndarray, int, float, float | None, bool]]:
+) -> list[tuple[np.ndarray, int, float, float | None]]:
     """Applied results after the snapshot, in update order (the newest ``POLICY_TAIL``), with
-    their costs as the policy learns them."""
+    their costs as the policy learns them. Read through the reader's views only (the
+    dashboard's role sees no table), which do not say whether a result was censored: a
+    censored result is applied as its cost, a lower bound."""
     unit = (overview.get("policy_config") or {}).get("cost_unit")
     rows = conn.execute(
         text(
-            "SELECT ra.arm_index, ra.cost, ra.quality, tr.context, r.censored, ra.metrics "
+            "SELECT ra.arm_index, ra.cost, ra.quality, tr.context, ra.metrics "
             "FROM result_attempts ra "
-            "JOIN results r ON r.id = ra.result_id "
             "JOIN trial_results tr ON tr.trial_id = ra.trial_id AND tr.attempt = ra.attempt "
             "WHERE ra.campaign = :c AND ra.applied AND ra.result_id > :after "
             "ORDER BY ra.result_id DESC LIMIT :n"
@@ -304,7 +300,7 @@ def _policy_tail(
         {"c": campaign, "after": after, "n": POLICY_TAIL},
     ).all()
     out = []
-    for arm, cost, quality, context, censored, metrics in reversed(rows):
+    for arm, cost, quality, context, metrics in reversed(rows):
         ctx = json_value(context) or {}
         x = np.array([float(ctx.get(f, 0.0)) for f in features])
         try:
@@ -312,5 +308,5 @@ def _policy_tail(
         except ValueError:
             continue  # not as applied: the scheduler quarantines such a result
         q = None if quality is None else float(quality)
-        out.append((x, int(arm), learnt, q, bool(censored)))
+        out.append((x, int(arm), learnt, q))
     return out
