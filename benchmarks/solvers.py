@@ -380,18 +380,15 @@ def main() -> int:
             + " ".join("-".rjust(15) if r[c] is None else f"{r[c]:15.3f}" for c in cols)
         )
     m = res["families"].get("mixed (SPD)")
-    for col in (
-        ()
-        if m is None
-        else (
-            "banditq default",
-            "told horizon",
-            "thompson",
-            "default, no budget",
-            "banditq guarded",
-            "generic default",
-        )
-    ):
+    mixed_cols = (
+        "banditq default",
+        "told horizon",
+        "thompson",
+        "default, no budget",
+        "banditq guarded",
+        "generic default",
+    )
+    for col in mixed_cols if m is not None else ():
         print(
             f"mixed, {col}: / oracle {m[col] / m['oracle']:.2f}x, / best fixed "
             f"{m[col] / m['best fixed']:.2f}x, / pyamg.solve {m[col] / m['pyamg.solve']:.2f}x"

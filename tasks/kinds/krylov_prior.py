@@ -63,6 +63,13 @@ def _line(L: np.ndarray, y: np.ndarray, center: float) -> tuple[float, float | N
     return float(np.mean(y)), None
 
 
+def _spread(values: Any) -> float:
+    """The predictive spread of one more family's value, from two or more families' values:
+    their between-family variance widened by (1 + 1/F)."""
+    v = np.asarray(values, float)
+    return math.sqrt(float(np.var(v, ddof=1)) * (1.0 + 1.0 / len(v)))
+
+
 def _per_arm(history: dict[str, Any], reference: str, exclude: Sequence[str]) -> dict[str, Any]:
     """Per family that measured ``reference`` and is not in ``exclude``: label -> (its log
     cost above ``reference``'s at the centre, its slope or None); the same per label across
@@ -152,8 +159,7 @@ def history_prior(
             return None
         alphas = np.array([a for a, _s in rows])
         slopes = [s for _a, s in rows if s is not None]
-        # the predictive spread for one more family: between-family variance x (1 + 1/F)
-        sd = math.sqrt(float(np.var(alphas, ddof=1)) * (1.0 + 1.0 / len(rows)))
+        sd = _spread(alphas)
         return float(alphas.mean()), float(np.mean(slopes)) if slopes else 0.0, max(sd, MIN_SD)
 
     known = {lab: summary(lab) for lab in set(labels)}
@@ -199,11 +205,7 @@ def typical_spread(history: dict[str, Any], exclude: Sequence[str] = ()) -> floa
                 by_label.setdefault(label, []).append(
                     _line(L, np.asarray(means, float) - base, center)[0]
                 )
-    spreads = [
-        math.sqrt(float(np.var(a, ddof=1)) * (1.0 + 1.0 / len(a)))
-        for a in by_label.values()
-        if len(a) >= 2
-    ]
+    spreads = [_spread(a) for a in by_label.values() if len(a) >= 2]
     return max(float(np.median(spreads)), MIN_SD) if spreads else None
 
 
@@ -237,8 +239,7 @@ def _level_fits(
     }
     # as an arm's spread: the predictive spread for one more family; with one family none
     # can be measured, so a factor of e either way
-    F = len(offsets)
-    spread = math.sqrt(float(np.var(offsets, ddof=1)) * (1.0 + 1.0 / F)) if F > 1 else 1.0
+    spread = _spread(offsets) if len(offsets) > 1 else 1.0
     return level, max(spread, MIN_SD)
 
 
