@@ -115,11 +115,21 @@ def parse_level(cfg: Any, d: int) -> tuple[float, float, np.ndarray, np.ndarray]
     if unknown:
         raise InputError(field, f"takes 'offset', 'sd', 'slope' and 'center'; got {unknown}")
     # a level is a log cost in an absolute unit: e^-20 .. e^40 of it
-    offset = float(checked_array(cfg["offset"], (), f"{field}.offset", -MAX_LOG, 2 * MAX_LOG))
+    offset, slope, center = linear_in_context(cfg, d, field, -MAX_LOG)
     sd = float(checked_array(cfg["sd"], (), f"{field}.sd", 1e-3, MAX_LOG))
+    return offset, sd, slope, center
+
+
+def linear_in_context(
+    cfg: Mapping[str, Any], d: int, field: str, offset_lo: float
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """``offset`` (in [offset_lo, e^40's log]), ``slope`` (d) and ``center`` (d) of a log cost
+    linear in the raw context, ``offset + slope . (x - center)``; slope and center 0 where
+    absent. InputError naming ``field.key`` when malformed."""
+    offset = float(checked_array(cfg["offset"], (), f"{field}.offset", offset_lo, 2 * MAX_LOG))
     slope, center = np.zeros(d), np.zeros(d)
     if cfg.get("slope") is not None:
         slope = checked_array(cfg["slope"], (d,), f"{field}.slope", -MAX_LOG, MAX_LOG)
     if cfg.get("center") is not None:
         center = checked_array(cfg["center"], (d,), f"{field}.center", -1e6, 1e6)
-    return offset, sd, slope, center
+    return offset, slope, center

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from app.policies.base import Decision, Policy
-from app.policies.cost_prior import MAX_LOG, checked_array
+from app.policies.cost_prior import MAX_LOG, linear_in_context
 from app.policies.ridge import model_input
 from app.policies.wrapper import Wrapper
 from tasks.errors import InputError
@@ -66,14 +66,7 @@ class FallbackLevel:
         if unknown:
             raise InputError(LEVEL, f"takes 'offset', 'slope' and 'center'; got {unknown}")
         # at least one product, at most e^40 of them
-        offset = checked_array(cfg["offset"], (), f"{LEVEL}.offset", 0.0, 2 * MAX_LOG)
-        d = int(n_features)
-        slope, center = np.zeros(d), np.zeros(d)
-        if cfg.get("slope") is not None:
-            slope = checked_array(cfg["slope"], (d,), f"{LEVEL}.slope", -MAX_LOG, MAX_LOG)
-        if cfg.get("center") is not None:
-            center = checked_array(cfg["center"], (d,), f"{LEVEL}.center", -1e6, 1e6)
-        return cls(float(offset), slope, center)
+        return cls(*linear_in_context(cfg, int(n_features), LEVEL, 0.0))
 
     def products(self, context: np.ndarray) -> float:
         """The expected number of products at one raw context (capped at e^40)."""
